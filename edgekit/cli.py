@@ -1,0 +1,173 @@
+"""The `edgekit` command: thin typer wrappers over the Python API.
+
+User mistakes (every `EdgekitError`) print one line on stderr and exit with code 2. Heavy,
+torch-side modules are imported inside the commands that need them, so `edgekit run` starts
+without torch. This module is the one place that sets up logging and progress bars.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgekit.errors import EdgekitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
+stdout = Console()
+stderr = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Turn an EdgekitError into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except EdgekitError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(), console=stderr, disable=not enabled, transient=True)
+
+
+def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> Any:
+    """Run the exporter with a rich progress bar on stderr (when `show`)."""
+    from edgekit.errors import MissingDependencyError
+
+    try:
+        from edgekit.exporters.encoder_export import export_encoder
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"export needs the export extra ({error.name} is missing); pip install 'edgekit[export]'"
+        ) from None
+    with _progress(show and stderr.is_terminal) as bar:
+        task = bar.add_task("exporting", total=None)
+
+        def report(message: str, done: int, total: int) -> None:
+            bar.update(task, description=message, completed=done, total=total)
+
+        return export_encoder(source, out, progress=report, **options)
+
+
+@app.command()
+@user_errors
+def export(
+    source: str = typer.Argument(..., help="Checkpoint directory or hub id."),
+    out: Path = typer.Option(..., "--out", help="Package directory to write."),
+    task: str = typer.Option(None, "--task", help="rerank (cross-encoder) or select (bi-encoder); inferred if omitted."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 (fp16 is not built yet)."),
+    max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+) -> None:
+    """Split a model into per-layer ONNX graphs and write an edge package."""
+    manifest = export_with_progress(source, out, show=True, task=task, dtype=dtype, max_length=max_length,
+                                    overwrite=force)
+    stdout.print(f"wrote {out} ({manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
+                 f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g})")
+
+
+@app.command()
+@user_errors
+def run(
+    package: Path = typer.Argument(..., help="Package directory."),
+    query: str = typer.Option(..., "--query", help="The query text."),
+    candidates: Path = typer.Option(..., "--candidates", help=".txt (one per line) or .jsonl ({\"text\": ...})."),
+    top_k: int = typer.Option(10, "--top-k", help="How many candidates to return."),
+    window: int = typer.Option(2, "--window", help="Graphs resident at once (>= 1)."),
+    chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml."),
+    threads: int = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Rank candidates against a query with an exported package."""
+    import edgekit
+    from edgekit.candidates import read_candidates
+
+    texts = read_candidates(candidates)
+    selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads)
+    ranking = selector.rank(query, texts, top_k=top_k)
+    print_ranking(ranking, as_json)
+
+
+def print_ranking(ranking: Any, as_json: bool) -> None:
+    stats = ranking.stats
+    if as_json:
+        payload = {"top_k": [{"index": r.index, "score": r.score, "text": r.text} for r in ranking],
+                   "stats": stats.to_dict()}
+        typer.echo(json.dumps(payload))
+        return
+    if stats.top_k_returned < stats.top_k_requested:
+        stderr.print(f"note: top-k {stats.top_k_requested} > {stats.candidates} candidates; returning all of them")
+    table = Table(title=f"top {len(ranking)} of {stats.candidates}")
+    for column in ("rank", "index", "score", "text"):
+        table.add_column(column, overflow="fold")
+    for rank, result in enumerate(ranking, start=1):
+        table.add_row(str(rank), str(result.index), f"{result.score:.4f}", result.text)
+    stdout.print(table)
+    rss = f"{stats.peak_rss_mb:.0f} MiB" if stats.peak_rss_mb is not None else "n/a"
+    stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded} · "
+                 f"max resident {stats.max_resident_graphs} · truncated {stats.truncated}")
+
+
+@app.command()
+@user_errors
+def inspect(package: Path = typer.Argument(..., help="Package directory.")) -> None:
+    """Show what is in a package: graphs, sizes and a memory estimate."""
+    from edgekit.inspection import describe
+
+    stdout.print(describe(package))
+
+
+@app.command()
+@user_errors
+def verify(package: Path = typer.Argument(..., help="Package directory.")) -> None:
+    """Re-hash every file of a package; exit 2 naming each file that fails."""
+    from edgekit.manifest import Manifest
+
+    manifest = Manifest.load(package)
+    manifest.verify()
+    stdout.print(f"ok: {len(manifest.files())} files verified in {package}")
+
+
+@app.command()
+@user_errors
+def demo(
+    query: str = typer.Option("how do I sort a list in python", "--query", help="Query over the built-in corpus."),
+    top_k: int = typer.Option(5, "--top-k"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Export the bundled all-MiniLM-L6-v2 (first use) and rank a small built-in corpus."""
+    import edgekit
+    from edgekit.demo import demo_corpus, demo_package
+
+    package = demo_package(lambda source, out: export_with_progress(source, out, show=not as_json, overwrite=True))
+    if not as_json:
+        stdout.print(f"package: {package}")
+    selector = edgekit.load(str(package))
+    print_ranking(selector.rank(query, demo_corpus(), top_k=top_k), as_json)
+
+
+def main() -> None:
+    app(prog_name="edgekit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

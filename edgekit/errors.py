@@ -1,0 +1,56 @@
+"""Typed errors. Every user mistake raises one of these with a one-line message that names
+the problem and the fix; the CLI prints the message and exits with code 2."""
+
+from __future__ import annotations
+
+
+class EdgekitError(Exception):
+    """Base class: a problem the user can fix. `str(error)` is the one-line message."""
+
+
+class PackageNotFoundError(EdgekitError):
+    """The package directory does not exist."""
+
+
+class NotAPackageError(EdgekitError):
+    """The directory exists but holds no readable edgekit manifest."""
+
+
+class FormatVersionError(EdgekitError):
+    """The manifest's format or version is not one this runtime reads."""
+
+
+class IntegrityError(EdgekitError):
+    """Files of the package are missing, resized or do not match their recorded sha256."""
+
+    def __init__(self, message: str, bad_files: list[str]) -> None:
+        super().__init__(message)
+        self.bad_files = bad_files
+
+
+class CandidatesError(EdgekitError):
+    """The candidates (file or list) are empty, unreadable, not UTF-8 or malformed."""
+
+
+class InvalidArgumentError(EdgekitError):
+    """An argument is out of range (top-k, window, chunk …)."""
+
+
+class ProviderUnavailableError(EdgekitError):
+    """The requested execution provider is not available in this onnxruntime build or machine."""
+
+
+class SourceModelError(EdgekitError):
+    """The export source cannot be found, loaded or is not a supported checkpoint."""
+
+
+class ParityError(EdgekitError):
+    """An exported graph (or the chained package) differs from the torch model beyond tolerance."""
+
+
+class OutputExistsError(EdgekitError):
+    """The export destination exists and overwriting was not asked for."""
+
+
+class MissingDependencyError(EdgekitError):
+    """An optional dependency (an extra) is needed for this command."""

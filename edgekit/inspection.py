@@ -1,0 +1,52 @@
+"""`edgekit inspect`: what a package holds and what running it keeps in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from edgekit.manifest import Manifest
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.2f} MiB"
+
+
+def resident_weight_bytes(manifest: Manifest, window: int) -> int:
+    """The most graph bytes resident at once when streaming with `window` graphs."""
+    sizes = [graph.bytes for graph in manifest.graphs]
+    if window >= len(sizes):
+        return sum(sizes)
+    return max(sum(sizes[i : i + window]) for i in range(len(sizes) - window + 1))
+
+
+def describe(directory: str | Path) -> Group:
+    manifest = Manifest.load(directory)
+    header = Text(
+        f"{manifest.root}: task {manifest.task} · family {manifest.family} · {manifest.num_layers} layers · "
+        f"hidden {manifest.hidden_size} · max length {manifest.max_length} · {manifest.dtype} · "
+        f"format v{manifest.format_version}\n"
+        f"source {manifest.source.get('path', '?')} · scoring {manifest.scoring.kind} · "
+        f"parity (chained) {manifest.parity.get('chained_max_abs_diff', 'n/a')}"
+    )
+    graphs = Table(title="graphs (execution order)")
+    for column in ("#", "name", "role", "size", "inputs", "outputs"):
+        graphs.add_column(column)
+    for position, graph in enumerate(manifest.graphs):
+        graphs.add_row(
+            str(position), graph.name, graph.role, _mib(graph.bytes),
+            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs),
+            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs),
+        )
+    hidden_per_candidate = 4 * manifest.max_length * manifest.hidden_size
+    memory = Text(
+        f"total {_mib(manifest.total_bytes)} on disk\n"
+        f"weights resident while streaming: window 1 {_mib(resident_weight_bytes(manifest, 1))}, "
+        f"window 2 {_mib(resident_weight_bytes(manifest, 2))}, all {_mib(resident_weight_bytes(manifest, 10**9))}\n"
+        f"hidden states kept between layers: {_mib(hidden_per_candidate)} per candidate at max length "
+        f"(x2 while a layer runs), plus one chunk's activations inside a layer"
+    )
+    return Group(header, graphs, memory)

@@ -1,0 +1,236 @@
+"""The edge package contract: `manifest.json` and the types it is read into.
+
+The manifest is the only thing the export side and the runtime side share. It lists every
+graph in execution order with its role, file, sha256, byte size and IO specs, the tokenizer
+files, the scoring head, and the parity measured at export. docs/FORMAT.md documents it.
+
+Example::
+
+    manifest = Manifest.load("pkg")          # checks format, version, files present
+    for graph in manifest.graphs: print(graph.role, graph.file, graph.bytes)
+    manifest.verify()                        # re-hashes every file; raises IntegrityError
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import FormatVersionError, IntegrityError, NotAPackageError, PackageNotFoundError
+
+FORMAT_NAME = "edgekit-package"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+
+TASKS = ("rerank", "select")
+GRAPH_ROLES = ("embeddings", "layer", "head")
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks so large graphs do not sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. Dims are ints or symbolic names ("batch", "sequence")."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> TensorSpec:
+        return TensorSpec(name=data["name"], dtype=data["dtype"], shape=tuple(data["shape"]))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the package (relative path), with the hash and size recorded at export."""
+
+    file: str
+    sha256: str
+    bytes: int
+
+    @staticmethod
+    def of(root: Path, relative: str) -> FileEntry:
+        path = root / relative
+        return FileEntry(file=relative, sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One graph of the package. `files` holds the .onnx file first, then any external data."""
+
+    name: str
+    role: str
+    files: tuple[FileEntry, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    index: int | None = None
+
+    @property
+    def file(self) -> str:
+        return self.files[0].file
+
+    @property
+    def bytes(self) -> int:
+        return sum(entry.bytes for entry in self.files)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> GraphSpec:
+        return GraphSpec(
+            name=data["name"],
+            role=data["role"],
+            index=data.get("index"),
+            files=tuple(FileEntry(**entry) for entry in data["files"]),
+            inputs=tuple(TensorSpec.from_dict(spec) for spec in data["inputs"]),
+            outputs=tuple(TensorSpec.from_dict(spec) for spec in data["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How the head's output becomes a candidate score.
+
+    kind "logit": the head graph outputs one relevance score per (query, candidate) pair.
+    kind "cosine": the head outputs an embedding per text; score = cosine(query, candidate).
+    """
+
+    kind: str
+    pooling: str | None = None
+    normalize: bool = False
+    num_labels: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The tokenizer files (tokenizer.json first) and how the runtime must use them."""
+
+    files: tuple[FileEntry, ...]
+    pad_token_id: int
+    pair: bool
+    truncation: str = "longest_first"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed manifest of an edge package rooted at `root` (not serialised)."""
+
+    task: str
+    family: str
+    max_length: int
+    hidden_size: int
+    num_layers: int
+    dtype: str
+    graphs: tuple[GraphSpec, ...]
+    tokenizer: TokenizerSpec
+    scoring: Scoring
+    source: dict[str, Any] = field(default_factory=dict)
+    exporter: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    root: Path = Path(".")
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    # --- reading -------------------------------------------------------------------------
+    @staticmethod
+    def load(directory: str | Path) -> Manifest:
+        """Read and check a package: format, version, and that every listed file exists with
+        its recorded size. Hashes are checked by `verify()` (they cost a full read)."""
+        root = Path(directory)
+        if not root.exists():
+            raise PackageNotFoundError(f"package directory {root} does not exist; export one with `edgekit export`")
+        path = root / MANIFEST_FILE
+        if not root.is_dir() or not path.is_file():
+            raise NotAPackageError(
+                f"{root} is not an edgekit package (no {MANIFEST_FILE}); point at a directory written by `edgekit export`"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise NotAPackageError(f"{path} is not readable JSON ({error}); re-export the package") from None
+        manifest = Manifest.from_dict(data, root)
+        missing = [entry.file for entry in manifest.files() if not (root / entry.file).is_file()]
+        if missing:
+            raise IntegrityError(f"package {root} is missing {', '.join(missing)}; re-export it", missing)
+        resized = [entry.file for entry in manifest.files() if (root / entry.file).stat().st_size != entry.bytes]
+        if resized:
+            raise IntegrityError(f"package {root}: size changed for {', '.join(resized)}; re-export it", resized)
+        return manifest
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], root: Path) -> Manifest:
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise NotAPackageError(f"{root / MANIFEST_FILE} is not an {FORMAT_NAME} manifest; re-export the package")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise FormatVersionError(
+                f"package format version {version!r} is not supported (this edgekit reads version {FORMAT_VERSION}); "
+                "re-export the package with this edgekit or install the matching edgekit release"
+            )
+        try:
+            tokenizer = dict(data["tokenizer"])
+            tokenizer["files"] = tuple(FileEntry(**entry) for entry in tokenizer["files"])
+            return Manifest(
+                task=data["task"],
+                family=data["family"],
+                max_length=int(data["max_length"]),
+                hidden_size=int(data["hidden_size"]),
+                num_layers=int(data["num_layers"]),
+                dtype=data["dtype"],
+                graphs=tuple(GraphSpec.from_dict(graph) for graph in data["graphs"]),
+                tokenizer=TokenizerSpec(**tokenizer),
+                scoring=Scoring(**data["scoring"]),
+                source=data.get("source", {}),
+                exporter=data.get("exporter", {}),
+                parity=data.get("parity", {}),
+                root=root,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error!r}); re-export the package") from None
+
+    # --- writing -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("root")
+        ordered = {"format": data.pop("format"), "format_version": data.pop("format_version")}
+        ordered.update(data)
+        return ordered
+
+    def save(self, directory: Path) -> Path:
+        path = directory / MANIFEST_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    # --- integrity -----------------------------------------------------------------------
+    def files(self) -> list[FileEntry]:
+        """Every file the package lists: graph files (and external data) and tokenizer files."""
+        entries = [entry for graph in self.graphs for entry in graph.files]
+        return entries + list(self.tokenizer.files)
+
+    def verify(self) -> None:
+        """Re-hash every listed file; raise IntegrityError naming each file that fails."""
+        bad: list[str] = []
+        for entry in self.files():
+            path = self.root / entry.file
+            if not path.is_file() or path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
+                bad.append(entry.file)
+        if bad:
+            raise IntegrityError(f"package {self.root}: hash mismatch for {', '.join(bad)}; re-export it", bad)
+
+    # --- convenience ---------------------------------------------------------------------
+    def graphs_by_role(self, role: str) -> list[GraphSpec]:
+        return [graph for graph in self.graphs if graph.role == role]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.files())

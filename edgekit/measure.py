@@ -1,0 +1,33 @@
+"""Measurement helpers shared by the runtime stats and the benchmarks (no heavy imports)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set size so far, in MiB (None where the OS can't say).
+
+    A high-water mark for the whole process: to compare variants, run each in its own process.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+@contextmanager
+def stopwatch() -> Iterator[dict[str, float]]:
+    """`with stopwatch() as t: ...` then `t["ms"]` holds the elapsed wall time in ms."""
+    timing: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield timing
+    finally:
+        timing["ms"] = (time.perf_counter() - start) * 1000.0

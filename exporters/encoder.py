@@ -1,0 +1,156 @@
+"""Torch side of encoder families: split a transformers encoder into stages and score whole.
+
+Stages (each becomes one ONNX graph):
+  embeddings  input_ids [B,S] (+ token_type_ids [B,S])  -> hidden_states [B,S,H]
+  layer_i     hidden_states [B,S,H], attention_mask [B,S] -> hidden_states [B,S,H]
+  head        cross-encoder: hidden_states -> score [B]
+              bi-encoder:    hidden_states, attention_mask -> embedding [B,H]
+The reference functions score with the unsplit model, for parity checks and tests.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekit.errors import SourceModelError
+from edgekit.models.encoders import (
+    HEAD_CLASSIFICATION_MODULE,
+    HEAD_DISTILBERT,
+    HEAD_POOLER_CLASSIFIER,
+    EncoderFamily,
+)
+
+
+def _attribute(root: Any, dotted: str) -> Any:
+    return functools.reduce(getattr, dotted.split("."), root)
+
+
+def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B,S] 0/1 mask -> additive [B,1,1,S] mask (0 keep, dtype-min drop), as HF's eager path."""
+    keep = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
+class EmbeddingsStage(nn.Module):
+    """Token (+ type, + position) embeddings, and ELECTRA's projection when it has one."""
+
+    def __init__(self, base: nn.Module, uses_token_type_ids: bool) -> None:
+        super().__init__()
+        self.embeddings = base.embeddings
+        self.project = getattr(base, "embeddings_project", None)
+        self.uses_token_type_ids = uses_token_type_ids
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.uses_token_type_ids:
+            hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        else:
+            hidden = self.embeddings(input_ids=input_ids)
+        return self.project(hidden) if self.project is not None else hidden
+
+
+class LayerStage(nn.Module):
+    """One transformer layer; takes the plain [B,S] mask and builds the additive one inside."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.layer(hidden_states, attention_mask=extended_mask(attention_mask, hidden_states.dtype))
+        return out[0] if isinstance(out, tuple) else out
+
+
+def logits_to_score(logits: torch.Tensor) -> torch.Tensor:
+    """[B,1] -> the logit; [B,2] -> logit(1) - logit(0), the log-odds of "relevant"."""
+    if logits.shape[-1] == 1:
+        return logits[:, 0]
+    return logits[:, 1] - logits[:, 0]
+
+
+class CrossEncoderHead(nn.Module):
+    """The model's own classification head on hidden states [B,S,H] -> score [B]."""
+
+    def __init__(self, model: nn.Module, family: EncoderFamily) -> None:
+        super().__init__()
+        self.kind = family.cross_head
+        self.classifier = model.classifier
+        if self.kind == HEAD_POOLER_CLASSIFIER:
+            self.pooler = _attribute(model, family.base_attr).pooler
+            if self.pooler is None:
+                raise SourceModelError("BERT cross-encoder has no pooler; cannot build its head")
+        elif self.kind == HEAD_DISTILBERT:
+            self.pre_classifier = model.pre_classifier
+        elif self.kind != HEAD_CLASSIFICATION_MODULE:
+            raise SourceModelError(f"unknown cross-encoder head kind {self.kind!r}")
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.kind == HEAD_POOLER_CLASSIFIER:
+            logits = self.classifier(self.pooler(hidden_states))
+        elif self.kind == HEAD_DISTILBERT:
+            logits = self.classifier(torch.relu(self.pre_classifier(hidden_states[:, 0])))
+        else:
+            logits = self.classifier(hidden_states)
+        return logits_to_score(logits)
+
+
+class BiEncoderHead(nn.Module):
+    """Pooling (+ L2 normalisation) of hidden states [B,S,H] -> embedding [B,H]."""
+
+    def __init__(self, pooling: str, normalize: bool) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.normalize = normalize
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            pooled = hidden_states[:, 0]
+        else:
+            weights = attention_mask.to(hidden_states.dtype).unsqueeze(-1)  # [B,S,1]
+            pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        if self.normalize:
+            pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)
+        return pooled
+
+
+@dataclass
+class EncoderStages:
+    """The split model: ordered (name, role, module) stages and the unsplit reference."""
+
+    embeddings: EmbeddingsStage
+    layers: list[LayerStage]
+    head: nn.Module
+    reference: nn.Module  # the whole transformers model
+    family: EncoderFamily
+
+
+def split_encoder(model: nn.Module, family: EncoderFamily, task: str, pooling: str | None = None,
+                  normalize: bool = False) -> EncoderStages:
+    """Split a loaded model (seq-cls model for rerank, base model for select) into stages."""
+    base = _attribute(model, family.base_attr) if task == "rerank" else model
+    layers = [LayerStage(layer).eval() for layer in _attribute(base, family.layers_path)]
+    if task == "rerank":
+        head: nn.Module = CrossEncoderHead(model, family)
+    else:
+        head = BiEncoderHead(pooling or "mean", normalize)
+    return EncoderStages(
+        embeddings=EmbeddingsStage(base, family.has_token_type_ids).eval(),
+        layers=layers,
+        head=head.eval(),
+        reference=model.eval(),
+        family=family,
+    )
+
+
+@torch.no_grad()
+def reference_scores(stages: EncoderStages, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Whole-model output: cross-encoder scores [B], or bi-encoder embeddings [B,H]."""
+    model = stages.reference
+    if task == "rerank":
+        return logits_to_score(model(**batch).logits)
+    hidden = model(**batch).last_hidden_state
+    return stages.head(hidden, batch["attention_mask"])

@@ -1,0 +1,1 @@
+"""Execution side: backends, the layer stream and schedulers. Imports no torch (see tests)."""

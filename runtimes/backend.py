@@ -1,0 +1,93 @@
+"""onnxruntime backend: one InferenceSession per graph, with options tuned for low peak memory.
+
+Providers are asked for by short name. A provider that this onnxruntime build or machine does
+not have is an error, never a silent CPU fallback: after creating a session we check that the
+requested provider is really the first one the session uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from edgekit.errors import InvalidArgumentError, ProviderUnavailableError
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+_HOW_TO_GET = {
+    "cuda": "install onnxruntime-gpu instead of onnxruntime on a machine with an NVIDIA GPU and CUDA 12",
+    "coreml": "run on macOS with the standard onnxruntime wheel",
+    "cpu": "reinstall onnxruntime",
+}
+
+
+class OrtSession:
+    """A loaded graph. `run` maps input names to arrays; `release` frees the session now."""
+
+    def __init__(self, session: ort.InferenceSession, path: Path) -> None:
+        self._session: ort.InferenceSession | None = session
+        self.path = path
+        self.input_names = tuple(item.name for item in session.get_inputs())
+        self.output_names = tuple(item.name for item in session.get_outputs())
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._session is None:
+            raise RuntimeError(f"session for {self.path} was already released")
+        return self._session.run(None, {name: feeds[name] for name in self.input_names})
+
+    def release(self) -> None:
+        self._session = None
+
+
+@dataclass(frozen=True)
+class OrtBackend:
+    """Creates sessions for one provider. `threads` = intra-op threads (None: ORT's default)."""
+
+    provider: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise InvalidArgumentError(
+                f"unknown provider {self.provider!r}; choose one of {', '.join(PROVIDERS)}"
+            )
+        if PROVIDERS[self.provider] not in ort.get_available_providers():
+            raise ProviderUnavailableError(
+                f"provider {self.provider!r} ({PROVIDERS[self.provider]}) is not available in this onnxruntime "
+                f"(has: {', '.join(ort.get_available_providers())}); {_HOW_TO_GET[self.provider]}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise InvalidArgumentError(f"threads must be >= 1, got {self.threads}")
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        # Measured in FIELD-NOTES.md: the CPU arena keeps freed activations of every layer
+        # mapped; without it per-layer streaming holds far less. Memory patterns assume fixed
+        # shapes, which chunks of varying length never have.
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        options.log_severity_level = 3
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        return options
+
+    def load(self, path: Path) -> OrtSession:
+        providers: list[Any] = [PROVIDERS[self.provider]]
+        if self.provider != "cpu":
+            providers.append("CPUExecutionProvider")  # for ops the accelerator lacks
+        session = ort.InferenceSession(str(path), sess_options=self.session_options(), providers=providers)
+        if session.get_providers()[0] != PROVIDERS[self.provider]:
+            raise ProviderUnavailableError(
+                f"onnxruntime could not start {PROVIDERS[self.provider]} for {path.name} "
+                f"(running on {session.get_providers()[0]}); {_HOW_TO_GET[self.provider]}"
+            )
+        return OrtSession(session, path)
