@@ -119,6 +119,7 @@ class TokenizerSpec:
     pad_token_id: int
     pair: bool
     truncation: str = "longest_first"
+    type_ids: bool = True  # feed the tokenizer's type ids; False: zeros, as transformers does then
 
 
 @dataclass(frozen=True)

