@@ -1,0 +1,148 @@
+"""The CLI: run / inspect / verify, and every bad input as one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgekit.cli import app
+from tests.conftest import CANDIDATES, QUERY
+
+runner = CliRunner()
+
+
+def _candidates(tmp_path: Path, lines: list[str], name: str = "c.txt") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _assert_user_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in message
+
+
+def test_run_json_matches_api(tiny_cross_package: Path, tmp_path: Path) -> None:
+    import edgekit
+
+    result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES),
+                  "--top-k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    expected = edgekit.load(str(tiny_cross_package)).rank(QUERY, CANDIDATES, top_k=3)
+    assert [item["index"] for item in payload["top_k"]] == [r.index for r in expected]
+    assert [item["text"] for item in payload["top_k"]] == [r.text for r in expected]
+    for key in ("latency_ms", "peak_rss_mb", "graphs_loaded", "max_resident_graphs", "truncated"):
+        assert key in payload["stats"]
+    assert payload["stats"]["truncated"] == 1
+
+
+def test_run_jsonl_and_table(tiny_cross_package: Path, tmp_path: Path) -> None:
+    jsonl = _candidates(tmp_path, [json.dumps({"text": text}) for text in CANDIDATES], "c.jsonl")
+    result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", jsonl, "--top-k", 2)
+    assert result.exit_code == 0, result.output
+    assert "top 2 of 8" in result.stdout and "max resident" in result.stdout
+
+
+def test_top_k_larger_than_candidates_returns_all_and_says_so(tiny_cross_package: Path, tmp_path: Path) -> None:
+    path = _candidates(tmp_path, CANDIDATES[:3])
+    result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", path, "--top-k", 10)
+    assert result.exit_code == 0 and "returning all of them" in result.stderr
+    payload = json.loads(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", path, "--top-k", 10,
+                              "--json").stdout)
+    assert len(payload["top_k"]) == 3 and payload["stats"]["top_k_requested"] == 10
+
+
+def test_inspect_and_verify(tiny_cross_package: Path) -> None:
+    inspected = _run("inspect", tiny_cross_package)
+    assert inspected.exit_code == 0 and "layer_000" in inspected.stdout and "window 2" in inspected.stdout
+    verified = _run("verify", tiny_cross_package)
+    assert verified.exit_code == 0 and "verified" in verified.stdout
+
+
+def test_verify_names_a_corrupted_graph(tiny_cross_package: Path, tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_cross_package, package)
+    target = package / "graphs" / "layer_001.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    _assert_user_error(_run("verify", package), "graphs/layer_001.onnx", "hash mismatch")
+
+
+@pytest.mark.parametrize(
+    "case, needles",
+    [
+        ("missing-dir", ["does not exist"]),
+        ("not-a-package", ["not an edgekit package"]),
+        ("future-version", ["format version 99", "re-export"]),
+        ("missing-graph", ["missing graphs/head.onnx"]),
+    ],
+)
+def test_bad_packages(tiny_cross_package: Path, tmp_path: Path, case: str, needles: list[str]) -> None:
+    package = tmp_path / "pkg"
+    if case == "not-a-package":
+        package.mkdir()
+    elif case in ("future-version", "missing-graph"):
+        shutil.copytree(tiny_cross_package, package)
+        if case == "future-version":
+            manifest = json.loads((package / "manifest.json").read_text())
+            manifest["format_version"] = 99
+            (package / "manifest.json").write_text(json.dumps(manifest))
+        else:
+            (package / "graphs" / "head.onnx").unlink()
+    result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
+    _assert_user_error(result, *needles)
+
+
+def test_bad_candidate_files(tiny_cross_package: Path, tmp_path: Path) -> None:
+    empty = _candidates(tmp_path, ["", "  "], "empty.txt")
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", empty), "no candidates")
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("first line\ncaf\xe9 au lait\n".encode("latin-1"))
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", latin1),
+                       "latin1.txt:2", "UTF-8")
+
+    bad_json = _candidates(tmp_path, ['{"text": "ok"}', "{oops"], "bad.jsonl")
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", bad_json), "bad.jsonl:2")
+
+    no_text = _candidates(tmp_path, ['{"body": "x"}'], "notext.jsonl")
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", no_text), '"text"')
+
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", tmp_path / "nope.txt"),
+                       "does not exist")
+    _assert_user_error(_run("run", tiny_cross_package, "--query", QUERY, "--candidates", tmp_path / "c.csv"),
+                       ".txt", ".jsonl")
+
+
+@pytest.mark.parametrize(
+    "option, value, needle",
+    [("--top-k", 0, "top_k"), ("--top-k", -3, "top_k"), ("--window", 0, "window"), ("--chunk", 0, "chunk"),
+     ("--provider", "tpu", "unknown provider")],
+)
+def test_bad_arguments(tiny_cross_package: Path, tmp_path: Path, option: str, value: object, needle: str) -> None:
+    result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES),
+                  option, value)
+    _assert_user_error(result, needle)
+
+
+def test_unavailable_provider_is_an_error_not_a_fallback(tiny_cross_package: Path, tmp_path: Path) -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES),
+                  "--provider", "cuda")
+    _assert_user_error(result, "CUDAExecutionProvider", "onnxruntime-gpu")

@@ -1,0 +1,54 @@
+"""The runtime imports and ranks with torch, transformers, diffusers and optimum blocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+BLOCKER = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    BLOCKED = ("torch", "transformers", "diffusers", "optimum")
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"blocked in this test: {name}")
+            return None
+    sys.meta_path.insert(0, Block())
+    """
+)
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_api_ranks_with_heavy_modules_blocked(tiny_cross_package: Path) -> None:
+    result = _run(f"""
+        import json, sys, edgekit
+        ranking = edgekit.load({str(tiny_cross_package)!r}).rank("read a file", ["open the file", "a cat"], top_k=2)
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+        print(json.dumps({{"n": len(ranking), "heavy": heavy}}))
+    """)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload == {"n": 2, "heavy": []}
+
+
+def test_cli_run_with_heavy_modules_blocked(tiny_bi_package: Path, tmp_path: Path) -> None:
+    candidates = tmp_path / "c.txt"
+    candidates.write_text("open the file\nsort a list\nthe cat sat\n", encoding="utf-8")
+    result = _run(f"""
+        import sys
+        from edgekit.cli import main
+        sys.argv = ["edgekit", "run", {str(tiny_bi_package)!r}, "--query", "read a file",
+                    "--candidates", {str(candidates)!r}, "--top-k", "2", "--json"]
+        main()
+    """)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(payload["top_k"]) == 2 and payload["stats"]["max_resident_graphs"] <= 2
