@@ -95,6 +95,8 @@ def run(
     chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
     provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml."),
     threads: int = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+    prune: str = typer.Option("exact", "--prune", help="exact, auto (calibrated) or threshold:X."),
+    order: str = typer.Option("default", "--order", help="default, or exact: finish accepted candidates."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Rank candidates against a query with an exported package."""
@@ -103,14 +105,15 @@ def run(
 
     texts = read_candidates(candidates)
     selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads)
-    ranking = selector.rank(query, texts, top_k=top_k)
+    ranking = selector.rank(query, texts, top_k=top_k, prune=prune, order=order)
     print_ranking(ranking, as_json)
 
 
 def print_ranking(ranking: Any, as_json: bool) -> None:
     stats = ranking.stats
     if as_json:
-        payload = {"top_k": [{"index": r.index, "score": r.score, "text": r.text} for r in ranking],
+        payload = {"top_k": [{"index": r.index, "score": r.score, "text": r.text,
+                              "decided_at_layer": r.decided_at_layer} for r in ranking],
                    "stats": stats.to_dict()}
         typer.echo(json.dumps(payload))
         return
@@ -124,7 +127,50 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
     stdout.print(table)
     rss = f"{stats.peak_rss_mb:.0f} MiB" if stats.peak_rss_mb is not None else "n/a"
     stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded} · "
-                 f"max resident {stats.max_resident_graphs} · truncated {stats.truncated}")
+                 f"max resident {stats.max_resident_graphs} · truncated {stats.truncated} · prune {stats.prune} · "
+                 f"candidate-layers {stats.candidate_layers}/{stats.candidate_layers_exact}")
+
+
+@app.command()
+@user_errors
+def calibrate(
+    package: Path = typer.Argument(..., help="Package directory (its manifest gets the calibration)."),
+    data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates": [...], "relevant"?} per line.'),
+    target_agreement: float = typer.Option(0.995, "--target-agreement", help="Mean top-K set agreement to keep."),
+    top_k: int = typer.Option(10, "--top-k"),
+    chunk: int = typer.Option(None, "--chunk"),
+    threads: int = typer.Option(None, "--threads"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Find the most aggressive pruning threshold that keeps top-K agreement; store it in the package."""
+    import edgekit
+    from edgekit.dataset import read_examples
+    from edgekit.errors import InvalidArgumentError
+    from edgekit.runtimes.calibration import record_traces, search, write_calibration
+
+    if not 0.0 < target_agreement <= 1.0:
+        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target_agreement}")
+    if top_k <= 0:
+        raise InvalidArgumentError(f"--top-k must be a positive integer, got {top_k}")
+    examples = read_examples(data)
+    selector = edgekit.load(str(package), chunk=chunk, threads=threads)
+    with _progress(not as_json and stderr.is_terminal) as bar:
+        task = bar.add_task("exact runs (recording layer scores)", total=len(examples))
+        traces = record_traces(selector.rank, examples, top_k,
+                               progress=lambda done, total: bar.update(task, completed=done))
+    manifest = selector.manifest
+    result = search(traces, top_k, target_agreement, manifest.scoring.kind, manifest.num_layers)
+    updated = write_calibration(manifest, result, top_k, target_agreement, data, len(examples))
+    if as_json:
+        typer.echo(json.dumps({"calibration": updated.calibration}))
+        return
+    if result.threshold is None:
+        stdout.print(f"no pruning setting kept agreement >= {target_agreement} on {len(examples)} queries; "
+                     "`--prune auto` will run exact")
+    else:
+        stdout.print(f"threshold {result.threshold:.4g} from layer {result.min_depth}: agreement "
+                     f"{result.agreement:.4f} on {len(examples)} queries, computing "
+                     f"{result.candidate_layers_fraction:.1%} of candidate-layers; stored in {package}")
 
 
 @app.command()

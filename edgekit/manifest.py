@@ -138,6 +138,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # written by `edgekit calibrate`
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -194,6 +195,7 @@ class Manifest:
                 source=data.get("source", {}),
                 exporter=data.get("exporter", {}),
                 parity=data.get("parity", {}),
+                calibration=data.get("calibration"),
                 root=root,
             )
         except (KeyError, TypeError, ValueError) as error:

@@ -1,9 +1,15 @@
 """Selector: top-K selection by streaming a package's graphs over all candidates.
 
-Monolithic forwarding: every candidate passes graph g before any passes graph g+1, so each
+Monolithic forwarding: every candidate passes layer l before any passes layer l+1, so each
 graph is loaded once per query (LayerStream keeps at most W resident). Inside a graph the
-candidates run in chunks of C, grouped by length. Resident activations: the hidden states of
-all candidates between graphs, plus one chunk's intermediates inside a graph.
+candidates run in chunks of C, grouped by length. With a pruning policy, the head scores the
+undecided candidates between layers; accepted and dropped candidates stop computing, and when
+none are left undecided the remaining layers are never loaded.
+
+Result order (default): candidates accepted earlier come first (earlier-accepted clusters were
+above everything still undecided then), ties by their score at acceptance; candidates that
+reached the last layer follow by final score. `order="exact"` keeps accepted candidates
+computing to the last layer (at most K of them) so order and scores equal the full model's.
 
 Example::
 
@@ -14,86 +20,46 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, overload
+from collections.abc import Sequence
 
 import numpy as np
 
 from edgekit.errors import CandidatesError, InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb, stopwatch
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backend import OrtBackend, OrtSession
+from edgekit.runtimes.chunks import ChunkRunner
 from edgekit.runtimes.layer_stream import LayerStream
-from edgekit.runtimes.text import Batch, TextEncoder
+from edgekit.runtimes.pruning import Policy, parse_prune
+from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
+from edgekit.runtimes.text import TextEncoder
 
 DEFAULT_CHUNK = 16
+ORDERS = ("default", "exact")
+
+__all__ = ["DEFAULT_CHUNK", "Ranking", "Result", "RunStats", "Selector", "top_k_order"]
 
 
-@dataclass(frozen=True)
-class Result:
-    """One selected candidate: its position in the input, its score, its text."""
+class _Pass:
+    """State of one ranking pass: who is undecided, accepted or dropped, and when."""
 
-    index: int
-    score: float
-    text: str
+    def __init__(self, candidates: int, top_k: int) -> None:
+        self.top_k = top_k
+        self.undecided = list(range(candidates))
+        self.accepted: list[tuple[int, int, float]] = []  # (row, depth, score at acceptance)
+        self.dropped: dict[int, int] = {}  # row -> depth
+        self.final: dict[int, float] = {}
+        self.alive_per_depth: list[int] = []
+        self.candidate_layers = 0
+        self.trace: list[dict[int, float]] = []  # scores of the undecided at each depth checked
 
-
-@dataclass(frozen=True)
-class RunStats:
-    """What one `rank` call did. `peak_rss_mb` is the process high-water mark."""
-
-    latency_ms: float
-    peak_rss_mb: float | None
-    candidates: int
-    top_k_requested: int
-    top_k_returned: int
-    truncated: int
-    graphs_loaded: int
-    max_resident_graphs: int
-    window: int
-    chunk: int
-    chunks: int
-    tokens: int
-    padded_tokens: int
-    provider: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Ranking(Sequence[Result]):
-    """The top-K results, best first, with the run's stats."""
-
-    def __init__(self, results: list[Result], stats: RunStats) -> None:
-        self._results = results
-        self.stats = stats
-
-    @overload
-    def __getitem__(self, item: int) -> Result: ...
-    @overload
-    def __getitem__(self, item: slice) -> list[Result]: ...
-    def __getitem__(self, item: int | slice) -> Result | list[Result]:
-        return self._results[item]
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    def __iter__(self) -> Iterator[Result]:
-        return iter(self._results)
-
-    def __repr__(self) -> str:
-        return f"Ranking({self._results!r})"
-
-
-def top_k_order(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k best scores, best first; ties go to the lower index (deterministic)."""
-    order = np.lexsort((np.arange(len(scores)), -scores))
-    return order[:k]
+    @property
+    def open_slots(self) -> int:
+        return self.top_k - len(self.accepted)
 
 
 class Selector:
-    """Ranks candidates against a query with an exported encoder package (exact mode)."""
+    """Ranks candidates against a query with an exported encoder package."""
 
     def __init__(self, manifest: Manifest, backend: OrtBackend, window: int = 2, chunk: int | None = None) -> None:
         if window < 1:
@@ -106,39 +72,133 @@ class Selector:
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
 
-    def rank(self, query: str, candidates: Sequence[str], top_k: int = 10) -> Ranking:
-        """Score every candidate against `query`; return the best `min(top_k, N)`, best first."""
-        texts = self._check(query, candidates, top_k)
+    def rank(self, query: str, candidates: Sequence[str], top_k: int = 10, prune: str | float | None = None,
+             order: str = "default", trace: bool = False) -> Ranking:
+        """Score candidates against `query`; return the best `min(top_k, N)`, best first.
+
+        prune: None/"exact" (every candidate through every layer), "auto" (the package's
+        calibrated threshold) or "threshold:X". order: "default" or "exact" (see module doc).
+        trace: record every candidate's head score after every layer (for calibration).
+        """
+        texts = self._check(query, candidates, top_k, order)
+        policy = parse_prune(prune, self.manifest.scoring.kind, self.manifest.calibration)
         with stopwatch() as timing:
             if self.manifest.scoring.kind == "logit":
                 encoded = self.encoder.encode_pairs(query, texts)
-                scores, stream, batches = self._forward(encoded)
+                query_row = None
             else:
                 encoded = self.encoder.encode_texts([*texts, query])  # the query rides along, last
-                embeddings, stream, batches = self._forward(encoded)
-                scores = self._cosine(embeddings[:-1], embeddings[-1])
-            order = top_k_order(scores, top_k)
-        results = [Result(int(i), float(scores[i]), texts[i]) for i in order]
+                query_row = len(texts)
+            runner = ChunkRunner(encoded, self.chunk, self.encoder.pad_token_id, self.encoder.use_type_ids)
+            state = _Pass(len(texts), min(top_k, len(texts)))
+            stream = self._forward(runner, state, policy, query_row, order, trace)
+        results = self._results(state, texts)
         stats = RunStats(
             latency_ms=timing["ms"],
             peak_rss_mb=peak_rss_mb(),
             candidates=len(texts),
             top_k_requested=top_k,
             top_k_returned=len(results),
-            truncated=sum(item.truncated for item in encoded),
-            graphs_loaded=stream.loads,
-            max_resident_graphs=stream.max_resident,
+            truncated=sum(item.truncated for item in encoded[: len(texts)]),
+            graphs_loaded=stream.loads + 1,  # + the head
+            max_resident_graphs=stream.max_resident + (1 if policy is not None or trace else 0),
             window=self.window,
             chunk=self.chunk,
-            chunks=len(batches),
+            chunks=runner.runs,
             tokens=sum(len(item.ids) for item in encoded),
-            padded_tokens=sum(int(b.input_ids.size) for b in batches),
+            padded_tokens=runner.padded_tokens,
             provider=self.backend.provider,
+            prune="exact" if policy is None else f"threshold:{policy.threshold:g}",
+            layers=self.manifest.num_layers,
+            candidate_layers=state.candidate_layers,
+            candidate_layers_exact=len(texts) * self.manifest.num_layers,
+            alive_per_layer=state.alive_per_depth,
         )
-        return Ranking(results, stats)
+        return Ranking(results, stats, state.trace if trace else None)
+
+    # --- the pass ---------------------------------------------------------------------------
+    def _forward(self, runner: ChunkRunner, state: _Pass, policy: Policy | None, query_row: int | None,
+                 order: str, trace: bool) -> LayerStream[OrtSession]:
+        graphs = self.manifest.graphs
+        head_path = self.manifest.root / graphs[-1].file
+        body = [self.manifest.root / graph.file for graph in graphs[:-1]]
+        # The head stays resident when it is needed between layers; otherwise it loads last.
+        head = self.backend.load(head_path) if (policy is not None or trace) else None
+        hidden: dict[int, np.ndarray] | None = None
+        stream: LayerStream[OrtSession] = LayerStream(body, self.backend.load, window=self.window)
+        keep_accepted = order == "exact"
+        try:
+            for index, session in stream:
+                depth = index - 1  # layers computed before this graph (-1: before the embeddings)
+                if head is not None and hidden is not None and depth >= 1:
+                    self._decide(head, runner, hidden, state, policy, depth, query_row, trace)
+                computing = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
+                if not computing:
+                    break  # everything is decided: the remaining layers are never loaded
+                rows = computing + ([query_row] if query_row is not None else [])
+                hidden = runner.run(session, rows, hidden, per_token=True)
+                if index >= 1:
+                    state.alive_per_depth.append(len(computing))
+                    state.candidate_layers += len(computing)
+            if head is None:
+                head = self.backend.load(head_path)
+            final_rows = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
+            if final_rows and hidden is not None:
+                scores = self._score(head, runner, hidden, final_rows, query_row)
+                state.final = dict(zip(final_rows, scores.tolist()))
+                if trace:
+                    state.trace.append(dict(state.final))
+        finally:
+            if head is not None:
+                head.release()
+        return stream
+
+    def _score(self, head: OrtSession, runner: ChunkRunner, hidden: dict[int, np.ndarray], rows: list[int],
+               query_row: int | None) -> np.ndarray:
+        """Head scores of `rows` from their current hidden states (cosine with the query's)."""
+        if query_row is None:
+            outputs = runner.run(head, rows, hidden, per_token=False)
+            return np.array([float(outputs[row]) for row in rows])
+        outputs = runner.run(head, [*rows, query_row], hidden, per_token=False)
+        query = outputs[query_row]
+        matrix = np.stack([outputs[row] for row in rows])
+        norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+        return (matrix @ query) / np.maximum(norms, 1e-12)
+
+    def _decide(self, head: OrtSession, runner: ChunkRunner, hidden: dict[int, np.ndarray], state: _Pass,
+                policy: Policy | None, depth: int, query_row: int | None, trace: bool) -> None:
+        if not state.undecided:
+            return
+        rows = list(state.undecided)
+        scores = self._score(head, runner, hidden, rows, query_row)
+        if trace:
+            state.trace.append(dict(zip(rows, scores.tolist())))
+        if policy is None:
+            return
+        decision = policy.decide(depth, scores, state.open_slots)
+        accepted = sorted(decision.accept.tolist(), key=lambda i: (-scores[i], rows[i]))
+        state.accepted.extend((rows[i], depth, float(scores[i])) for i in accepted)
+        for i in decision.drop.tolist():
+            state.dropped[rows[i]] = depth
+        decided = {rows[i] for i in [*decision.accept.tolist(), *decision.drop.tolist()]}
+        state.undecided = [row for row in rows if row not in decided]
+
+    def _results(self, state: _Pass, texts: list[str]) -> list[Result]:
+        layers = self.manifest.num_layers
+        if state.final and all(row in state.final for row, _, _ in state.accepted):
+            # order exact (or no pruning): every contender has its final score
+            contenders = [row for row, _, _ in state.accepted] + state.undecided
+            scores = np.array([state.final[row] for row in contenders])
+            picked = [contenders[i] for i in top_k_order(scores, state.top_k)]
+            decided = {row: depth for row, depth, _ in state.accepted}
+            return [Result(row, state.final[row], texts[row], decided.get(row, layers)) for row in picked]
+        ranked = [Result(row, score, texts[row], depth) for row, depth, score in state.accepted]
+        finalists = sorted(state.undecided, key=lambda row: (-state.final[row], row))
+        ranked += [Result(row, state.final[row], texts[row], layers) for row in finalists]
+        return ranked[: state.top_k]
 
     @staticmethod
-    def _check(query: str, candidates: Sequence[str], top_k: int) -> list[str]:
+    def _check(query: str, candidates: Sequence[str], top_k: int, order: str) -> list[str]:
         if isinstance(candidates, str):
             raise CandidatesError("candidates must be a list of strings, not one string")
         texts = list(candidates)
@@ -151,25 +211,6 @@ class Selector:
             raise InvalidArgumentError("query is empty; pass the text to rank candidates against")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k <= 0:
             raise InvalidArgumentError(f"top_k must be a positive integer, got {top_k!r}")
+        if order not in ORDERS:
+            raise InvalidArgumentError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         return texts
-
-    def _forward(self, encoded: list) -> tuple[np.ndarray, LayerStream, list[Batch]]:
-        """Run every sequence through every graph; returns head outputs in input order."""
-        batches = self.encoder.batches(encoded, self.chunk)
-        states: list[dict[str, np.ndarray]] = [batch.feeds() for batch in batches]
-        paths = [self.manifest.root / graph.file for graph in self.manifest.graphs]
-        stream = LayerStream(paths, self.backend.load, window=self.window)
-        for _, session in stream:
-            for state in states:
-                # each graph's single output feeds the next graph as its hidden states
-                state["hidden_states"] = session.run(state)[0]
-        first = states[0]["hidden_states"]
-        outputs = np.empty((len(encoded), *first.shape[1:]), dtype=first.dtype)
-        for batch, state in zip(batches, states):
-            outputs[batch.rows] = state["hidden_states"]
-        return outputs, stream, batches
-
-    @staticmethod
-    def _cosine(candidates: np.ndarray, query: np.ndarray) -> np.ndarray:
-        norms = np.linalg.norm(candidates, axis=1) * np.linalg.norm(query)
-        return (candidates @ query) / np.maximum(norms, 1e-12)
