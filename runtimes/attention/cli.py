@@ -1,0 +1,175 @@
+"""Typer-compatible commands: `attention` (the kernel sweep) and `attention_cp` (context
+parallelism under torchrun). Plain functions with `typer.Option` defaults, mounted by the
+project CLI as `edgekit bench attention` / `edgekit bench attention-cp`:
+
+    app.command("attention")(attention)
+    app.command("attention-cp")(attention_cp)
+
+User mistakes raise `InvalidArgumentError` (one line; the project CLI prints it and exits 2).
+Outputs in `--out`: `<name>.jsonl`, `<name>.csv`, `<name>.md`, and `attention.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from edgekit.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import torch
+
+MASKS_HELP = ("comma-separated masks: full, causal, sliding-window, sliding-window-causal, document, "
+              "document-causal, shared-question, causal-blockwise, prefix-lm, prefix-lm-document, "
+              "global-sliding-window, block-causal-document, block-sparse (default: all)")
+
+
+DEFAULT_OUT = "attention-bench"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _names(text))
+    except ValueError:
+        raise InvalidArgumentError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise InvalidArgumentError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidArgumentError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def attention(
+    kernels: str = typer.Option("", "--kernels", help="comma-separated kernel names (default: all registered; "
+                                "flex-compiled only on GPU or with --compile-flex)"),
+    masks: str = typer.Option("", "--masks", help=MASKS_HELP),
+    seqlens: str = typer.Option("", "--seqlens", help="comma-separated lengths (default CPU 256,512,1024,2048; "
+                                "GPU 4096,8192,16384,32768)"),
+    batch: int = typer.Option(1, "--batch"),
+    heads: int = typer.Option(0, "--heads", help="query heads (default CPU 8, GPU 16)"),
+    kv_heads: int = typer.Option(0, "--kv-heads", help="key/value heads, GQA when fewer (default: --heads)"),
+    head_dim: int = typer.Option(0, "--head-dim", help="default CPU 64, GPU 128"),
+    dtype: str = typer.Option("auto", "--dtype", help="float32|float16|bfloat16 (auto: float32 CPU, bfloat16 GPU)"),
+    backward: bool = typer.Option(False, "--backward", help="also time the backward pass"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda[:N]"),
+    reps: int = typer.Option(5, "--reps", help="timed repetitions per cell"),
+    warmup: int = typer.Option(1, "--warmup", help="untimed repetitions per cell"),
+    seed: int = typer.Option(0, "--seed", help="seed of the random masks and inputs"),
+    compile_flex: bool = typer.Option(False, "--compile-flex", help="add flex-compiled on CPU (5-30 s compile per shape)"),
+    threads: int = typer.Option(0, "--threads", help="torch intra-op threads (0: torch's default)"),
+    out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
+) -> None:
+    """Sweep attention kernels × masks × lengths; write JSONL, CSV, PNG plot and markdown."""
+    import torch
+
+    from edgekit.runtimes.attention.generators import MASK_NAMES
+    from edgekit.runtimes.attention.kernels import default_kernels
+    from edgekit.runtimes.attention.problem import parse_dtype
+    from edgekit.runtimes.attention.report import markdown_summary, plot_tflops
+    from edgekit.runtimes.attention.sweep import (
+        DEFAULT_CPU_SEQLENS,
+        SweepConfig,
+        run_sweep,
+        write_csv,
+        write_jsonl,
+    )
+
+    dev, out_dir = _device(device), Path(out)
+    gpu = dev.type == "cuda"
+    if threads < 0:
+        raise InvalidArgumentError(f"--threads must be 0 or more, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+    names = _names(kernels) or tuple(default_kernels(dev)) + (("flex-compiled",) if compile_flex and not gpu else ())
+    heads = heads or (16 if gpu else 8)
+    config = SweepConfig(
+        kernels=names, masks=_names(masks) or MASK_NAMES,
+        seqlens=_ints(seqlens, "--seqlens") or ((4096, 8192, 16384, 32768) if gpu else DEFAULT_CPU_SEQLENS),
+        batch=batch, heads=heads, kv_heads=kv_heads or heads, head_dim=head_dim or (128 if gpu else 64),
+        dtype=parse_dtype(dtype if dtype != "auto" else ("bfloat16" if gpu else "float32")), device=dev,
+        backward=backward, reps=reps, warmup=warmup, seed=seed)
+    config.validate()
+    rows = []
+    with _progress(config.cell_count()) as advance, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # flex's "eager materialises scores" notice
+        rows = run_sweep(config, on_row=advance)
+    write_jsonl(rows, out_dir / "attention.jsonl")
+    write_csv(rows, out_dir / "attention.csv")
+    where = torch.cuda.get_device_name(dev) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    plot_tflops(rows, out_dir / "attention.png", title=f"attention TFLOP/s on {where} ({config.dtype})")
+    (out_dir / "attention.md").write_text(markdown_summary(rows, heading=f"Attention sweep on {where}"))
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unsupported", "oom", "wrong")}
+    typer.echo(f"{len(rows)} cells ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out_dir}/attention."
+               "{jsonl,csv,png,md}")
+
+
+def attention_cp(
+    nproc: int = typer.Option(2, "--nproc", help="processes (ranks) torchrun starts"),
+    methods: str = typer.Option("ring,ulysses,usp", "--methods", help="comma-separated: ring, ulysses, usp"),
+    masks: str = typer.Option("full,causal,document", "--masks", help=MASKS_HELP),
+    seqlen: int = typer.Option(4096, "--seqlen"),
+    batch: int = typer.Option(1, "--batch"),
+    heads: int = typer.Option(8, "--heads"),
+    head_dim: int = typer.Option(64, "--head-dim"),
+    dtype: str = typer.Option("float32", "--dtype"),
+    ulysses_degree: int = typer.Option(0, "--ulysses-degree", help="USP's Ulysses degree (0: automatic)"),
+    reps: int = typer.Option(5, "--reps"),
+    warmup: int = typer.Option(1, "--warmup"),
+    seed: int = typer.Option(0, "--seed"),
+    timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
+    out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
+) -> None:
+    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time."""
+    from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
+    from edgekit.runtimes.attention.report import markdown_cp_summary
+
+    out_dir = Path(out)
+    config = CpConfig(nproc=nproc, methods=_names(methods), masks=_names(masks), seqlen=seqlen, batch=batch,
+                      heads=heads, head_dim=head_dim, dtype=dtype, ulysses_degree=ulysses_degree, reps=reps,
+                      warmup=warmup, seed=seed)
+    rows = launch_cp(config, timeout_s=timeout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "attention_cp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with (out_dir / "attention_cp.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "attention_cp.md").write_text(markdown_cp_summary(rows))
+    ok = sum(r["status"] == "ok" for r in rows)
+    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp.{{jsonl,csv,md}}")
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[object], None]]:
+    """A rich progress bar on stderr over the sweep's cells; silent when stderr is not a TTY."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), disable=not sys.stderr.isatty(), transient=True)
+    with bar:
+        task = bar.add_task("attention", total=total)
+
+        def advance(row: object) -> None:
+            bar.update(task, advance=1, description=f"{getattr(row, 'mask', '')} {getattr(row, 'seqlen', '')}")
+
+        yield advance

@@ -1,0 +1,76 @@
+"""The CLI commands on a tiny sweep: well-formed JSONL, CSV (the issue's columns), PNG and
+markdown; context parallelism through torchrun; user errors as `InvalidArgumentError`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from edgekit.errors import InvalidArgumentError
+from edgekit.runtimes.attention.cli import attention, attention_cp
+
+torch.set_num_threads(1)
+REQUIRED = {"kernel", "mask", "seqlen", "batch", "heads", "kv_heads", "head_dim", "dtype", "pass", "status",
+            "ms_median", "flops", "tflops", "peak_mem_mb"}
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("attention")(attention)
+    app.command("attention-cp")(attention_cp)
+    return app
+
+
+def test_attention_writes_jsonl_csv_png_and_markdown(app: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "attention", "--kernels", "sdpa-math,sdpa-flash,sdpa-cudnn,flex,ort-attention",
+        "--masks", "causal,document,block-sparse", "--seqlens", "64,128", "--heads", "4", "--kv-heads", "2",
+        "--head-dim", "16", "--backward", "--reps", "2", "--warmup", "0", "--threads", "1",
+        "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "attention.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 2 * 5 * 2
+    assert all(REQUIRED <= set(r) for r in rows)
+    assert {r["status"] for r in rows} == {"ok", "unsupported"}
+    assert all(r["ms_median"] > 0 and r["tflops"] > 0 for r in rows if r["status"] == "ok")
+    with (tmp_path / "attention.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) and REQUIRED <= set(table[0])
+    assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (tmp_path / "attention.md").read_text()
+    assert "| document | 128 | sdpa-flash | bwd | ok |" in summary and "Unsupported, and why" in summary
+
+
+def test_attention_cp_launches_torchrun(app: typer.Typer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "attention-cp", "--nproc", "2", "--methods", "ring,usp", "--masks", "causal,sliding-window",
+        "--seqlen", "64", "--heads", "4", "--head-dim", "16", "--reps", "1", "--warmup", "0",
+        "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "attention_cp.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["mask"], r["status"]) for r in rows] == [
+        ("ring", "causal", "ok"), ("ring", "sliding-window", "ok"),
+        ("usp", "causal", "ok"), ("usp", "sliding-window", "ok")]
+    assert (tmp_path / "attention_cp.csv").exists() and "ring" in (tmp_path / "attention_cp.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["attention", "--masks", "diagonal"], "unknown mask"),
+    (["attention", "--kernels", "sdpa-turbo"], "unknown kernel"),
+    (["attention", "--seqlens", "1k"], "comma-separated integers"),
+    (["attention", "--heads", "6", "--kv-heads", "4"], "multiple of kv-heads"),
+    (["attention", "--dtype", "fp8"], "unknown dtype"),
+    (["attention-cp", "--nproc", "4", "--methods", "ulysses", "--heads", "6"], "divisible by the Ulysses degree"),
+])
+def test_user_errors_are_one_line_invalid_argument_errors(app: typer.Typer, args: list[str], message: str,
+                                                          tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert isinstance(result.exception, InvalidArgumentError)
+    assert message in str(result.exception) and "\n" not in str(result.exception)
