@@ -12,7 +12,16 @@ def peak_rss_mb() -> float | None:
     """This process's peak resident set size so far, in MiB (None where the OS can't say).
 
     A high-water mark for the whole process: to compare variants, run each in its own process.
+    On Linux it reads VmHWM from /proc/self/status: `getrusage` maxrss is inherited across
+    vfork + exec, so a child started by `subprocess` would report at least its parent's peak.
     """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
     except ImportError:  # Windows
