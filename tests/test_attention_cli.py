@@ -74,3 +74,11 @@ def test_user_errors_are_one_line_invalid_argument_errors(app: typer.Typer, args
     result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
     assert isinstance(result.exception, InvalidArgumentError)
     assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_gpu_check_replaces_its_section_in_benchmarks_md() -> None:
+    from edgekit.runtimes.attention.gpu_check import MARK_BEGIN, replace_section
+
+    once = replace_section("# Benchmarks\n\nother text\n", "## table v1")
+    twice = replace_section(once, "## table v2")
+    assert "other text" in twice and "v2" in twice and "v1" not in twice and twice.count(MARK_BEGIN) == 1

@@ -6,10 +6,12 @@ references (→ `wrong` if it fails the FA3 criterion, still timed), `warmup` un
 → `oom`; nothing else is caught, so a broken kernel shows its traceback instead of hiding
 as `unsupported`.
 
-Peak memory: on CUDA `max_memory_allocated` above the allocation before the cell (ORT's own
-CUDA arena is not seen by torch). On the CPU the resident set size (RSS) is sampled every
-millisecond by a thread; glibc is told to serve allocations above 256 KiB with mmap so freed
-tensors leave RSS at once. Peak is above the RSS after inputs and preparation.
+Peak memory comes from one more, untimed run after the timed ones (so measuring never slows
+the timing): on CUDA `max_memory_allocated` above the allocation before the run (ORT's own
+CUDA arena is not seen by torch); on the CPU the resident set size (RSS), sampled every
+millisecond by a thread, above the RSS just before the run, after `malloc_trim(0)` has handed
+freed heap pages back to the OS so that reused memory shows up again. Inputs, prepared masks
+and sessions are not counted; the backward's peak includes its forward.
 """
 
 from __future__ import annotations
@@ -91,16 +93,10 @@ def summarize(ms: list[float]) -> Timing:
     return Timing(statistics.median(ms), q[0], q[3])
 
 
-_MALLOPT_DONE = False
-
-
-def _mmap_large_allocations() -> None:
-    global _MALLOPT_DONE
-    if _MALLOPT_DONE:
-        return
-    _MALLOPT_DONE = True
+def _trim_heap() -> None:
+    """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextlib.contextmanager
@@ -117,7 +113,7 @@ def peak_memory(device: torch.device) -> Iterator[list[float]]:
         return
     import psutil
 
-    _mmap_large_allocations()
+    _trim_heap()
     proc = psutil.Process()
     start = peak = proc.memory_info().rss
     stop = threading.Event()
@@ -213,8 +209,9 @@ def run_cell(kernel: AttentionKernel, p: Problem, refs: References, *, backward:
         x = make_inputs(p, refs.seed)
         run = kernel.prepare(p)
         verdict = _check(run, x, reference, p, backward)
+        ms = _time(run, x, p, backward, reps, warmup)
         with peak_memory(p.device) as peak:
-            ms = _time(run, x, p, backward, reps, warmup)
+            _time(run, x, p, backward, 1, 0)
     except OOM_ERRORS as error:
         row.status, row.note = Status.OOM.value, f"{type(error).__name__}: {str(error)[:120]}"
         if p.device.type == "cuda":
