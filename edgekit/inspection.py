@@ -42,8 +42,11 @@ def describe(directory: str | Path) -> Group:
             ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs),
         )
     hidden_per_candidate = 4 * manifest.max_length * manifest.hidden_size
+    table = manifest.embedding_table
+    table_line = (f"embedding table {table.entry.file} {list(table.shape)} {_mib(table.entry.bytes)}: memory-mapped, "
+                  f"only the rows of a batch's tokens are read\n" if table else "")
     memory = Text(
-        f"total {_mib(manifest.total_bytes)} on disk\n"
+        f"total {_mib(manifest.total_bytes)} on disk\n{table_line}"
         f"weights resident while streaming: window 1 {_mib(resident_weight_bytes(manifest, 1))}, "
         f"window 2 {_mib(resident_weight_bytes(manifest, 2))}, all {_mib(resident_weight_bytes(manifest, 10**9))}\n"
         f"hidden states kept between layers: {_mib(hidden_per_candidate)} per candidate at max length "

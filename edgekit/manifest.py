@@ -98,6 +98,24 @@ class GraphSpec:
 
 
 @dataclass(frozen=True)
+class EmbeddingTable:
+    """The token-embedding table as a raw `.npy` array [vocab, E] (float32, little-endian).
+
+    The runtime memory-maps it and gathers only the rows of the tokens in a batch, feeding
+    them to the embeddings graph as `inputs_embeds`.
+    """
+
+    entry: FileEntry
+    shape: tuple[int, int]
+    dtype: str = "float32"
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> EmbeddingTable:
+        return EmbeddingTable(FileEntry(**data["entry"]), (int(data["shape"][0]), int(data["shape"][1])),
+                              data.get("dtype", "float32"))
+
+
+@dataclass(frozen=True)
 class Scoring:
     """How the head's output becomes a candidate score.
 
@@ -139,6 +157,7 @@ class Manifest:
     exporter: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # written by `edgekit calibrate`
+    embedding_table: EmbeddingTable | None = None
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -196,6 +215,7 @@ class Manifest:
                 exporter=data.get("exporter", {}),
                 parity=data.get("parity", {}),
                 calibration=data.get("calibration"),
+                embedding_table=EmbeddingTable.from_dict(data["embedding_table"]) if data.get("embedding_table") else None,
                 root=root,
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -218,6 +238,8 @@ class Manifest:
     def files(self) -> list[FileEntry]:
         """Every file the package lists: graph files (and external data) and tokenizer files."""
         entries = [entry for graph in self.graphs for entry in graph.files]
+        if self.embedding_table is not None:
+            entries.append(self.embedding_table.entry)
         return entries + list(self.tokenizer.files)
 
     def verify(self) -> None:

@@ -37,19 +37,36 @@ def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 
 
 class EmbeddingsStage(nn.Module):
-    """Token (+ type, + position) embeddings, and ELECTRA's projection when it has one."""
+    """Everything of the embeddings except the token lookup: the runtime gathers the rows of the
+    word-embedding table itself (a memory-mapped array), so only the rows a batch uses are read.
 
-    def __init__(self, base: nn.Module, uses_token_type_ids: bool) -> None:
+    inputs_embeds [B,S,E] (gathered rows), token_type_ids [B,S] (families that have them),
+    attention_mask [B,S] -> hidden [B,S,H]. Adds type and position embeddings, LayerNorm, and
+    ELECTRA's projection. RoBERTa positions count real tokens from padding_idx + 1, computed
+    from the mask exactly as transformers computes them from the ids.
+    """
+
+    def __init__(self, base: nn.Module, family: EncoderFamily) -> None:
         super().__init__()
         self.embeddings = base.embeddings
         self.project = getattr(base, "embeddings_project", None)
-        self.uses_token_type_ids = uses_token_type_ids
+        self.family = family
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.uses_token_type_ids:
-            hidden = self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        return self.embeddings.word_embeddings.weight
+
+    def forward(self, inputs_embeds: torch.Tensor, token_type_ids: torch.Tensor | None,
+                attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.family.positions_from_mask:
+            padding_idx = int(self.embeddings.padding_idx)
+            position_ids = torch.cumsum(attention_mask, dim=1) * attention_mask + padding_idx
+            hidden = self.embeddings(inputs_embeds=inputs_embeds, position_ids=position_ids,
+                                     token_type_ids=torch.zeros_like(attention_mask))
+        elif self.family.has_token_type_ids:
+            hidden = self.embeddings(inputs_embeds=inputs_embeds, token_type_ids=token_type_ids)
         else:
-            hidden = self.embeddings(input_ids=input_ids)
+            hidden = self.embeddings(None, inputs_embeds=inputs_embeds)
         return self.project(hidden) if self.project is not None else hidden
 
 
@@ -138,7 +155,7 @@ def split_encoder(model: nn.Module, family: EncoderFamily, task: str, pooling: s
     else:
         head = BiEncoderHead(pooling or "mean", normalize)
     return EncoderStages(
-        embeddings=EmbeddingsStage(base, family.has_token_type_ids).eval(),
+        embeddings=EmbeddingsStage(base, family).eval(),
         layers=layers,
         head=head.eval(),
         reference=model.eval(),

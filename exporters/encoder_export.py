@@ -28,7 +28,7 @@ from edgekit.errors import InvalidArgumentError, ParityError, SourceModelError
 from edgekit.exporters.encoder import EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.onnx_writer import OPSET, export_graph
 from edgekit.exporters.source import TASK_RERANK, SourceInfo, inspect_source, resolve_source
-from edgekit.manifest import FileEntry, GraphSpec, Manifest, Scoring, TokenizerSpec
+from edgekit.manifest import EmbeddingTable, FileEntry, GraphSpec, Manifest, Scoring, TokenizerSpec
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.runtimes.backend import OrtBackend
 
@@ -115,8 +115,10 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
     parity: dict[str, float] = {}
     total = len(stages.layers) + 2
     with torch.no_grad():
-        embed_names = ["input_ids"] + (["token_type_ids"] if stages.family.has_token_type_ids else [])
-        embed_args = tuple(batch[name] for name in embed_names)
+        embed_names = ["inputs_embeds", "token_type_ids", "attention_mask"]
+        inputs_embeds = stages.embeddings.word_embeddings[batch["input_ids"]]
+        embed_args = (inputs_embeds, batch.get("token_type_ids", torch.zeros_like(batch["input_ids"])),
+                      batch["attention_mask"])
         plan: list[tuple[str, str, int | None, torch.nn.Module, tuple[torch.Tensor, ...], list[str]]] = [
             ("embeddings", "embeddings", None, stages.embeddings, embed_args, embed_names)
         ]
@@ -136,9 +138,7 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             output = "hidden_states_out"
             if name == "head":
                 output = "embedding" if "attention_mask" in input_names else "score"
-            axes = {n: dict(enumerate(["batch", "sequence"])) for n in input_names if n != "hidden_states"}
-            if "hidden_states" in input_names:
-                axes["hidden_states"] = {0: "batch", 1: "sequence"}
+            axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
             axes[output] = {0: "batch"} if name == "head" else {0: "batch", 1: "sequence"}
             try:
                 spec = export_graph(module, args, root, f"graphs/{name}.onnx", input_names, [output], axes,
@@ -154,6 +154,13 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity
+
+
+def _save_embedding_table(stages: EncoderStages, root: Path) -> EmbeddingTable:
+    table = stages.embeddings.word_embeddings.detach().numpy().astype("<f4")
+    relative = "graphs/word_embeddings.npy"
+    np.save(root / relative, table, allow_pickle=False)
+    return EmbeddingTable(FileEntry.of(root, relative), (int(table.shape[0]), int(table.shape[1])))
 
 
 def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, task: str,
@@ -201,6 +208,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     batch = _example_batch(tokenizer, info.task, length, family)
     with staged_directory(Path(out), overwrite=overwrite) as root:
         graphs, parity = _export_stages(stages, batch, root, family.tolerance, report)
+        table = _save_embedding_table(stages, root)
         tokenizer.save_pretrained(root / "tokenizer")
         token_files = sorted(p.relative_to(root).as_posix() for p in (root / "tokenizer").iterdir())
         token_files.sort(key=lambda name: not name.endswith("tokenizer.json"))  # tokenizer.json first
@@ -226,6 +234,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
             exporter=_versions(),
             parity={"tolerance": family.tolerance, "graphs_max_abs_diff": parity},
+            embedding_table=table,
             root=root,
         )
         manifest.save(root)

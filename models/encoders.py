@@ -28,6 +28,7 @@ class EncoderFamily:
     layers_path: str  # dotted path from the base model to its ModuleList of layers
     cross_head: str
     has_token_type_ids: bool
+    positions_from_mask: bool = False  # RoBERTa: positions count real tokens from padding_idx + 1
     tolerance: float = 1e-4  # max abs diff (relative to the output's scale) allowed at export
     tiny_config: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +59,7 @@ ENCODER_FAMILIES: tuple[EncoderFamily, ...] = (
         layers_path="encoder.layer",
         cross_head=HEAD_CLASSIFICATION_MODULE,
         has_token_type_ids=False,
+        positions_from_mask=True,
         tiny_config=dict(_TINY, model_type="xlm-roberta", pad_token_id=1, type_vocab_size=1),
     ),
     EncoderFamily(

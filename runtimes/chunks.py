@@ -25,6 +25,7 @@ class ChunkRunner:
     chunk: int
     pad_token_id: int
     use_type_ids: bool
+    embedding_table: np.ndarray | None = None  # memory-mapped [vocab, E]; rows gathered per chunk
     padded_tokens: int = 0
     runs: int = 0
     _lengths: np.ndarray = field(init=False)
@@ -49,7 +50,10 @@ class ChunkRunner:
             input_ids[slot, : len(item.ids)] = item.ids
             if self.use_type_ids:
                 type_ids[slot, : len(item.type_ids)] = item.type_ids
-        return {"input_ids": input_ids, "token_type_ids": type_ids}
+        feeds = {"input_ids": input_ids, "token_type_ids": type_ids}
+        if self.embedding_table is not None:
+            feeds["inputs_embeds"] = np.asarray(self.embedding_table[input_ids], dtype=np.float32)
+        return feeds
 
     def _hidden_feed(self, rows: np.ndarray, length: int, hidden: dict[int, np.ndarray]) -> np.ndarray:
         first = hidden[int(rows[0])]

@@ -71,6 +71,9 @@ class Selector:
         self.window = window
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
+        table = manifest.embedding_table
+        # memory-mapped: a batch reads only the rows of its tokens, never the whole table
+        self.embedding_table = np.load(manifest.root / table.entry.file, mmap_mode="r") if table else None
 
     def rank(self, query: str, candidates: Sequence[str], top_k: int = 10, prune: str | float | None = None,
              order: str = "default", trace: bool = False) -> Ranking:
@@ -89,7 +92,8 @@ class Selector:
             else:
                 encoded = self.encoder.encode_texts([*texts, query])  # the query rides along, last
                 query_row = len(texts)
-            runner = ChunkRunner(encoded, self.chunk, self.encoder.pad_token_id, self.encoder.use_type_ids)
+            runner = ChunkRunner(encoded, self.chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
+                                 self.embedding_table)
             state = _Pass(len(texts), min(top_k, len(texts)))
             stream = self._forward(runner, state, policy, query_row, order, trace)
         results = self._results(state, texts)
