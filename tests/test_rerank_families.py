@@ -54,3 +54,14 @@ def test_manifest_records_parity_and_hashes(tiny_cross_package: Path) -> None:
     assert manifest.tokenizer.files[0].file.endswith("tokenizer.json")
     assert manifest.exporter["torch"] and manifest.source["model_type"] == "bert"
     manifest.verify()
+
+
+def test_embedding_rows_are_gathered_from_a_memory_mapped_table(tiny_cross_package: Path) -> None:
+    from edgekit.runtimes.selector import Selector
+
+    selector = edgekit.load(str(tiny_cross_package))
+    assert isinstance(selector, Selector) and isinstance(selector.embedding_table, np.memmap)
+    manifest = selector.manifest
+    assert manifest.embedding_table is not None
+    assert "inputs_embeds" in [spec.name for spec in manifest.graphs[0].inputs]
+    assert manifest.embedding_table.entry in manifest.files()  # verified like any graph file
