@@ -89,3 +89,10 @@ def test_oom_wrong_and_real_failures_stay_apart() -> None:
     assert run_cell(FakeKernel("wrong"), p, References(), reps=1).status == "wrong"
     with pytest.raises(RuntimeError, match="scripted"):
         run_cell(FakeKernel("bug", RuntimeError), p, References())
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("EDGEKIT_SLOW_TESTS"),
+                    reason="compiles FlexAttention on CPU (5-30 s); set EDGEKIT_SLOW_TESTS=1")
+def test_compiled_flex_on_cpu_matches_the_reference() -> None:
+    row = run_cell(registry()["flex-compiled"], problem("document-causal", 128), References(), reps=1)
+    assert row.status == "ok", row

@@ -65,14 +65,15 @@ def attention(
     seqlens: str = typer.Option("", "--seqlens", help="comma-separated lengths (default CPU 256,512,1024,2048; "
                                 "GPU 4096,8192,16384,32768)"),
     batch: int = typer.Option(1, "--batch"),
-    heads: int = typer.Option(0, "--heads", help="query heads (default CPU 8, GPU 16)"),
+    heads: int = typer.Option(0, "--heads", help="query heads (default CPU 4, GPU 16)"),
     kv_heads: int = typer.Option(0, "--kv-heads", help="key/value heads, GQA when fewer (default: --heads)"),
     head_dim: int = typer.Option(0, "--head-dim", help="default CPU 64, GPU 128"),
     dtype: str = typer.Option("auto", "--dtype", help="float32|float16|bfloat16 (auto: float32 CPU, bfloat16 GPU)"),
     backward: bool = typer.Option(False, "--backward", help="also time the backward pass"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda[:N]"),
     reps: int = typer.Option(5, "--reps", help="timed repetitions per cell"),
-    warmup: int = typer.Option(1, "--warmup", help="untimed repetitions per cell"),
+    warmup: int = typer.Option(0, "--warmup", help="untimed repetitions per cell, after the checked run "
+                               "(which already warms up)"),
     seed: int = typer.Option(0, "--seed", help="seed of the random masks and inputs"),
     compile_flex: bool = typer.Option(False, "--compile-flex", help="add flex-compiled on CPU (5-30 s compile per shape)"),
     threads: int = typer.Option(0, "--threads", help="torch intra-op threads (0: torch's default)"),
@@ -100,7 +101,7 @@ def attention(
     if threads:
         torch.set_num_threads(threads)
     names = _names(kernels) or tuple(default_kernels(dev)) + (("flex-compiled",) if compile_flex and not gpu else ())
-    heads = heads or (16 if gpu else 8)
+    heads = heads or (16 if gpu else 4)
     config = SweepConfig(
         kernels=names, masks=_names(masks) or MASK_NAMES,
         seqlens=_ints(seqlens, "--seqlens") or ((4096, 8192, 16384, 32768) if gpu else DEFAULT_CPU_SEQLENS),

@@ -6,12 +6,14 @@ references (→ `wrong` if it fails the FA3 criterion, still timed), `warmup` un
 → `oom`; nothing else is caught, so a broken kernel shows its traceback instead of hiding
 as `unsupported`.
 
-Peak memory comes from one more, untimed run after the timed ones (so measuring never slows
-the timing): on CUDA `max_memory_allocated` above the allocation before the run (ORT's own
-CUDA arena is not seen by torch); on the CPU the resident set size (RSS), sampled every
+Peak memory is taken over the checked run, the kernel's first (so measuring never slows the
+timed runs, and allocators that keep their buffers, like ORT's arena, are seen while they
+grow): on CUDA `max_memory_allocated` above the allocation before the run (ORT's own CUDA
+arena is not seen by torch); on the CPU the resident set size (RSS), sampled every
 millisecond by a thread, above the RSS just before the run, after `malloc_trim(0)` has handed
-freed heap pages back to the OS so that reused memory shows up again. Inputs, prepared masks
-and sessions are not counted; the backward's peak includes its forward.
+freed heap pages back to the OS so that reused memory shows up again. Inputs, prepared masks,
+sessions and compilation (done in `prepare`) are not counted; the backward's peak includes
+its forward.
 """
 
 from __future__ import annotations
@@ -156,18 +158,20 @@ class References:
         return self._refs
 
 
-def _check(run: Callable[..., torch.Tensor], x: Inputs, refs: tuple[Result, Result], p: Problem,
-           backward: bool) -> Verdict:
+def _run_once(run: Callable[..., torch.Tensor], x: Inputs, backward: bool) -> Result:
     if not backward:
         with torch.no_grad():
-            got = Result(run(x.q, x.k, x.v))
-        high, same = Result(refs[0].out), Result(refs[1].out)
-        return fa3_criterion(got, high, same, p.dtype)
+            return Result(run(x.q, x.k, x.v))
     q, k, v = (t.detach().requires_grad_() for t in (x.q, x.k, x.v))
     out = run(q, k, v)
     out.backward(x.grad_out)
-    got = Result(out.detach(), (q.grad, k.grad, v.grad))  # type: ignore[arg-type]
-    return fa3_criterion(got, refs[0], refs[1], p.dtype)
+    return Result(out.detach(), (q.grad, k.grad, v.grad))  # type: ignore[arg-type]
+
+
+def _verdict(got: Result, refs: tuple[Result, Result], p: Problem, backward: bool) -> Verdict:
+    if backward:
+        return fa3_criterion(got, refs[0], refs[1], p.dtype)
+    return fa3_criterion(got, Result(refs[0].out), Result(refs[1].out), p.dtype)
 
 
 def _time(run: Callable[..., torch.Tensor], x: Inputs, p: Problem, backward: bool, reps: int,
@@ -208,10 +212,11 @@ def run_cell(kernel: AttentionKernel, p: Problem, refs: References, *, backward:
         reference = refs.get(p, backward)
         x = make_inputs(p, refs.seed)
         run = kernel.prepare(p)
-        verdict = _check(run, x, reference, p, backward)
-        ms = _time(run, x, p, backward, reps, warmup)
         with peak_memory(p.device) as peak:
-            _time(run, x, p, backward, 1, 0)
+            got = _run_once(run, x, backward)
+        verdict = _verdict(got, reference, p, backward)
+        del got
+        ms = _time(run, x, p, backward, reps, warmup)
     except OOM_ERRORS as error:
         row.status, row.note = Status.OOM.value, f"{type(error).__name__}: {str(error)[:120]}"
         if p.device.type == "cuda":
