@@ -211,6 +211,113 @@ def demo(
     print_ranking(selector.rank(query, demo_corpus(), top_k=top_k), as_json)
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
+app.add_typer(bench_app, name="bench")
+models_app = typer.Typer(no_args_is_help=True, help="Build models from recipes (offline).")
+app.add_typer(models_app, name="models")
+
+
+@bench_app.command("select")
+@user_errors
+def bench_select(
+    package: Path = typer.Argument(..., help="Package directory."),
+    data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates", "relevant"?} per line.'),
+    top_k: int = typer.Option(10, "--top-k"),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    batch: int = typer.Option(16, "--batch", help="Candidates per run for onnx-monolithic-batched."),
+    chunk: int = typer.Option(16, "--chunk", help="edgekit chunk size."),
+    queries: int = typer.Option(0, "--queries", help="Use only the first N queries (0: all)."),
+    split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
+    target_agreement: float = typer.Option(0.995, "--target-agreement"),
+    variants: str = typer.Option(",".join(("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact",
+                                           "edgekit-pruned")), "--variants"),
+    sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the table in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    title: str = typer.Option("", "--title", help="Section title in the markdown (default: from the package)."),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency vs agreement, peak RSS."),
+) -> None:
+    """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / pruned) on the same queries."""
+    from edgekit.bench import select_report
+    from edgekit.bench.select import SelectBench, run_select_bench
+    from edgekit.errors import InvalidArgumentError
+
+    try:
+        counts = tuple(int(x) for x in sweep.split(",") if x.strip())
+    except ValueError:
+        raise InvalidArgumentError(f"--memory-sweep {sweep!r}: expected comma-separated integers") from None
+    config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
+                         split=split, target_agreement=target_agreement, queries=queries,
+                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
+    report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    command = "edgekit bench " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "select"] else sys.argv[1:])
+    heading = title or f"Selection: {report['workload']['family']} {report['workload']['task']} package"
+    section = select_report.markdown(report, command, heading)
+    stdout.print(section)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if markdown:
+        select_report.append_markdown(markdown_file, section)
+    if plot:
+        select_report.plot(report, plot)
+
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _forward(command_name: str, function_name: str, ctx: typer.Context) -> None:
+    """Run a torch-side command in its own typer app, imported only when called."""
+    import importlib
+
+    module = importlib.import_module("edgekit.runtimes.attention.cli")
+    sub = typer.Typer(add_completion=False)
+    sub.command(name=command_name)(getattr(module, function_name))
+    sub.command(name="_unused", hidden=True)(lambda: None)  # keep `command_name` a named subcommand
+    sub(args=[command_name, *ctx.args], prog_name="edgekit bench")
+
+
+@bench_app.command("attention", context_settings=_PASS_THROUGH, add_help_option=False)
+def bench_attention(ctx: typer.Context) -> None:
+    """Attention kernels x mask patterns x sequence lengths (torch; `--help` for options)."""
+    _forward("attention", "attention", ctx)
+
+
+@bench_app.command("attention-cp", context_settings=_PASS_THROUGH, add_help_option=False)
+def bench_attention_cp(ctx: typer.Context) -> None:
+    """Context parallelism (ring, Ulysses, USP) under torchrun (`--help` for options)."""
+    _forward("attention-cp", "attention_cp", ctx)
+
+
+@models_app.command("build")
+@user_errors
+def models_build(
+    recipe: str = typer.Argument(..., help="Recipe name: minilm-cross-encoder."),
+    out: Path = typer.Option(None, "--out", help="Checkpoint directory (default: the edgekit cache)."),
+    steps: int = typer.Option(None, "--steps", help="Optimiser steps (default: the full recipe)."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a model from a recipe into a standard transformers checkpoint directory."""
+    from edgekit.errors import InvalidArgumentError, MissingDependencyError
+
+    if recipe != "minilm-cross-encoder":
+        raise InvalidArgumentError(f"unknown recipe {recipe!r}; available: minilm-cross-encoder")
+    try:
+        from edgekit.models.recipes import minilm_cross_encoder as recipe_module
+    except ImportError as error:
+        raise MissingDependencyError(f"recipes need the export extra ({error.name} is missing); "
+                                     "pip install 'edgekit[export,demo]'") from None
+    target = out or recipe_module.default_model_dir()
+    options = {"steps": steps} if steps is not None else {}
+    with _progress(stderr.is_terminal) as bar:
+        task = bar.add_task("training", total=None)
+        path = recipe_module.build_minilm_cross_encoder(
+            target, seed=seed, **options,
+            progress=lambda message, done, total: bar.update(task, description=message, completed=done, total=total))
+    stdout.print(f"wrote {path}; export it with `edgekit export {path} --out PKG`")
+
+
 def main() -> None:
     app(prog_name="edgekit")
 

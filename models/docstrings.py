@@ -17,13 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEVSET_MODULES = tuple(
-    "argparse ast base64 bisect calendar codecs collections configparser contextlib copy csv dataclasses "
-    "datetime decimal difflib email.utils enum fnmatch fractions functools getopt gettext glob gzip hashlib "
-    "heapq hmac html http.client inspect io ipaddress itertools json locale logging mimetypes operator os "
-    "os.path pathlib pickle pkgutil platform pprint queue random re secrets shelve shlex shutil smtplib socket "
-    "sqlite3 statistics string struct subprocess sysconfig tarfile tempfile textwrap threading tokenize "
-    "traceback typing unicodedata urllib.parse urllib.request uuid warnings weakref xml.etree.ElementTree "
-    "zipfile zlib".split()
+    ["argparse", "ast", "base64", "bisect", "calendar", "codecs", "collections", "configparser", "contextlib", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib", "email.utils", "enum", "fnmatch", "fractions", "functools", "getopt", "gettext", "glob", "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "inspect", "io", "ipaddress", "itertools", "json", "locale", "logging", "mimetypes", "operator", "os", "os.path", "pathlib", "pickle", "pkgutil", "platform", "pprint", "queue", "random", "re", "secrets", "shelve", "shlex", "shutil", "smtplib", "socket", "sqlite3", "statistics", "string", "struct", "subprocess", "sysconfig", "tarfile", "tempfile", "textwrap", "threading", "tokenize", "traceback", "typing", "unicodedata", "urllib.parse", "urllib.request", "uuid", "warnings", "weakref", "xml.etree.ElementTree", "zipfile", "zlib"]
 )
 MAX_PASSAGE_CHARS = 360
 

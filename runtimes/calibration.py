@@ -25,7 +25,6 @@ from edgekit.dataset import Example
 from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import MANIFEST_FILE, Manifest
 from edgekit.runtimes.pruning import DEFAULT_CLUSTERS, ClusterPruning, Policy, normalise_scores
-from edgekit.runtimes.ranking import top_k_order
 
 Trace = list[dict[int, float]]  # depth 1..L: {candidate: head score}
 

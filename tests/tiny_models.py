@@ -16,10 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassificati
 
 from edgekit.models.encoders import ENCODER_FAMILIES, EncoderFamily
 
-WORDS = (
-    "the a of to and in is it for on with as how do i read file line by sort list python open data query "
-    "text model fast slow cat dog sat mat sorted order place heap json parse string number path join"
-).split()
+WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "for", "on", "with", "as", "how", "do", "i", "read", "file", "line", "by", "sort", "list", "python", "open", "data", "query", "text", "model", "fast", "slow", "cat", "dog", "sat", "mat", "sorted", "order", "place", "heap", "json", "parse", "string", "number", "path", "join"]
 CORPUS = [
     "how do i read a file line by line",
     "open the file and read it line by line",

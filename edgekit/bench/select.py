@@ -1,0 +1,182 @@
+"""`edgekit bench select`: every selection variant on the same queries, each in its own process.
+
+Reference = `torch` (transformers eager, the full model). For each variant: median and p90
+latency per query, peak RSS, mean top-K set agreement with the reference, Precision@K where
+the data has labels, and candidates × layers computed. With `split=True` the package is
+calibrated (a temporary copy) on the first half of the queries and measured on the second.
+An optional memory sweep runs one query with 20 → 200 candidates to show how peak RSS grows.
+Needs the export extra (torch, for the reference and the monolithic graph) and `bench`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgekit
+from edgekit.bench.subprocess_runner import run_variant
+from edgekit.dataset import Example, read_examples
+from edgekit.demo import cache_dir
+from edgekit.errors import InvalidArgumentError
+from edgekit.manifest import Manifest
+from edgekit.runtimes.calibration import agreement, record_traces, search, write_calibration
+
+VARIANT_MODULE = "edgekit.bench.select_variant"
+ALL_VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-pruned")
+SWEEP_VARIANTS = ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SelectBench:
+    """What to run. `queries` limits the data (0: all); `sweep` lists candidate counts."""
+
+    package: Path
+    data: Path
+    top_k: int = 10
+    threads: int = 2
+    batch: int = 16
+    chunk: int = 16
+    split: bool = True
+    target_agreement: float = 0.995
+    queries: int = 0
+    variants: tuple[str, ...] = ALL_VARIANTS
+    sweep: tuple[int, ...] = field(default_factory=tuple)
+
+
+def monolithic_graph(manifest: Manifest) -> Path:
+    """The whole-model ONNX graph of the package's source, exported once and cached."""
+    from edgekit.exporters.monolithic import export_monolithic
+
+    key = hashlib.sha256("".join(e.sha256 for e in manifest.files()).encode()).hexdigest()[:16]
+    path = cache_dir() / "bench" / key / "monolithic.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_monolithic(Path(manifest.source["path"]), path, manifest.max_length)
+    return path
+
+
+def _write_examples(examples: Sequence[Example], path: Path) -> Path:
+    lines = [json.dumps({"query": e.query, "candidates": e.candidates, "relevant": e.relevant}) for e in examples]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def calibrated_copy(package: Path, examples: Sequence[Example], data_file: Path, top_k: int, target: float,
+                    workdir: Path) -> tuple[Path, dict[str, Any]]:
+    """Copy the package into `workdir` and calibrate the copy on `examples`."""
+    copy = workdir / "calibrated"
+    shutil.copytree(package, copy)
+    selector = edgekit.load(str(copy))
+    traces = record_traces(selector.rank, examples, top_k)
+    manifest = selector.manifest
+    result = search(traces, top_k, target, manifest.scoring.kind, manifest.num_layers)
+    updated = write_calibration(manifest, result, top_k, target, data_file, len(examples))
+    return copy, dict(updated.calibration or {})
+
+
+def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: Sequence[Example], top_k: int,
+              exact_cost: int) -> dict[str, Any]:
+    latency = np.asarray(raw["latency_ms"])
+    summary: dict[str, Any] = {
+        "name": raw["variant"],
+        "latency_ms_median": float(np.median(latency)),
+        "latency_ms_p90": float(np.percentile(latency, 90)),
+        "peak_rss_mb": raw["peak_rss_mb"],
+        "setup_ms": raw["setup_ms"],
+        "candidate_layers": raw["candidate_layers"] if raw["candidate_layers"] is not None else exact_cost,
+        "candidate_layers_fraction": (raw["candidate_layers"] or exact_cost) / max(1, exact_cost),
+    }
+    if reference is not None:
+        summary["agreement"] = float(np.mean([agreement(mine, ref) for mine, ref in
+                                              zip(raw["top_k"], reference["top_k"])]))
+    labelled = [(picked, e.relevant) for picked, e in zip(raw["top_k"], examples) if e.relevant]
+    summary["precision_at_k"] = (float(np.mean([len(set(p) & set(r)) / top_k for p, r in labelled]))
+                                 if labelled else None)
+    summary["recall_at_k"] = (float(np.mean([len(set(p) & set(r)) / len(r) for p, r in labelled]))
+                              if labelled else None)
+    return summary
+
+
+def _variant_args(name: str, package: Path, data: Path, graph: Path | None, config: SelectBench) -> list[str]:
+    args = ["--variant", name, "--package", str(package), "--data", str(data), "--top-k", str(config.top_k),
+            "--batch", str(config.batch), "--chunk", str(config.chunk)]
+    return args + (["--graph", str(graph)] if graph is not None else [])
+
+
+def run_select_bench(config: SelectBench, progress: Progress = lambda message: None) -> dict[str, Any]:
+    """Run every variant; returns {"workload", "calibration", "variants", "sweep"}."""
+    unknown = [name for name in config.variants if name not in ALL_VARIANTS]
+    if unknown:
+        raise InvalidArgumentError(f"unknown variants {unknown}; choose from {', '.join(ALL_VARIANTS)}")
+    manifest = Manifest.load(config.package)
+    examples = read_examples(config.data)
+    if config.queries:
+        examples = examples[: config.queries]
+    if config.split and len(examples) < 2:
+        raise InvalidArgumentError("--split needs at least 2 queries (calibrate on one half, measure on the other)")
+    needs_graph = any(name.startswith("onnx-monolithic") for name in (*config.variants, *SWEEP_VARIANTS))
+    progress("exporting the monolithic baseline graph (cached)") if needs_graph else None
+    graph = monolithic_graph(manifest) if needs_graph else None
+    with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
+        workdir = Path(work)
+        package, calibration, measured = config.package, manifest.calibration, examples
+        if config.split and "edgekit-pruned" in config.variants:
+            half = len(examples) // 2
+            progress(f"calibrating on the first {half} queries")
+            calib_file = _write_examples(examples[:half], workdir / "calibration.jsonl")
+            package, calibration = calibrated_copy(config.package, examples[:half], calib_file, config.top_k,
+                                                   config.target_agreement, workdir)
+            measured = examples[half:]
+        data = _write_examples(measured, workdir / "measure.jsonl")
+        raws: dict[str, dict[str, Any]] = {}
+        for name in config.variants:
+            if name == "edgekit-pruned" and not (calibration and calibration.get("threshold") is not None):
+                progress("edgekit-pruned: no calibrated threshold met the target; it would run exact (skipped)")
+                continue
+            progress(f"running {name} on {len(measured)} queries")
+            raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, package, data, graph, config),
+                                     threads=config.threads)
+        sweep = _memory_sweep(config, examples, package, graph, workdir, progress) if config.sweep else []
+    exact_cost = sum(len(e.candidates) for e in measured) * manifest.num_layers
+    reference = raws.get("torch")
+    variants = [summarise(raw, reference, measured, config.top_k, exact_cost) for raw in raws.values()]
+    return {
+        "workload": {
+            "package": str(config.package), "family": manifest.family, "task": manifest.task,
+            "layers": manifest.num_layers, "data": str(config.data), "queries_measured": len(measured),
+            "queries_calibration": len(examples) - len(measured),
+            "candidates_per_query": float(np.mean([len(e.candidates) for e in measured])),
+            "top_k": config.top_k, "threads": config.threads, "batch": config.batch, "chunk": config.chunk,
+            "window": 2, "reference": "torch" if reference else None,
+        },
+        "calibration": calibration,
+        "variants": variants,
+        "sweep": sweep,
+    }
+
+
+def _memory_sweep(config: SelectBench, examples: Sequence[Example], package: Path, graph: Path | None,
+                  workdir: Path, progress: Progress) -> list[dict[str, Any]]:
+    """One query with N candidates (pooled from the data, cycled when short) for each N."""
+    pool = list(dict.fromkeys(text for e in examples for text in e.candidates))
+    rows = []
+    for count in config.sweep:
+        candidates = [pool[i % len(pool)] for i in range(count)]
+        data = _write_examples([Example(examples[0].query, candidates)], workdir / f"sweep-{count}.jsonl")
+        for name in SWEEP_VARIANTS:
+            progress(f"memory sweep: {name} with {count} candidates")
+            raw = run_variant(VARIANT_MODULE, _variant_args(name, package, data, graph, config),
+                              threads=config.threads)
+            rows.append({"variant": name, "candidates": count, "peak_rss_mb": raw["peak_rss_mb"],
+                         "latency_ms": raw["latency_ms"][0]})
+    return rows

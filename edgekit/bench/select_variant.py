@@ -1,0 +1,152 @@
+"""Child process of `edgekit bench select`: one variant over a query set, one JSON line out.
+
+    python -m edgekit.bench.select_variant --variant edgekit-exact --package PKG --data Q.jsonl \
+        --top-k 10 --threads 2 [--graph MONO.onnx] [--batch 16] [--chunk 16]
+
+Variants:
+  torch                     transformers eager, the whole model, candidates in batches of 32
+                            (sentence-transformers' default batch size) — the reference
+  onnx-monolithic           one whole-model ONNX graph, all candidates in one run
+  onnx-monolithic-batched   the same graph, candidates in runs of --batch
+  edgekit-exact             the streamed package, no pruning
+  edgekit-pruned            the streamed package, --prune auto (the package's calibration)
+
+The first query runs once untimed (warm-up); then every query is timed once, tokenisation
+included. Peak RSS is this process's own high-water mark (VmHWM), read at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import edgekit
+from edgekit.dataset import read_examples
+from edgekit.manifest import Manifest
+from edgekit.measure import peak_rss_mb
+from edgekit.runtimes.ranking import top_k_order
+
+VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-pruned")
+TORCH_BATCH = 32
+
+# (query, candidates) -> (top-k indices best first, candidate-layers computed or None)
+Ranker = Callable[[str, list[str]], tuple[list[int], int | None]]
+
+
+def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
+    import torch
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from edgekit.exporters.encoder import BiEncoderHead, logits_to_score
+
+    torch.set_num_threads(threads)
+    source = manifest.source["path"]
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    cross = manifest.scoring.kind == "logit"
+    model = (AutoModelForSequenceClassification if cross else AutoModel).from_pretrained(source).eval()
+    head = BiEncoderHead(manifest.scoring.pooling or "mean", manifest.scoring.normalize)
+
+    def encode(first: list[str], second: list[str] | None) -> np.ndarray:
+        batch = tokenizer(first, second, padding=True, truncation=True, max_length=manifest.max_length,
+                          return_tensors="pt")
+        with torch.inference_mode():
+            if cross:
+                return logits_to_score(model(**batch).logits).numpy()
+            return head(model(**batch).last_hidden_state, batch["attention_mask"]).numpy()
+
+    def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
+        parts = []
+        for start in range(0, len(candidates), TORCH_BATCH):
+            texts = candidates[start : start + TORCH_BATCH]
+            parts.append(encode([query] * len(texts), texts) if cross else encode(texts, None))
+        scores = np.concatenate(parts)
+        if not cross:
+            query_embedding = encode([query], None)[0]
+            scores = scores @ query_embedding / np.maximum(
+                np.linalg.norm(scores, axis=1) * np.linalg.norm(query_embedding), 1e-12)
+        return top_k_order(scores, top_k).tolist(), None
+
+    return rank
+
+
+def _monolithic_ranker(manifest: Manifest, graph: Path, threads: int, batch: int | None, top_k: int) -> Ranker:
+    from edgekit.bench.spine_variant import MonolithicScorer
+
+    scorer = MonolithicScorer(manifest, graph, threads, "edgekit", batch)
+    scorer.load()
+
+    def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
+        return top_k_order(scorer(query, candidates), top_k).tolist(), None
+
+    return rank
+
+
+def _edgekit_ranker(package: Path, threads: int, chunk: int, top_k: int, prune: str) -> Ranker:
+    selector = edgekit.load(str(package), window=2, chunk=chunk, threads=threads)
+
+    def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
+        ranking = selector.rank(query, candidates, top_k=top_k, prune=prune)
+        return [result.index for result in ranking], ranking.stats.candidate_layers
+
+    return rank
+
+
+def make_ranker(args: argparse.Namespace, manifest: Manifest) -> Ranker:
+    if args.variant == "torch":
+        return _torch_ranker(manifest, args.top_k, args.threads)
+    if args.variant.startswith("onnx-monolithic"):
+        batch = args.batch if args.variant.endswith("batched") else None
+        return _monolithic_ranker(manifest, Path(args.graph), args.threads, batch, args.top_k)
+    prune = "auto" if args.variant == "edgekit-pruned" else "exact"
+    return _edgekit_ranker(Path(args.package), args.threads, args.chunk, args.top_k, prune)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    manifest = Manifest.load(args.package)
+    examples = read_examples(args.data)
+    started = time.perf_counter()
+    ranker = make_ranker(args, manifest)
+    ranker(examples[0].query, examples[0].candidates)  # warm-up, untimed
+    setup_ms = (time.perf_counter() - started) * 1000.0
+    latencies, selections, costs = [], [], []
+    for example in examples:
+        start = time.perf_counter()
+        selected, cost = ranker(example.query, example.candidates)
+        latencies.append((time.perf_counter() - start) * 1000.0)
+        selections.append(selected)
+        costs.append(cost)
+    return {
+        "variant": args.variant,
+        "latency_ms": latencies,
+        "top_k": selections,
+        "candidate_layers": None if costs[0] is None else int(sum(costs)),
+        "setup_ms": setup_ms,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="one `edgekit bench select` variant")
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--package", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--graph", default=None)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--chunk", type=int, default=16)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    print(json.dumps(run(parse_args(argv))))
+
+
+if __name__ == "__main__":
+    main()
