@@ -92,3 +92,14 @@ def test_training_pool_holds_no_dev_set_or_held_out_text() -> None:
     devset_summaries = {p.summary for p in collect_passages(DEVSET_MODULES)}
     assert not {p.summary for p in pools.train} & devset_summaries
     assert not {p.name.split(".")[0] for p in pools.train} & set(pools.held_out_modules)
+
+
+def test_rank_metrics_on_a_hand_made_trace() -> None:
+    from edgekit.models.recipes.rank_metrics import mrr_at, precision_at_1, rank_stability
+
+    early = {0: 0.1, 1: 0.9, 2: 0.5, 3: 0.2}  # depth 1 ranks 1, 2, 3, 0
+    final = {0: 0.8, 1: 0.7, 2: 0.1, 3: 0.2}  # depth 2 ranks 0, 1, 3, 2
+    trace = [early, final]
+    assert mrr_at([trace], [[1]], k=10) == 0.5 and precision_at_1([trace], [[0]]) == 1.0
+    assert mrr_at([trace], [[2]], k=3) == 0.0
+    assert rank_stability([trace], k=2, widen=2) == [(0.5, 1.0), (1.0, 1.0)]

@@ -59,7 +59,8 @@ class RecipeConfig:
     groups_per_step: int = 4
     hard_negatives: int = 4
     random_negatives: int = 3
-    learning_rate: float = 6e-5
+    learning_rate: float = 1e-4  # encoder body (peak)
+    head_learning_rate: float = 1e-3  # the new pooler + classifier: a short run must move them far
     warmup_share: float = 0.1
     weight_decay: float = 0.01
     intermediate_weight: float = 1.0
@@ -138,21 +139,32 @@ def _data(config: RecipeConfig) -> tuple[list[Any], dict[str, Any]]:
     return groups, sizes
 
 
-def _learning_rate(step: int, config: RecipeConfig) -> float:
-    """Linear warm-up, then linear decay to zero."""
+def _schedule(step: int, config: RecipeConfig) -> float:
+    """Multiplier of the peak learning rates: linear warm-up, then linear decay to zero."""
     warmup = max(1, int(config.warmup_share * config.steps))
     if step < warmup:
-        return config.learning_rate * (step + 1) / warmup
-    return config.learning_rate * max(0.0, (config.steps - step) / max(1, config.steps - warmup))
+        return (step + 1) / warmup
+    return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
 
 
 def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeConfig,
            report: Progress) -> list[list[float]]:
     """Run the optimisation; returns per-step cross-entropy at each depth 1..L."""
-    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
-    rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=config.learning_rate)
+    def is_head(name: str) -> bool:
+        return name.startswith(("classifier.", "bert.pooler."))
+
+    def no_decay(name: str) -> bool:
+        return name.endswith("bias") or "LayerNorm" in name
+
+    params = list(model.named_parameters())
+    optimiser = torch.optim.AdamW([
+        {"params": [p for n, p in params if not is_head(n) and not no_decay(n)], "peak": config.learning_rate,
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in params if not is_head(n) and no_decay(n)], "peak": config.learning_rate,
+         "weight_decay": 0.0},
+        {"params": [p for n, p in params if is_head(n)], "peak": config.head_learning_rate,
+         "weight_decay": 0.0},
+    ], lr=config.learning_rate)
     per_group = 1 + config.hard_negatives + config.random_negatives
     history: list[list[float]] = []
     model.train()
@@ -170,7 +182,7 @@ def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeCo
         if config.deep_supervision and len(per_layer) > 1:
             loss = loss + config.intermediate_weight * per_layer[:-1].mean()
         for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(step, config)
+            group["lr"] = group["peak"] * _schedule(step, config)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
