@@ -82,3 +82,13 @@ def test_gpu_check_replaces_its_section_in_benchmarks_md() -> None:
     once = replace_section("# Benchmarks\n\nother text\n", "## table v1")
     twice = replace_section(once, "## table v2")
     assert "other text" in twice and "v2" in twice and "v1" not in twice and twice.count(MARK_BEGIN) == 1
+
+
+def test_mounting_the_commands_imports_no_torch() -> None:
+    """The project CLI may import `attention`/`attention_cp` at start-up: that must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgekit.runtimes, edgekit.runtimes.attention.cli; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

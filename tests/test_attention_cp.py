@@ -69,3 +69,20 @@ def test_ulysses_needs_heads_divisible_by_the_world() -> None:
         launch_cp(CpConfig(nproc=4, methods=("ulysses",), heads=6, seqlen=128))
     with pytest.raises(InvalidArgumentError, match="multiple of 8"):
         plan_layout("ring", 4, 4, 100, make_mask("causal", 100))
+
+
+@pytest.mark.parametrize("mask_name", ["causal", "document", "block-sparse"])
+def test_tiled_shard_attention_skips_tiles_but_not_keys(mask_name: str) -> None:
+    """One rank's view with tiles of 8 tokens over a zigzag shard pair equals masked math."""
+    from edgekit.runtimes.attention.cp import _attend_shard
+
+    mask = make_mask(mask_name, 64, seed=3)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 64, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    shard = Layout(ulysses=1, ring=2, zigzag=True).ring_shards(64)[0]
+    idx = shard.index()
+    out = torch.zeros(1, 2, len(idx), 8, dtype=torch.float32)
+    lse = torch.full((1, 2, len(idx)), float("-inf"))
+    _attend_shard(q[:, :, idx], torch.stack([k, v]), shard, Shard(((0, 64),)), mask, out, lse, tile=8)
+    want, _ = partial_attention(q[:, :, idx], k, v, mask.dense()[idx])
+    assert torch.allclose(out, want, atol=1e-6)

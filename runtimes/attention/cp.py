@@ -10,9 +10,9 @@ One algorithm covers all three: USP with a `Layout` of `ulysses × ring` ranks
 2. Ulysses: `all_to_all_single` trades heads for sequence: each rank then holds its whole ring
    shard for `H / U` heads (heads must divide by `U`).
 3. Ring: `R` steps; at each, K/V move one rank along the ring by P2P (`batch_isend_irecv`,
-   overlapped with compute), and the local queries attend to the visiting K/V chunk by chunk:
-   blocks the mask empties are skipped, fully allowed blocks run without a mask, partial
-   blocks take the exact mask block built from the rectangles. Partial results merge by
+   overlapped with compute), and the local queries attend to the visiting K/V in tiles of
+   `TILE` tokens: tiles the mask empties are skipped, fully allowed tiles run without a mask,
+   partial tiles take the exact mask block built from the rectangles. Partial results merge by
    online softmax on their log-sum-exp.
 4. Ulysses back: `all_to_all_single` returns heads to their owners.
 
@@ -135,22 +135,35 @@ def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
     return wa * out_a + wb * out_b, lse
 
 
+TILE = 256  # tokens per side of the blocks the mask is classified on
+
+
+def _tiles(shard: Shard, tile: int) -> list[tuple[int, int, int]]:
+    """`(a, b, local_offset)` for the shard's chunks cut into pieces of at most `tile` tokens."""
+    out, offset = [], 0
+    for a, b in shard.chunks:
+        for s in range(a, b, tile):
+            e = min(s + tile, b)
+            out.append((s, e, offset))
+            offset += e - s
+    return out
+
+
 def _attend_shard(q: torch.Tensor, kv: torch.Tensor, q_shard: Shard, k_shard: Shard, mask: Mask,
-                  out: torch.Tensor, lse: torch.Tensor) -> None:
-    """Merge the attention of local queries over one visiting K/V shard into (out, lse)."""
-    qo = 0
-    for qa, qb in q_shard.chunks:
-        ko = 0
-        for ka, kb in k_shard.chunks:
+                  out: torch.Tensor, lse: torch.Tensor, tile: int = TILE) -> None:
+    """Merge the attention of local queries over one visiting K/V shard into (out, lse), tile
+    by tile: empty tiles are skipped, full tiles run unmasked, partial tiles take their mask."""
+    k_tiles = _tiles(k_shard, tile)
+    for qa, qb, qo in _tiles(q_shard, tile):
+        sl = slice(qo, qo + qb - qa)
+        for ka, kb, ko in k_tiles:
             area = mask.block_area(qa, qb, ka, kb)
-            if area:
-                allowed = None if area == (qb - qa) * (kb - ka) else mask.dense(qa, qb, ka, kb, q.device)
-                o, l_ = partial_attention(q[:, :, qo:qo + qb - qa], kv[0][:, :, ko:ko + kb - ka],
-                                          kv[1][:, :, ko:ko + kb - ka], allowed)
-                sl = slice(qo, qo + qb - qa)
-                out[:, :, sl], lse[:, :, sl] = merge(out[:, :, sl], lse[:, :, sl], o, l_)
-            ko += kb - ka
-        qo += qb - qa
+            if not area:
+                continue
+            allowed = None if area == (qb - qa) * (kb - ka) else mask.dense(qa, qb, ka, kb, q.device)
+            o, l_ = partial_attention(q[:, :, sl], kv[0][:, :, ko:ko + kb - ka], kv[1][:, :, ko:ko + kb - ka],
+                                      allowed)
+            out[:, :, sl], lse[:, :, sl] = merge(out[:, :, sl], lse[:, :, sl], o, l_)
 
 
 def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, shards: list[Shard],
