@@ -26,8 +26,8 @@ class ChunkRunner:
     pad_token_id: int
     use_type_ids: bool
     embedding_table: np.ndarray | None = None  # memory-mapped [vocab, E]; rows gathered per chunk
-    padded_tokens: int = 0
-    runs: int = 0
+    padded_tokens: int = 0  # tokens fed to the embeddings graph, padding included
+    runs: int = 0  # session runs over all graphs
     _lengths: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +80,8 @@ class ChunkRunner:
             else:
                 feeds["hidden_states"] = self._hidden_feed(group, length, hidden)
             result = session.run(feeds)[0]
-            self.padded_tokens += len(group) * length
+            if hidden is None:  # count the padded batch once per pass, at the embeddings
+                self.padded_tokens += len(group) * length
             self.runs += 1
             for slot, row in enumerate(group):
                 outputs[int(row)] = result[slot, : self._lengths[row]].copy() if per_token else result[slot]
