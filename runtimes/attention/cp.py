@@ -23,6 +23,7 @@ document are the tested ones. Block compute is plain fp32 math (`partial_attenti
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,20 +85,28 @@ class Layout:
         return self.ring_shards(seqlen)[rank // self.ulysses].split(self.ulysses)[rank % self.ulysses]
 
 
+def _usp_degree(world: int, heads: int, asked: int) -> int:
+    divisors = [d for d in range(2, world) if world % d == 0 and heads % d == 0]
+    return asked or (divisors[0] if divisors else world)
+
+
+# method → its Ulysses degree from (world, heads, asked degree); the ring degree is the rest.
+ULYSSES_DEGREE: dict[str, Callable[[int, int, int], int]] = {
+    "ring": lambda world, heads, asked: 1,
+    "ulysses": lambda world, heads, asked: world,
+    "usp": _usp_degree,
+}
+
+
 def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ulysses: int = 0) -> Layout:
     """The layout for `method` (`ring`, `ulysses`, `usp`), or `InvalidArgumentError` with the fix.
 
     USP's Ulysses degree is `ulysses` when given, else the smallest divisor `d` of the world
     with `1 < d < world` and `heads % d == 0` (on a prime world it degenerates to Ulysses)."""
-    if method == "ring":
-        u = 1
-    elif method == "ulysses":
-        u = world
-    elif method == "usp":
-        divisors = [d for d in range(2, world) if world % d == 0 and heads % d == 0]
-        u = ulysses or (divisors[0] if divisors else world)
-    else:
-        raise InvalidArgumentError(f"unknown context-parallel method {method!r}; choose ring, ulysses or usp")
+    if method not in ULYSSES_DEGREE:
+        raise InvalidArgumentError(
+            f"unknown context-parallel method {method!r}; choose {', '.join(ULYSSES_DEGREE)}")
+    u = ULYSSES_DEGREE[method](world, heads, ulysses)
     if world % u:
         raise InvalidArgumentError(f"ulysses degree {u} must divide the world size {world}")
     if heads % u:

@@ -129,6 +129,11 @@ class FlexKernel:
 
         fn: Callable[..., torch.Tensor] = flex_attention
         if self.compiled:
+            import torch._dynamo.config as dynamo_config
+
+            # one compilation per shape: a sweep passes dynamo's default limit of 8 and would
+            # silently fall back to eager (materialised scores) for the remaining cells
+            dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 256)
             fn = _COMPILED_FLEX.setdefault("flex", torch.compile(flex_attention, dynamic=False))
         block_mask, gqa = flex_block_mask(p.mask, p.device), p.gqa
 

@@ -9,6 +9,7 @@ dtype/provider is probed once on a tiny graph of the same ops (ORT raises `NotIm
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 from dataclasses import dataclass
@@ -27,6 +28,18 @@ _ONNX_TYPES = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOA
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
+class MaskInput(str, enum.Enum):
+    """How the mask reaches the graph: not at all (full), `is_causal`, or a `[1,1,S,S]` input."""
+
+    NONE = "none"
+    CAUSAL = "causal"
+    DENSE = "dense"
+
+    def needs_tensor(self, fused: bool) -> bool:
+        """The plain graph has no `is_causal`, so a causal mask becomes a bias input there."""
+        return self is MaskInput.DENSE or (self is MaskInput.CAUSAL and not fused)
+
+
 @dataclass(frozen=True)
 class GraphSpec:
     """What the graph is built for: static sizes, GQA group, mask input or `is_causal`."""
@@ -37,7 +50,7 @@ class GraphSpec:
     seqlen: int
     head_dim: int
     elem: int  # onnx TensorProto element type
-    mask: str  # "none" | "causal" | "dense"
+    mask: MaskInput
 
 
 def build_graph(spec: GraphSpec, fused: bool) -> onnx.ModelProto:
@@ -47,12 +60,12 @@ def build_graph(spec: GraphSpec, fused: bool) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("q", t, [b, h, s, d]),
               helper.make_tensor_value_info("k", t, [b, hk, s, d]),
               helper.make_tensor_value_info("v", t, [b, hk, s, d])]
-    if spec.mask == "dense" or (spec.mask == "causal" and not fused):
+    if spec.mask.needs_tensor(fused):
         inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL if fused else t, [1, 1, s, s]))
     out = helper.make_tensor_value_info("out", t, [b, h, s, d])
     if fused:
         names = [i.name for i in inputs]
-        nodes = [helper.make_node("Attention", names, ["out"], is_causal=int(spec.mask == "causal"))]
+        nodes = [helper.make_node("Attention", names, ["out"], is_causal=int(spec.mask is MaskInput.CAUSAL))]
         graph = helper.make_graph(nodes, "attention", inputs, [out])
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
     scale = helper.make_tensor("scale", t, [], [1.0 / math.sqrt(d)]) if t != TensorProto.FLOAT16 else \
@@ -91,7 +104,7 @@ def _session(model: onnx.ModelProto, provider: str):
 
 
 @functools.cache
-def _implemented(fused: bool, elem: int, gqa: bool, mask: str, provider: str) -> str | None:
+def _implemented(fused: bool, elem: int, gqa: bool, mask: MaskInput, provider: str) -> str | None:
     """None when ORT builds a session for this graph family on `provider`, else the reason."""
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
@@ -115,7 +128,7 @@ class OrtKernel:
 
     def _spec(self, p: Problem) -> GraphSpec:
         causal = is_causal_form(p.mask)
-        mask = "dense" if causal is None else ("causal" if causal else "none")
+        mask = MaskInput.DENSE if causal is None else (MaskInput.CAUSAL if causal else MaskInput.NONE)
         return GraphSpec(p.batch, p.heads, p.kv_heads, p.seqlen, p.head_dim, _ONNX_TYPES[p.dtype], mask)
 
     def unsupported(self, p: Problem) -> str | None:
@@ -133,7 +146,7 @@ class OrtKernel:
         spec = self._spec(p)
         session = _session(build_graph(spec, self.fused), _PROVIDERS[p.device.type])
         feeds: dict[str, torch.Tensor] = {}
-        if spec.mask == "dense" or (spec.mask == "causal" and not self.fused):
+        if spec.mask.needs_tensor(self.fused):
             allowed = p.mask.dense(device=p.device)[None, None]
             feeds["mask"] = allowed if self.fused else torch.zeros(
                 allowed.shape, dtype=p.dtype, device=p.device).masked_fill(~allowed, float("-inf"))

@@ -38,8 +38,11 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask
     """SDPA math on `[B, H, S, D]` inputs, `chunk` query rows at a time; with `grad_out`, also
     the gradients (accumulated over chunks for k and v). Runs in the inputs' dtype."""
     outs, dq_parts = [], []
-    dk = torch.zeros_like(k) if grad_out is not None else None
-    dv = torch.zeros_like(v) if grad_out is not None else None
+    # dk, dv sum over query chunks: accumulate in at least fp32, as fused kernels do, so that
+    # chunking does not make the half-precision reference (and so the tolerance) worse.
+    acc = torch.promote_types(k.dtype, torch.float32)
+    dk = torch.zeros(k.shape, dtype=acc, device=k.device) if grad_out is not None else None
+    dv = torch.zeros(v.shape, dtype=acc, device=v.device) if grad_out is not None else None
     gqa = q.shape[1] != k.shape[1]
     for a in range(0, q.shape[2], chunk):
         b = min(a + chunk, q.shape[2])
@@ -54,7 +57,7 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask
                 dk += gk  # type: ignore[operator]
                 dv += gv  # type: ignore[operator]
         outs.append(o.detach())
-    grads = (torch.cat(dq_parts, dim=2), dk, dv) if grad_out is not None else None
+    grads = (torch.cat(dq_parts, dim=2), dk.to(k.dtype), dv.to(v.dtype)) if dk is not None and dv is not None else None
     return Result(torch.cat(outs, dim=2), grads)  # type: ignore[arg-type]
 
 
