@@ -84,7 +84,7 @@ def attention(
 
     from edgekit.runtimes.attention.generators import MASK_NAMES
     from edgekit.runtimes.attention.kernels import default_kernels
-    from edgekit.runtimes.attention.problem import parse_dtype
+    from edgekit.runtimes.attention.problem import dtype_name, parse_dtype
     from edgekit.runtimes.attention.report import markdown_summary, plot_tflops
     from edgekit.runtimes.attention.sweep import (
         DEFAULT_CPU_SEQLENS,
@@ -116,7 +116,7 @@ def attention(
     write_jsonl(rows, out_dir / "attention.jsonl")
     write_csv(rows, out_dir / "attention.csv")
     where = torch.cuda.get_device_name(dev) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    plot_tflops(rows, out_dir / "attention.png", title=f"attention TFLOP/s on {where} ({config.dtype})")
+    plot_tflops(rows, out_dir / "attention.png", title=f"attention TFLOP/s on {where} ({dtype_name(config.dtype)})")
     (out_dir / "attention.md").write_text(markdown_summary(rows, heading=f"Attention sweep on {where}"))
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unsupported", "oom", "wrong")}
     typer.echo(f"{len(rows)} cells ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out_dir}/attention."

@@ -1,8 +1,9 @@
 """Plots and the markdown summary of a sweep (matplotlib with the Agg backend: no display).
 
 Plot: TFLOP/s against sequence length, one panel per mask, one line per kernel and pass;
-`oom` cells are drawn as red crosses and `unsupported` cells as grey circles at the bottom
-of the panel, `wrong` cells as black triangles, so none of them reads as a slow kernel.
+`oom` cells are drawn as red crosses and `unsupported` cells as grey circles at 0, `wrong`
+cells (which are timed) on their line and again as black triangles at 0, each with its own
+legend entry, so none of them reads as a slow kernel.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from edgekit.runtimes.attention.measure import Row
+
+# Cells without a time are drawn at 0 TFLOP/s with a marker per status.
+STATUS_MARKERS: dict[str, tuple[str, str]] = {"oom": ("x", "red"), "unsupported": ("o", "darkgrey"),
+                                              "wrong": ("^", "black")}
 
 
 def plot_tflops(rows: list[Row], path: Path, title: str = "") -> None:
@@ -33,12 +38,11 @@ def plot_tflops(rows: list[Row], path: Path, title: str = "") -> None:
             ok = sorted((c.seqlen, c.tflops) for c in cells if c.status in ("ok", "wrong") and c.tflops)
             if ok:
                 ax.plot(*zip(*ok, strict=True), marker="o", ms=3, label=label)
-            for status, marker, color in (("oom", "x", "red"), ("unsupported", "o", "lightgrey"),
-                                          ("wrong", "^", "black")):
+            for status, (marker, color) in STATUS_MARKERS.items():
                 xs = [c.seqlen for c in cells if c.status == status]
                 if xs:
-                    ax.scatter(xs, [0] * len(xs), marker=marker, color=color, zorder=3,
-                               label=f"{label} ({status})" if status != "unsupported" else None)
+                    ax.scatter(xs, [0] * len(xs), marker=marker, color=color,
+                               zorder=3 if status == "unsupported" else 4)
         ax.set_title(mask, fontsize=9)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length", fontsize=8)
@@ -46,15 +50,22 @@ def plot_tflops(rows: list[Row], path: Path, title: str = "") -> None:
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(masks):]:
         ax.axis("off")
+    from matplotlib.lines import Line2D
+
     handles, labels = {}, []
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
             if lab not in handles:
                 handles[lab] = h
                 labels.append(lab)
+    for status, (marker, color) in STATUS_MARKERS.items():  # one legend entry per status marker
+        if any(r.status == status for r in rows):
+            lab = f"{status} (drawn at 0)"
+            handles[lab] = Line2D([], [], marker=marker, color=color, linestyle="")
+            labels.append(lab)
     fig.legend([handles[lab] for lab in labels], labels, loc="lower center", fontsize=7,
                ncol=min(4, max(1, len(labels))), bbox_to_anchor=(0.5, 0.0))
-    fig.suptitle(title or "attention TFLOP/s (grey circle: unsupported, red x: oom)", fontsize=10)
+    fig.suptitle(title or "attention TFLOP/s", fontsize=10)
     fig.tight_layout(rect=(0, 0.08 + 0.02 * math.ceil(len(labels) / 4), 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
