@@ -217,6 +217,18 @@ def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup, u: int) -> torch.Te
     return recv.permute(1, 0, 2, 3, 4).reshape(b, hu * u, us // u, d)
 
 
+_GROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
+
+
+def _ulysses_group(u: int, r: int, rank: int) -> dist.ProcessGroup:
+    """This rank's Ulysses group for a `u × r` layout, created once per layout (group creation
+    is collective and, with NCCL, costly): every rank creates all `r` groups in the same order."""
+    if (u, r) not in _GROUPS:
+        groups = [dist.new_group(list(range(pos * u, (pos + 1) * u))) for pos in range(r)]
+        _GROUPS[(u, r)] = groups[rank // u]
+    return _GROUPS[(u, r)]
+
+
 class ContextParallel:
     """Process groups and shards for one layout; call it with this rank's q, k, v pieces.
 
@@ -227,12 +239,7 @@ class ContextParallel:
         self.layout, self.mask = layout, mask
         self.rank = dist.get_rank()
         u, r = layout.ulysses, layout.ring
-        self.uly_group: dist.ProcessGroup | None = None
-        if u > 1:
-            for ring_pos in range(r):
-                group = dist.new_group(list(range(ring_pos * u, (ring_pos + 1) * u)))
-                if ring_pos == self.rank // u:
-                    self.uly_group = group
+        self.uly_group = _ulysses_group(u, r, self.rank) if u > 1 else None
         self.ring_ranks = [pos * u + self.rank % u for pos in range(r)]
         self.ring_shards = layout.ring_shards(mask.seqlen_q)
         self.shard = layout.rank_shard(mask.seqlen_q, self.rank)
