@@ -7,7 +7,8 @@ masks and writes one JSONL row per (method, mask) from rank 0.
 
 Backend: NCCL when CUDA is available (one GPU per local rank), gloo otherwise. Every rank
 draws the same seeded inputs and keeps its shard. Time per repetition is the slowest rank's
-(`all_reduce(MAX)`); the row holds the median and p20/p80 over repetitions. Correctness: the
+(`all_reduce(MAX)`); the row holds the median and p20/p80 over repetitions, and the largest
+per-rank peak memory of one extra untimed run (RSS on CPU, CUDA allocator on GPU). Correctness: the
 gathered output against the single-process math reference with the FA3 criterion (`ok` /
 `wrong`). A user error (e.g. heads not divisible by the world size) prints one line and exits
 with status 2 before any collective call.
@@ -28,7 +29,7 @@ import torch.distributed as dist
 from edgekit.errors import EdgekitError
 from edgekit.runtimes.attention.cp import ContextParallel, plan_layout
 from edgekit.runtimes.attention.generators import make_mask
-from edgekit.runtimes.attention.measure import summarize
+from edgekit.runtimes.attention.measure import peak_memory, summarize
 from edgekit.runtimes.attention.problem import Problem, Status, dtype_name, make_inputs, parse_dtype
 from edgekit.runtimes.attention.reference import Result, fa3_criterion, high_precision, math_attention
 
@@ -76,6 +77,10 @@ def run_one(method: str, mask_name: str, args: argparse.Namespace, device: torch
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
         if i >= args.warmup:
             times.append(float(elapsed))
+    with peak_memory(device) as peak:  # one more run, untimed: the busiest rank's peak
+        cp(q, k, v)
+    peak_mb = torch.tensor([peak[0]], dtype=torch.float64, device=device)
+    dist.all_reduce(peak_mb, op=dist.ReduceOp.MAX)
     pieces = [torch.empty_like(out) for _ in range(world)]
     dist.all_gather(pieces, out.contiguous())
     row: dict[str, object] = {
@@ -96,7 +101,7 @@ def run_one(method: str, mask_name: str, args: argparse.Namespace, device: torch
         flops = p.flops()
         row.update(status=(Status.OK if verdict.ok else Status.WRONG).value, ms_median=t.median,
                    ms_p20=t.p20, ms_p80=t.p80, flops=flops, tflops=flops / (t.median * 1e-3) / 1e12,
-                   peak_mem_mb=None, max_err=verdict.err, tol=verdict.tol)
+                   peak_mem_mb=float(peak_mb), max_err=verdict.err, tol=verdict.tol)
     return row
 
 

@@ -98,11 +98,12 @@ def markdown_summary(rows: list[Row], heading: str = "Attention sweep") -> str:
 def markdown_cp_summary(rows: list[dict[str, object]]) -> str:
     """Context-parallel rows: method, layout, mask, slowest-rank time, status, max error."""
     lines = ["## Context-parallel attention", "",
-             "| method | world (ulysses × ring) | sharding | mask | S | ms median (p20–p80) | TFLOP/s | status | max err |",
-             "|---|---|---|---|---:|---|---:|---|---:|"]
+             "| method | world (ulysses × ring) | sharding | mask | S | ms median (p20–p80) | TFLOP/s | peak MB "
+             "| status | max err |",
+             "|---|---|---|---|---:|---|---:|---:|---|---:|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['world']} ({r['ulysses_degree']} × {r['ring_degree']}) | {r['sharding']} | "
             f"{r['mask']} | {r['seqlen']} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–{r['ms_p80']:.2f}) | "
-            f"{r['tflops']:.4f} | {r['status']} | {r['max_err']:.1e} |")
+            f"{r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} |")
     return "\n".join(lines) + "\n"
