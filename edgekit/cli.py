@@ -264,30 +264,15 @@ def bench_select(
         select_report.plot(report, plot)
 
 
-_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+def _mount_attention() -> None:
+    """The attention benchmark's commands (their module imports torch only when a command runs)."""
+    from edgekit.runtimes.attention.cli import attention, attention_cp
+
+    bench_app.command("attention")(user_errors(attention))
+    bench_app.command("attention-cp")(user_errors(attention_cp))
 
 
-def _forward(command_name: str, function_name: str, ctx: typer.Context) -> None:
-    """Run a torch-side command in its own typer app, imported only when called."""
-    import importlib
-
-    module = importlib.import_module("edgekit.runtimes.attention.cli")
-    sub = typer.Typer(add_completion=False)
-    sub.command(name=command_name)(getattr(module, function_name))
-    sub.command(name="_unused", hidden=True)(lambda: None)  # keep `command_name` a named subcommand
-    sub(args=[command_name, *ctx.args], prog_name="edgekit bench")
-
-
-@bench_app.command("attention", context_settings=_PASS_THROUGH, add_help_option=False)
-def bench_attention(ctx: typer.Context) -> None:
-    """Attention kernels x mask patterns x sequence lengths (torch; `--help` for options)."""
-    _forward("attention", "attention", ctx)
-
-
-@bench_app.command("attention-cp", context_settings=_PASS_THROUGH, add_help_option=False)
-def bench_attention_cp(ctx: typer.Context) -> None:
-    """Context parallelism (ring, Ulysses, USP) under torchrun (`--help` for options)."""
-    _forward("attention-cp", "attention_cp", ctx)
+_mount_attention()
 
 
 @models_app.command("build")

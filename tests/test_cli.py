@@ -146,3 +146,12 @@ def test_unavailable_provider_is_an_error_not_a_fallback(tiny_cross_package: Pat
     result = _run("run", tiny_cross_package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES),
                   "--provider", "cuda")
     _assert_user_error(result, "CUDAExecutionProvider", "onnxruntime-gpu")
+
+
+def test_bench_attention_is_mounted_on_the_main_cli(tmp_path: Path) -> None:
+    result = _run("bench", "attention", "--kernels", "sdpa-math", "--masks", "causal,document", "--seqlens", 64,
+                  "--heads", 2, "--head-dim", 16, "--reps", 1, "--threads", 1, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "attention.jsonl").read_text().splitlines()]
+    assert {row["mask"] for row in rows} == {"causal", "document"} and all(row["status"] == "ok" for row in rows)
+    _assert_user_error(_run("bench", "attention", "--masks", "zigzag", "--out", tmp_path), "zigzag")
