@@ -16,10 +16,11 @@ the longest in the run, truncation to the package's max_length), as FlashRank-st
 `default` with onnxruntime's default SessionOptions (intra-op threads still set to N).
 
 Output: ONE JSON object on the last stdout line: latency_ms (each timed repeat), _median, _p90,
-cold_ms (first call: session creation + first run), baseline_rss_mb (peak RSS after imports and
-tokenizer, before any model), peak_rss_mb (the process's high-water mark at the end), scores (one
-per candidate, input order), top_k (indices, best first). No torch/transformers import here, so
-process baselines are comparable across variants.
+cold_ms (tokenizer + session creation + first call), baseline_rss_mb (peak RSS after imports
+and reading the workload, before any tokenizer or session), load_peak_rss_mb (monolithic: after
+session creation), peak_rss_mb (the process's own high-water mark at the end, from
+`edgekit.measure.peak_rss_mb`: VmHWM on Linux), scores (one per candidate, input order), top_k
+(indices, best first). No torch/transformers import here, so process baselines are comparable.
 """
 
 from __future__ import annotations
@@ -132,22 +133,31 @@ def _edgekit_scorer(package: Path, threads: int, batch: int, extra: dict[str, An
     return score
 
 
+def _getrusage_maxrss_mb() -> float | None:
+    """Raw `getrusage` maxrss in MiB, recorded beside VmHWM for transparency."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the variant described by parsed `args`; return the result object (see module doc)."""
     query, candidates = load_workload(args.workload)
     manifest = Manifest.load(args.package)
     extra: dict[str, Any] = {}
-    monolithic: MonolithicScorer | None = None
+    baseline = peak_rss_mb()  # imports and workload only: no tokenizer, no session yet
+
+    start = time.perf_counter()
+    load_ms = load_peak = None
     if args.variant != "edgekit":
         batch = args.batch if args.variant == "onnx-monolithic-batched" else None
         monolithic = MonolithicScorer(manifest, args.graph, args.threads, args.ort_options, batch)
-    baseline = peak_rss_mb()
-
-    start = time.perf_counter()
-    load_ms = None
-    if monolithic is not None:
         monolithic.load()
         load_ms = (time.perf_counter() - start) * 1000.0
+        load_peak = peak_rss_mb()
         scorer: Scorer = monolithic
     else:
         scorer = _edgekit_scorer(args.package, args.threads, args.batch, extra)
@@ -173,7 +183,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cold_ms": cold_ms,
         "load_ms": load_ms,
         "baseline_rss_mb": baseline,
+        "load_peak_rss_mb": load_peak,  # monolithic: peak after session creation, before any run
         "peak_rss_mb": peak_rss_mb(),
+        "getrusage_maxrss_mb": _getrusage_maxrss_mb(),  # Linux: includes the parent's peak inherited at spawn
         "scores": [float(value) for value in scores],
         "top_k": [int(index) for index in top_k_order(scores, min(args.top_k, len(scores)))],
         "torch_imported": "torch" in sys.modules,

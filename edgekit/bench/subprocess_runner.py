@@ -11,6 +11,11 @@ Child contract (what a module passed to `run_variant` must do):
     progress belongs on stderr);
   - exit with status 0 on success.
 
+Children should report peak memory with `edgekit.measure.peak_rss_mb()` (VmHWM on Linux), not
+raw `getrusage`: on Linux a child started by `subprocess` (vfork + exec) inherits its parent's
+maxrss, so `getrusage(RUSAGE_SELF).ru_maxrss` in the child reads at least the parent's peak (a
+parent that exported a model with torch made every child here look ~825 MiB).
+
 Example::
 
     result = run_variant("edgekit.bench.spine_variant", ["--variant", "edgekit", ...], threads=2)
