@@ -78,7 +78,8 @@ def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
 def _monolithic_ranker(manifest: Manifest, graph: Path, threads: int, batch: int | None, top_k: int) -> Ranker:
     from edgekit.bench.spine_variant import MonolithicScorer
 
-    scorer = MonolithicScorer(manifest, graph, threads, "edgekit", batch)
+    # the baseline runs as apps run it: onnxruntime's default session options
+    scorer = MonolithicScorer(manifest, graph, threads, "default", batch)
     scorer.load()
 
     def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
