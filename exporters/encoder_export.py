@@ -43,7 +43,8 @@ EXAMPLE_CANDIDATES = (
 _BATCH = {"batch": "batch", "sequence": "sequence"}
 
 
-def _load(info: SourceInfo) -> tuple[torch.nn.Module, Any]:
+def load_source_model(info: SourceInfo) -> tuple[torch.nn.Module, Any]:
+    """The transformers model (fp32, eval, eager attention) and fast tokenizer of a source."""
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     loader = AutoModelForSequenceClassification if info.task == TASK_RERANK else AutoModel
@@ -202,7 +203,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     info = inspect_source(resolve_source(source), task)
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)
-    model, tokenizer = _load(info)
+    model, tokenizer = load_source_model(info)
     stages = split_encoder(model, family, info.task, info.pooling, info.normalize)
     length = choose_max_length(info, max_length, tokenizer, _position_limit(model, family))
     batch = _example_batch(tokenizer, info.task, length, family)

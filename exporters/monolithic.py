@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgekit.errors import ParityError, SourceModelError
+from edgekit.errors import ParityError
 from edgekit.exporters.encoder import BiEncoderHead, logits_to_score
+from edgekit.exporters.encoder_export import load_source_model
 from edgekit.exporters.onnx_writer import OPSET
-from edgekit.exporters.source import TASK_RERANK, SourceInfo, inspect_source
+from edgekit.exporters.source import TASK_RERANK, inspect_source
 from edgekit.models.encoders import family_for_model_type
 from edgekit.runtimes.backend import OrtBackend
 
@@ -80,22 +81,6 @@ class _CrossEncoderGraph(nn.Module):
         return logits_to_score(self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits)
 
 
-def _load(info: SourceInfo) -> tuple[nn.Module, Any]:
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
-
-    loader = AutoModelForSequenceClassification if info.task == TASK_RERANK else AutoModel
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = loader.from_pretrained(info.path, attn_implementation="eager")
-            tokenizer = AutoTokenizer.from_pretrained(info.path)
-    except (OSError, ValueError, KeyError) as error:
-        raise SourceModelError(f"transformers could not load {info.path}: {str(error).splitlines()[0]}") from None
-    if info.task == TASK_RERANK and model.config.num_labels not in (1, 2):
-        raise SourceModelError(f"cross-encoder has {model.config.num_labels} labels; expected 1 or 2")
-    return model.float().eval(), tokenizer
-
-
 def _batch(tokenizer: Any, task: str, texts: tuple[str, ...], max_length: int) -> dict[str, torch.Tensor]:
     if task == TASK_RERANK:  # (query, candidate) pairs, the first text is the query
         return tokenizer([texts[0]] * (len(texts) - 1), list(texts[1:]), padding=True, truncation=True,
@@ -120,7 +105,7 @@ def export_monolithic(source_dir: Path, out_file: Path, max_length: int) -> None
     """
     info = inspect_source(Path(source_dir))
     family = family_for_model_type(info.model_type)
-    model, tokenizer = _load(info)
+    model, tokenizer = load_source_model(info)
     names = ["input_ids", "token_type_ids", "attention_mask"] if family.has_token_type_ids else \
         ["input_ids", "attention_mask"]
     if info.task == TASK_RERANK:
