@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -40,7 +41,10 @@ EXAMPLE_CANDIDATES = (
     "Sorting a list in place.",
     "The quick brown fox jumps over the lazy dog " * 40,  # long: exercises truncation
 )
-_BATCH = {"batch": "batch", "sequence": "sequence"}
+DTYPES = ("fp32", "fp16")
+# fp16 graphs (weights, activations and IO in half precision) against the fp32 torch model:
+# max abs diff relative to max(1, max |reference|). Measured on MiniLM: layers ~4e-3.
+FP16_TOLERANCE = 2e-2
 
 
 def load_source_model(info: SourceInfo) -> tuple[torch.nn.Module, Any]:
@@ -110,7 +114,8 @@ def _check_parity(name: str, diff: float, scale: float, tolerance: float) -> Non
 
 
 def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: Path, tolerance: float,
-                   progress: Progress) -> tuple[list[GraphSpec], dict[str, float]]:
+                   progress: Progress, half: bool = False) -> tuple[list[GraphSpec], dict[str, float]]:
+    """Export every stage (as fp16 copies when `half`) and check each against its fp32 module."""
     backend = OrtBackend("cpu")
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
@@ -141,15 +146,17 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
                 output = "embedding" if "attention_mask" in input_names else "score"
             axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
             axes[output] = {0: "batch"} if name == "head" else {0: "batch", 1: "sequence"}
+            exported = copy.deepcopy(module).half() if half else module
+            exported_args = tuple(a.half() if half and a.is_floating_point() else a for a in args)
             try:
-                spec = export_graph(module, args, root, f"graphs/{name}.onnx", input_names, [output], axes,
-                                    name=name, role=role, index=index)
+                spec = export_graph(exported, exported_args, root, f"graphs/{name}.onnx", input_names, [output],
+                                    axes, name=name, role=role, index=index)
             except (RuntimeError, TypeError, ValueError) as error:
                 raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
             session = backend.load(root / spec.file)
-            actual = session.run({n: a.numpy() for n, a in zip(input_names, args)})[0]
+            actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
             session.release()
-            diff, scale = _max_diff(actual, module(*args).numpy())
+            diff, scale = _max_diff(actual.astype(np.float32), module(*args).numpy())
             _check_parity(name, diff, scale, tolerance)
             parity[name] = diff
             graphs.append(spec)
@@ -157,11 +164,12 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
     return graphs, parity
 
 
-def _save_embedding_table(stages: EncoderStages, root: Path) -> EmbeddingTable:
-    table = stages.embeddings.word_embeddings.detach().numpy().astype("<f4")
+def _save_embedding_table(stages: EncoderStages, root: Path, half: bool) -> EmbeddingTable:
+    table = stages.embeddings.word_embeddings.detach().numpy().astype("<f2" if half else "<f4")
     relative = "graphs/word_embeddings.npy"
     np.save(root / relative, table, allow_pickle=False)
-    return EmbeddingTable(FileEntry.of(root, relative), (int(table.shape[0]), int(table.shape[1])))
+    return EmbeddingTable(FileEntry.of(root, relative), (int(table.shape[0]), int(table.shape[1])),
+                          "float16" if half else "float32")
 
 
 def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, task: str,
@@ -197,8 +205,9 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
                    dtype: str = "fp32", overwrite: bool = False,
                    progress: Progress | None = None) -> Manifest:
     """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package."""
-    if dtype != "fp32":
-        raise InvalidArgumentError(f"--dtype {dtype} is not built yet for encoders; use --dtype fp32")
+    if dtype not in DTYPES:
+        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
     family = family_for_model_type(info.model_type)
@@ -208,8 +217,9 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     length = choose_max_length(info, max_length, tokenizer, _position_limit(model, family))
     batch = _example_batch(tokenizer, info.task, length, family)
     with staged_directory(Path(out), overwrite=overwrite) as root:
-        graphs, parity = _export_stages(stages, batch, root, family.tolerance, report)
-        table = _save_embedding_table(stages, root)
+        tolerance = FP16_TOLERANCE if half else family.tolerance
+        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half)
+        table = _save_embedding_table(stages, root, half)
         tokenizer.save_pretrained(root / "tokenizer")
         token_files = sorted(p.relative_to(root).as_posix() for p in (root / "tokenizer").iterdir())
         token_files.sort(key=lambda name: not name.endswith("tokenizer.json"))  # tokenizer.json first
@@ -234,12 +244,12 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             scoring=scoring,
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
             exporter=_versions(),
-            parity={"tolerance": family.tolerance, "graphs_max_abs_diff": parity},
+            parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
             embedding_table=table,
             root=root,
         )
         manifest.save(root)
-        chained = _chained_parity(manifest, stages, tokenizer, info.task, length, family.tolerance)
+        chained = _chained_parity(manifest, stages, tokenizer, info.task, length, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
         manifest.save(root)
     return Manifest.load(out)

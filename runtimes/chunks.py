@@ -52,7 +52,7 @@ class ChunkRunner:
                 type_ids[slot, : len(item.type_ids)] = item.type_ids
         feeds = {"input_ids": input_ids, "token_type_ids": type_ids}
         if self.embedding_table is not None:
-            feeds["inputs_embeds"] = np.asarray(self.embedding_table[input_ids], dtype=np.float32)
+            feeds["inputs_embeds"] = np.asarray(self.embedding_table[input_ids])  # the table's dtype
         return feeds
 
     def _hidden_feed(self, rows: np.ndarray, length: int, hidden: dict[int, np.ndarray]) -> np.ndarray:

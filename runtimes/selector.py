@@ -164,8 +164,8 @@ class Selector:
             outputs = runner.run(head, rows, hidden, per_token=False)
             return np.array([float(outputs[row]) for row in rows])
         outputs = runner.run(head, [*rows, query_row], hidden, per_token=False)
-        query = outputs[query_row]
-        matrix = np.stack([outputs[row] for row in rows])
+        query = outputs[query_row].astype(np.float64)  # fp16 packages: score in double precision
+        matrix = np.stack([outputs[row] for row in rows]).astype(np.float64)
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
         return (matrix @ query) / np.maximum(norms, 1e-12)
 

@@ -65,3 +65,11 @@ def test_embedding_rows_are_gathered_from_a_memory_mapped_table(tiny_cross_packa
     assert manifest.embedding_table is not None
     assert "inputs_embeds" in [spec.name for spec in manifest.graphs[0].inputs]
     assert manifest.embedding_table.entry in manifest.files()  # verified like any graph file
+
+
+def test_fp16_cross_encoder_scores_close_to_transformers(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    manifest = export_encoder(str(tiny_cross_encoder), tmp_path / "pkg16", max_length=40, dtype="fp16")
+    ranking = edgekit.load(str(tmp_path / "pkg16")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
+    expected = cross_encoder_scores(tiny_cross_encoder, QUERY, CANDIDATES, max_length=40)
+    assert manifest.dtype == "fp16"
+    assert max(abs(r.score - expected[r.index]) for r in ranking) <= 2e-2 * max(1.0, float(np.abs(expected).max()))

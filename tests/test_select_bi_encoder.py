@@ -47,3 +47,26 @@ def test_window_and_chunk_do_not_change_scores(tiny_bi_package: Path) -> None:
         assert [r.index for r in ranking] == [r.index for r in reference]
         np.testing.assert_allclose([r.score for r in ranking], [r.score for r in reference], atol=1e-5)
         assert ranking.stats.max_resident_graphs <= window
+
+
+def test_fp16_package_is_half_the_size_and_ranks_like_fp32(tiny_bi_encoder: Path, tiny_bi_package: Path,
+                                                           tmp_path: Path) -> None:
+    manifest = export_encoder(str(tiny_bi_encoder), tmp_path / "pkg16", dtype="fp16")
+    assert manifest.dtype == "fp16" and manifest.embedding_table.dtype == "float16"
+    assert manifest.parity["chained_max_abs_diff"] <= manifest.parity["tolerance"] == 2e-2
+    assert {spec.dtype for spec in manifest.graphs[1].inputs} == {"float16", "int64"}
+    fp32 = edgekit.load(str(tiny_bi_package))
+    assert manifest.embedding_table.entry.bytes < 0.6 * fp32.manifest.embedding_table.entry.bytes
+    half = edgekit.load(str(tmp_path / "pkg16")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
+    full = fp32.rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
+    by_index = {r.index: r.score for r in full}
+    assert max(abs(r.score - by_index[r.index]) for r in half) < 2e-2
+    assert isinstance(half[0].score, float)
+
+
+def test_unknown_dtype_is_refused(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    from edgekit.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="fp32 or fp16"):
+        export_encoder(str(tiny_bi_encoder), tmp_path / "pkg", dtype="int4")
+    assert not (tmp_path / "pkg").exists()
