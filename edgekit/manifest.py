@@ -27,7 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
 TASKS = ("rerank", "select")
-GRAPH_ROLES = ("embeddings", "layer", "head")
+DTYPES = ("fp32", "fp16")
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -37,6 +37,24 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of `data` that dataclass `cls` has: fields added by a later minor release are
+    ignored, not fatal (FORMAT.md: additive optional fields do not bump the version)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+def _file_entry(data: dict[str, Any]) -> FileEntry:
+    entry = FileEntry(**known(FileEntry, data))
+    if not isinstance(entry.file, str) or not isinstance(entry.bytes, int) or not isinstance(entry.sha256, str):
+        raise TypeError(f"file entry {data!r} needs a string file, string sha256 and integer bytes")
+    if entry.file.startswith("/") or ".." in Path(entry.file).parts:
+        raise ValueError(f"file entry {entry.file!r} must be a path inside the package")
+    return entry
 
 
 @dataclass(frozen=True)
@@ -91,7 +109,7 @@ class GraphSpec:
             name=data["name"],
             role=data["role"],
             index=data.get("index"),
-            files=tuple(FileEntry(**entry) for entry in data["files"]),
+            files=tuple(_file_entry(entry) for entry in data["files"]),
             inputs=tuple(TensorSpec.from_dict(spec) for spec in data["inputs"]),
             outputs=tuple(TensorSpec.from_dict(spec) for spec in data["outputs"]),
         )
@@ -111,7 +129,7 @@ class EmbeddingTable:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> EmbeddingTable:
-        return EmbeddingTable(FileEntry(**data["entry"]), (int(data["shape"][0]), int(data["shape"][1])),
+        return EmbeddingTable(_file_entry(data["entry"]), (int(data["shape"][0]), int(data["shape"][1])),
                               data.get("dtype", "float32"))
 
 
@@ -199,9 +217,9 @@ class Manifest:
                 "re-export the package with this edgekit or install the matching edgekit release"
             )
         try:
-            tokenizer = dict(data["tokenizer"])
-            tokenizer["files"] = tuple(FileEntry(**entry) for entry in tokenizer["files"])
-            return Manifest(
+            tokenizer = known(TokenizerSpec, data["tokenizer"])
+            tokenizer["files"] = tuple(_file_entry(entry) for entry in tokenizer["files"])
+            manifest = Manifest(
                 task=data["task"],
                 family=data["family"],
                 max_length=int(data["max_length"]),
@@ -210,7 +228,7 @@ class Manifest:
                 dtype=data["dtype"],
                 graphs=tuple(GraphSpec.from_dict(graph) for graph in data["graphs"]),
                 tokenizer=TokenizerSpec(**tokenizer),
-                scoring=Scoring(**data["scoring"]),
+                scoring=Scoring(**known(Scoring, data["scoring"])),
                 source=data.get("source", {}),
                 exporter=data.get("exporter", {}),
                 parity=data.get("parity", {}),
@@ -218,8 +236,31 @@ class Manifest:
                 embedding_table=EmbeddingTable.from_dict(data["embedding_table"]) if data.get("embedding_table") else None,
                 root=root,
             )
-        except (KeyError, TypeError, ValueError) as error:
-            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error!r}); re-export the package") from None
+            manifest.check_consistency()
+            return manifest
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
+
+    def check_consistency(self) -> None:
+        """Raise ValueError when fields contradict each other or what a v1 runtime can execute."""
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+        expected_kind = "logit" if self.task == "rerank" else "cosine"
+        if self.scoring.kind != expected_kind or self.tokenizer.pair != (self.task == "rerank"):
+            raise ValueError(f"task {self.task!r} needs scoring kind {expected_kind!r} and pair={self.task == 'rerank'}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+        roles = [graph.role for graph in self.graphs]
+        if roles != ["embeddings", *["layer"] * self.num_layers, "head"]:
+            raise ValueError(f"graph roles {roles} are not embeddings, {self.num_layers} layers, head")
+        if [graph.index for graph in self.graphs[1:-1]] != list(range(self.num_layers)):
+            raise ValueError("layer graphs are not in order")
+        if self.embedding_table is None:
+            raise ValueError("embedding_table is missing (version 1 embeddings graphs take gathered rows)")
+        if self.calibration is not None and not isinstance(self.calibration, dict):
+            raise ValueError("calibration must be an object")
+        if not self.tokenizer.files:
+            raise ValueError("tokenizer lists no files")
 
     # --- writing -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

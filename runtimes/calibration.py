@@ -22,7 +22,6 @@ import numpy as np
 
 from edgekit.atomic import write_text_atomic
 from edgekit.dataset import Example
-from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import MANIFEST_FILE, Manifest
 from edgekit.runtimes.pruning import DEFAULT_CLUSTERS, ClusterPruning, Policy, normalise_scores
 
@@ -42,6 +41,8 @@ def replay(trace: Trace, policy: Policy | None, top_k: int) -> Replay:
     layers = len(trace)
     undecided = sorted(trace[-1])
     k = min(top_k, len(undecided))
+    if len(undecided) <= top_k:
+        policy = None  # as online: with N <= K every candidate is ranked exactly
     accepted: list[int] = []
     cost = 0
     for layer in range(1, layers + 1):  # before computing layer `layer`, `layer - 1` are done
@@ -116,9 +117,8 @@ def record_traces(rank: Callable[..., Any], examples: Sequence[Example], top_k: 
 
 def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int, target: float,
                       data_file: Path, queries: int) -> Manifest:
-    """Store the calibration in the package manifest (atomic rewrite; graph hashes unchanged)."""
-    if not 0.0 < target <= 1.0:
-        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target}")
+    """Store the calibration in the package manifest: only the `calibration` key of the JSON on
+    disk changes (fields this edgekit does not know are kept), rewritten atomically."""
     calibration = {
         "policy": "cluster",
         "threshold": result.threshold,
@@ -132,6 +132,8 @@ def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int,
         "data": data_file.name,
         "data_sha256": hashlib.sha256(data_file.read_bytes()).hexdigest(),
     }
-    updated = dataclasses.replace(manifest, calibration=calibration)
-    write_text_atomic(manifest.root / MANIFEST_FILE, json.dumps(updated.to_dict(), indent=2) + "\n")
+    path = manifest.root / MANIFEST_FILE
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw["calibration"] = calibration
+    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     return Manifest.load(manifest.root)

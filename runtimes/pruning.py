@@ -128,6 +128,8 @@ class ClusterPruning:
         if depth < self.min_depth:
             return NO_DECISION
         values = normalise_scores(np.asarray(scores, dtype=np.float64), self.score_kind)
+        if not np.all(np.isfinite(values)):
+            return NO_DECISION  # a non-finite score (e.g. fp16 overflow) decides nothing
         mean = float(values.mean())
         if mean == 0.0 or abs(float(values.std()) / mean) <= self.threshold:
             return NO_DECISION
@@ -140,20 +142,14 @@ class ClusterPruning:
         return Decision(accept, drop)
 
 
-def parse_prune(spec: str | float | None, score_kind: str, calibration: dict | None) -> ClusterPruning | None:
-    """`exact`/None -> no pruning; `auto` -> the package's calibration; `threshold:X` or X -> X."""
+def parse_prune(spec: str | float | None, score_kind: str, calibration: dict | None,
+                top_k: int | None = None) -> ClusterPruning | None:
+    """`exact`/None -> no pruning; `auto` -> the package's calibration (which must have been made
+    for the same top-k); `threshold:X` or X -> X from the first layer on."""
     if spec is None or spec == "exact":
         return None
     if spec == "auto":
-        if not calibration:
-            raise InvalidArgumentError(
-                "--prune auto needs a calibrated package; run `edgekit calibrate PKG --data FILE.jsonl` "
-                "or pass --prune threshold:X"
-            )
-        if calibration.get("threshold") is None:  # calibration found no setting that met its target
-            return None
-        return ClusterPruning(float(calibration["threshold"]), score_kind, int(calibration.get("clusters", 3)),
-                              int(calibration.get("min_depth", 1)))
+        return _calibrated(score_kind, calibration, top_k)
     text = str(spec)
     value = text.split(":", 1)[1] if text.startswith("threshold:") else text
     try:
@@ -163,3 +159,25 @@ def parse_prune(spec: str | float | None, score_kind: str, calibration: dict | N
     if not np.isfinite(threshold) or threshold < 0:
         raise InvalidArgumentError(f"--prune threshold must be a finite number >= 0, got {value}")
     return ClusterPruning(threshold, score_kind)
+
+
+def _calibrated(score_kind: str, calibration: dict | None, top_k: int | None) -> ClusterPruning | None:
+    if not calibration:
+        raise InvalidArgumentError(
+            "--prune auto needs a calibrated package; run `edgekit calibrate PKG --data FILE.jsonl` "
+            "or pass --prune threshold:X"
+        )
+    calibrated_k = calibration.get("top_k")
+    if top_k is not None and calibrated_k is not None and calibrated_k != top_k:
+        raise InvalidArgumentError(
+            f"the package was calibrated for top-k {calibrated_k}, not {top_k}; re-run `edgekit calibrate` "
+            f"with --top-k {top_k}, or pass --prune threshold:X"
+        )
+    threshold = calibration.get("threshold")
+    if threshold is None:  # calibration found no setting that met its target
+        return None
+    try:
+        return ClusterPruning(float(threshold), score_kind, int(calibration.get("clusters", DEFAULT_CLUSTERS)),
+                              int(calibration.get("min_depth", 1)))
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("the package's calibration is malformed; re-run `edgekit calibrate`") from None

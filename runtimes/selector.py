@@ -47,7 +47,6 @@ class _Pass:
         self.top_k = top_k
         self.undecided = list(range(candidates))
         self.accepted: list[tuple[int, int, float]] = []  # (row, depth, score at acceptance)
-        self.dropped: dict[int, int] = {}  # row -> depth
         self.final: dict[int, float] = {}
         self.alive_per_depth: list[int] = []
         self.candidate_layers = 0
@@ -84,7 +83,9 @@ class Selector:
         trace: record every candidate's head score after every layer (for calibration).
         """
         texts = self._check(query, candidates, top_k, order)
-        policy = parse_prune(prune, self.manifest.scoring.kind, self.manifest.calibration)
+        policy = parse_prune(prune, self.manifest.scoring.kind, self.manifest.calibration, top_k)
+        if len(texts) <= top_k:
+            policy = None  # every candidate is in the top-K: nothing to prune, rank them exactly
         with stopwatch() as timing:
             if self.manifest.scoring.kind == "logit":
                 encoded = self.encoder.encode_pairs(query, texts)
@@ -112,7 +113,7 @@ class Selector:
             tokens=sum(len(item.ids) for item in encoded),
             padded_tokens=runner.padded_tokens,
             provider=self.backend.provider,
-            prune="exact" if policy is None else f"threshold:{policy.threshold:g}",
+            prune="exact" if policy is None else f"threshold:{policy.threshold:g}@{policy.min_depth}",
             layers=self.manifest.num_layers,
             candidate_layers=state.candidate_layers,
             candidate_layers_exact=len(texts) * self.manifest.num_layers,
@@ -131,19 +132,22 @@ class Selector:
         hidden: dict[int, np.ndarray] | None = None
         stream: LayerStream[OrtSession] = LayerStream(body, self.backend.load, window=self.window)
         keep_accepted = order == "exact"
+        layers = self.manifest.num_layers
         try:
-            for index, session in stream:
-                depth = index - 1  # layers computed before this graph (-1: before the embeddings)
-                if head is not None and hidden is not None and depth >= 1:
-                    self._decide(head, runner, hidden, state, policy, depth, query_row, trace)
+            for index, session in stream:  # index 0: embeddings; index d: layer d-1
                 computing = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
-                if not computing:
-                    break  # everything is decided: the remaining layers are never loaded
                 rows = computing + ([query_row] if query_row is not None else [])
                 hidden = runner.run(session, rows, hidden, per_token=True)
-                if index >= 1:
-                    state.alive_per_depth.append(len(computing))
-                    state.candidate_layers += len(computing)
+                depth = index  # layers computed so far
+                if depth == 0:
+                    continue
+                state.alive_per_depth.append(len(computing))
+                state.candidate_layers += len(computing)
+                scoring_due = trace or (policy is not None and depth >= policy.min_depth)
+                if head is not None and depth < layers and scoring_due:
+                    self._decide(head, runner, hidden, state, policy, depth, query_row, trace)
+                if not state.undecided and not keep_accepted:
+                    break  # all decided: later layers (past the one already prefetched) never load
             if head is None:
                 head = self.backend.load(head_path)
             final_rows = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
@@ -182,24 +186,25 @@ class Selector:
         decision = policy.decide(depth, scores, state.open_slots)
         accepted = sorted(decision.accept.tolist(), key=lambda i: (-scores[i], rows[i]))
         state.accepted.extend((rows[i], depth, float(scores[i])) for i in accepted)
-        for i in decision.drop.tolist():
-            state.dropped[rows[i]] = depth
         decided = {rows[i] for i in [*decision.accept.tolist(), *decision.drop.tolist()]}
         state.undecided = [row for row in rows if row not in decided]
 
     def _results(self, state: _Pass, texts: list[str]) -> list[Result]:
+        """The selected set is the accepted candidates plus the best finalists for the open slots.
+
+        Default order: accepted first (in acceptance order, with their score then), finalists
+        after. When the accepted candidates were finished (order exact), the same set is sorted
+        by final score. Ties always break by the lower candidate index, as FORMAT.md says.
+        """
         layers = self.manifest.num_layers
-        if state.final and all(row in state.final for row, _, _ in state.accepted):
-            # order exact (or no pruning): every contender has its final score
-            contenders = [row for row, _, _ in state.accepted] + state.undecided
-            scores = np.array([state.final[row] for row in contenders])
-            picked = [contenders[i] for i in top_k_order(scores, state.top_k)]
-            decided = {row: depth for row, depth, _ in state.accepted}
-            return [Result(row, state.final[row], texts[row], decided.get(row, layers)) for row in picked]
+        decided = {row: depth for row, depth, _ in state.accepted}
+        open_slots = max(0, state.top_k - len(state.accepted))
+        finalists = sorted(state.undecided, key=lambda row: (-state.final[row], row))[:open_slots]
+        if all(row in state.final for row in decided):
+            selected = sorted([*decided, *finalists], key=lambda row: (-state.final[row], row))
+            return [Result(row, state.final[row], texts[row], decided.get(row, layers)) for row in selected]
         ranked = [Result(row, score, texts[row], depth) for row, depth, score in state.accepted]
-        finalists = sorted(state.undecided, key=lambda row: (-state.final[row], row))
-        ranked += [Result(row, state.final[row], texts[row], layers) for row in finalists]
-        return ranked[: state.top_k]
+        return ranked + [Result(row, state.final[row], texts[row], layers) for row in finalists]
 
     @staticmethod
     def _check(query: str, candidates: Sequence[str], top_k: int, order: str) -> list[str]:

@@ -32,7 +32,7 @@ def test_pruned_run_fires_and_equals_replay_of_the_exact_trace(tiny_cross_packag
     expected = replay(exact.trace, ClusterPruning(0.0, "logit"), top_k=3)
     assert [r.index for r in pruned] == expected.selected
     assert pruned.stats.candidate_layers == expected.candidate_layers
-    assert len(pruned.stats.alive_per_layer) <= 3 and pruned.stats.prune == "threshold:0"
+    assert len(pruned.stats.alive_per_layer) <= 3 and pruned.stats.prune == "threshold:0@1"
     # a result decided early carries its score at that depth, which the trace recorded
     for result in pruned:
         assert result.score == pytest.approx(exact.trace[result.decided_at_layer - 1][result.index], abs=1e-5)
@@ -40,17 +40,32 @@ def test_pruned_run_fires_and_equals_replay_of_the_exact_trace(tiny_cross_packag
 
 def test_order_exact_finishes_accepted_candidates(tiny_cross_package: Path) -> None:
     selector = edgekit.load(str(tiny_cross_package), chunk=4)
-    exact = {r.index: r.score for r in selector.rank(QUERY, POOL, top_k=len(POOL))}
+    exact_run = selector.rank(QUERY, POOL, top_k=len(POOL), trace=True)
+    exact = {r.index: r.score for r in exact_run}
     pruned = selector.rank(QUERY, POOL, top_k=3, prune="threshold:0", order="exact")
+    assert pruned.stats.candidate_layers < pruned.stats.candidate_layers_exact  # pruning fired
+    assert any(r.decided_at_layer < selector.manifest.num_layers for r in pruned)  # someone was accepted early
     for result in pruned:
         assert result.score == pytest.approx(exact[result.index], abs=1e-5)
-    assert [r.score for r in pruned] == sorted((r.score for r in pruned), reverse=True)
+    selected = replay(exact_run.trace, ClusterPruning(0.0, "logit"), top_k=3).selected
+    assert [r.index for r in pruned] == sorted(selected, key=lambda i: (-exact[i], i))
 
 
-def test_top_k_at_least_n_decides_at_once(tiny_cross_package: Path) -> None:
+def test_top_k_at_least_n_ranks_exactly(tiny_cross_package: Path) -> None:
     selector = edgekit.load(str(tiny_cross_package))
-    ranking = selector.rank(QUERY, POOL[:4], top_k=10, prune="threshold:0")
-    assert len(ranking) == 4 and ranking.stats.candidate_layers == 4  # only the first layer ran
+    exact = selector.rank(QUERY, POOL[:4], top_k=10)
+    pruned = selector.rank(QUERY, POOL[:4], top_k=10, prune="threshold:0")
+    assert len(pruned) == 4 and [r.index for r in pruned] == [r.index for r in exact]
+    assert pruned.stats.prune == "exact"  # nothing to prune when every candidate is in the top-K
+
+
+def test_early_stop_skips_loading_the_remaining_layers(tiny_cross_package: Path) -> None:
+    selector = edgekit.load(str(tiny_cross_package), window=1)
+    ranking = selector.rank(QUERY, POOL, top_k=1, prune="threshold:0")
+    layers_run = len(ranking.stats.alive_per_layer)
+    if layers_run < selector.manifest.num_layers:  # everything was decided early
+        # with window 1 nothing is prefetched: embeddings + the layers run + the head
+        assert ranking.stats.graphs_loaded == 1 + layers_run + 1
 
 
 def test_bi_encoder_prunes_with_the_query_riding_along(tiny_bi_package: Path) -> None:
@@ -77,6 +92,7 @@ def test_calibration_meets_its_target_and_auto_uses_it(tiny_cross_package: Path,
     assert result.exit_code == 0, result.output
     calibration = json.loads(result.stdout)["calibration"]
     assert calibration["agreement"] >= 0.9 and calibration["top_k"] == 3
+    assert calibration["threshold"] is not None and calibration["candidate_layers_fraction"] < 1.0
 
     # re-measure on the calibration data with the stored threshold, online
     selector = edgekit.load(str(package))
@@ -87,3 +103,8 @@ def test_calibration_meets_its_target_and_auto_uses_it(tiny_cross_package: Path,
     assert np.mean(scores) >= 0.9
     assert search(traces, 3, 0.9, "logit", layers=3).agreement >= 0.9
     assert CliRunner().invoke(app, ["verify", str(package)]).exit_code == 0  # graph hashes untouched
+    candidates = tmp_path / "c.txt"
+    candidates.write_text("\n".join(POOL) + "\n", encoding="utf-8")
+    wrong_k = CliRunner().invoke(app, ["run", str(package), "--query", QUERY, "--candidates", str(candidates),
+                                       "--top-k", "5", "--prune", "auto"])
+    assert wrong_k.exit_code == 2 and "calibrated for top-k 3" in wrong_k.stderr
