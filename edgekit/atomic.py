@@ -28,16 +28,35 @@ def staged_directory(destination: Path, overwrite: bool = False) -> Iterator[Pat
     staging.mkdir()
     try:
         yield staging
+        if destination.exists() and not overwrite:  # appeared while we were staging
+            raise OutputExistsError(f"{destination} appeared during the export; pass --force to replace it")
+        _swap_in(staging, destination, destination.parent / f".{destination.name}.old-{token}")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if destination.exists():
-        retired = destination.parent / f".{destination.name}.old-{token}"
-        os.replace(destination, retired)
+
+
+def _swap_in(staging: Path, destination: Path, retired: Path) -> None:
+    """Move `staging` to `destination`; an existing destination is restored if that fails."""
+    if not destination.exists():
         os.replace(staging, destination)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
+        return
+    os.replace(destination, retired)
+    try:
         os.replace(staging, destination)
+    except OSError:
+        os.replace(retired, destination)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def check_destination(destination: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output that exists (without overwrite) or that would replace the source itself."""
+    destination, source = destination.resolve(), source.resolve()
+    if destination == source or destination in source.parents or destination == Path.home():
+        raise OutputExistsError(f"--out {destination} would replace the source checkpoint {source}; choose another --out")
+    if destination.exists() and not overwrite:
+        raise OutputExistsError(f"{destination} already exists; choose another --out or pass --force to replace it")
 
 
 def write_text_atomic(path: Path, text: str) -> None:

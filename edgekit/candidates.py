@@ -14,11 +14,28 @@ from edgekit.errors import CandidatesError
 SUFFIXES = (".txt", ".jsonl")
 
 
-def _decode(path: Path, number: int, raw: bytes) -> str:
+def read_text_lines(path: Path, what: str = "candidates file") -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank lines of a UTF-8 file (a leading BOM is dropped).
+
+    Raises CandidatesError naming the file (and line) when it is missing, unreadable or not UTF-8.
+    """
     try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise CandidatesError(f"{path}:{number}: line is not UTF-8; re-save the file as UTF-8") from None
+        raw_lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        raise CandidatesError(f"{what} {path} does not exist") from None
+    except OSError as error:
+        raise CandidatesError(f"cannot read {what} {path}: {error.strerror or error}") from None
+    lines = []
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CandidatesError(f"{path}:{number}: line is not UTF-8; re-save the file as UTF-8") from None
+        if number == 1:
+            line = line.lstrip("\ufeff")
+        if line.strip():
+            lines.append((number, line))
+    return lines
 
 
 def read_candidates(path: str | Path) -> list[str]:
@@ -26,19 +43,10 @@ def read_candidates(path: str | Path) -> list[str]:
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise CandidatesError(f"{path}: candidates file must end in .txt (one per line) or .jsonl ({{\"text\": ...}})")
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise CandidatesError(f"candidates file {path} does not exist") from None
-    except OSError as error:
-        raise CandidatesError(f"cannot read candidates file {path}: {error.strerror}") from None
     texts: list[str] = []
-    for number, raw in enumerate(lines, start=1):
-        line = _decode(path, number, raw).lstrip("\ufeff")
-        if not line.strip():
-            continue
+    for number, line in read_text_lines(path):
         if path.suffix == ".txt":
-            texts.append(line.rstrip("\r"))
+            texts.append(line)
             continue
         try:
             record = json.loads(line)

@@ -303,8 +303,25 @@ def models_build(
     stdout.print(f"wrote {path}; export it with `edgekit export {path} --out PKG`")
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's UsageError, wherever this typer keeps it (typer >= 0.16 vendors click)."""
+    usage_error = typer.BadParameter.__mro__[1]  # BadParameter's parent: UsageError
+    return (usage_error,)
+
+
 def main() -> None:
-    app(prog_name="edgekit")
+    """Entry point: usage errors (bad option values, missing arguments) become one line too."""
+    try:
+        result = app(prog_name="edgekit", standalone_mode=False)
+    except _usage_error_types() as error:
+        where = getattr(getattr(error, "ctx", None), "command_path", "edgekit")
+        if error.format_message():  # empty when help was shown for a bare group
+            typer.echo(f"error: {error.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(2)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

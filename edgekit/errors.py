@@ -54,3 +54,7 @@ class OutputExistsError(EdgekitError):
 
 class MissingDependencyError(EdgekitError):
     """An optional dependency (an extra) is needed for this command."""
+
+
+class BenchmarkError(EdgekitError):
+    """A benchmark variant failed in its own process (the message ends with its last error line)."""

@@ -41,7 +41,8 @@ def describe(directory: str | Path) -> Group:
             ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs),
             ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs),
         )
-    hidden_per_candidate = 4 * manifest.max_length * manifest.hidden_size
+    bytes_per_value = 2 if manifest.dtype == "fp16" else 4
+    hidden_per_candidate = bytes_per_value * manifest.max_length * manifest.hidden_size
     table = manifest.embedding_table
     table_line = (f"embedding table {table.entry.file} {list(table.shape)} {_mib(table.entry.bytes)}: memory-mapped, "
                   f"only the rows of a batch's tokens are read\n" if table else "")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from edgekit import __version__
-from edgekit.atomic import staged_directory
+from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, ParityError, SourceModelError
 from edgekit.exporters.encoder import EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.onnx_writer import OPSET, export_graph
@@ -210,6 +210,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
+    check_destination(Path(out), info.path, overwrite)  # before loading: fail fast, never eat the source
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)
     model, tokenizer = load_source_model(info)

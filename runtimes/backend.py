@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edgekit.errors import InvalidArgumentError, ProviderUnavailableError
+from edgekit.errors import IntegrityError, InvalidArgumentError, ProviderUnavailableError
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -86,7 +86,13 @@ class OrtBackend:
         providers: list[Any] = [PROVIDERS[self.provider]]
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")  # for ops the accelerator lacks
-        session = ort.InferenceSession(str(path), sess_options=self.session_options(), providers=providers)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=self.session_options(), providers=providers)
+        except Exception as error:  # onnxruntime raises its own pybind types for unreadable graphs
+            raise IntegrityError(
+                f"onnxruntime cannot load {path.name} ({str(error).splitlines()[0][:160]}); "
+                "run `edgekit verify` and re-export the package", [path.name]
+            ) from None
         if session.get_providers()[0] != PROVIDERS[self.provider]:
             raise ProviderUnavailableError(
                 f"onnxruntime could not start {PROVIDERS[self.provider]} for {path.name} "

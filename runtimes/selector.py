@@ -4,7 +4,7 @@ Monolithic forwarding: every candidate passes layer l before any passes layer l+
 graph is loaded once per query (LayerStream keeps at most W resident). Inside a graph the
 candidates run in chunks of C, grouped by length. With a pruning policy, the head scores the
 undecided candidates between layers; accepted and dropped candidates stop computing, and when
-none are left undecided the remaining layers are never loaded.
+none are left undecided the pass stops (no graph past the one already prefetched is loaded).
 
 Result order (default): candidates accepted earlier come first (earlier-accepted clusters were
 above everything still undecided then), ties by their score at acceptance; candidates that
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgekit.errors import CandidatesError, InvalidArgumentError
+from edgekit.errors import CandidatesError, IntegrityError, InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb, stopwatch
 from edgekit.runtimes.backend import OrtBackend, OrtSession
@@ -38,6 +38,23 @@ DEFAULT_CHUNK = 16
 ORDERS = ("default", "exact")
 
 __all__ = ["DEFAULT_CHUNK", "Ranking", "Result", "RunStats", "Selector", "top_k_order"]
+
+
+def open_embedding_table(manifest: Manifest) -> np.ndarray | None:
+    """Memory-map the table: a batch reads only the rows of its tokens, never the whole table."""
+    table = manifest.embedding_table
+    if table is None:
+        return None
+    path = manifest.root / table.entry.file
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise IntegrityError(f"cannot read {table.entry.file} ({error}); run `edgekit verify` and re-export",
+                             [table.entry.file]) from None
+    if array.ndim != 2 or tuple(array.shape) != tuple(table.shape):
+        raise IntegrityError(f"{table.entry.file} has shape {array.shape}, the manifest says {list(table.shape)}; "
+                             "re-export the package", [table.entry.file])
+    return array
 
 
 class _Pass:
@@ -70,9 +87,7 @@ class Selector:
         self.window = window
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
-        table = manifest.embedding_table
-        # memory-mapped: a batch reads only the rows of its tokens, never the whole table
-        self.embedding_table = np.load(manifest.root / table.entry.file, mmap_mode="r") if table else None
+        self.embedding_table = open_embedding_table(manifest)
 
     def rank(self, query: str, candidates: Sequence[str], top_k: int = 10, prune: str | float | None = None,
              order: str = "default", trace: bool = False) -> Ranking:

@@ -39,10 +39,13 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     text = markdown_file.read_text()
     assert "| edgekit-exact |" in text and text.count("bench:select:smoke:start") == 1
     # a rerun replaces the section instead of appending a second one
-    CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3",
-                             "--threads", "1", "--variants", "edgekit-exact", "--no-split", "--markdown",
-                             "--markdown-file", str(markdown_file), "--title", "smoke"])
-    assert markdown_file.read_text().count("bench:select:smoke:start") == 1
+    rerun = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3",
+                                     "--threads", "1", "--variants", "edgekit-exact", "--no-split", "--markdown",
+                                     "--markdown-file", str(markdown_file), "--title", "smoke"])
+    assert rerun.exit_code == 0, rerun.output
+    text = markdown_file.read_text()
+    assert text.count("bench:select:smoke:start") == 1
+    assert "| edgekit-exact |" in text and "| torch |" not in text  # the section was replaced
     assert (tmp_path / "r.png").stat().st_size > 1000
 
 
@@ -52,3 +55,6 @@ def test_bench_select_rejects_unknown_variant(tiny_cross_package: Path, tmp_path
     result = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data),
                                       "--variants", "fastest"])
     assert result.exit_code == 2 and "unknown variants" in result.stderr
+    zero = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data),
+                                    "--threads", "0"])
+    assert zero.exit_code == 2 and "--threads must be >= 1" in zero.stderr

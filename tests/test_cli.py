@@ -155,3 +155,79 @@ def test_bench_attention_is_mounted_on_the_main_cli(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "attention.jsonl").read_text().splitlines()]
     assert {row["mask"] for row in rows} == {"causal", "document"} and all(row["status"] == "ok" for row in rows)
     _assert_user_error(_run("bench", "attention", "--masks", "zigzag", "--out", tmp_path), "zigzag")
+
+
+def test_usage_errors_are_one_line_through_the_entry_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for argv in (["run", str(tmp_path), "--query", "q", "--candidates", "c.txt", "--top-k", "abc"], ["run"],
+                 ["no-such-command"]):
+        result = subprocess.run([sys.executable, "-c", "from edgekit.cli import main; main()", *argv],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0]
+
+
+def test_export_refuses_to_overwrite_its_own_source(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    result = _run("export", tiny_cross_encoder, "--out", tiny_cross_encoder, "--force")
+    _assert_user_error(result, "would replace the source checkpoint")
+    assert (tiny_cross_encoder / "config.json").is_file()
+    _assert_user_error(_run("export", tiny_cross_encoder, "--out", tiny_cross_encoder.parent, "--force"),
+                       "would replace the source")
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda m: m.pop("embedding_table"), "embedding_table is missing"),
+        (lambda m: m.__setitem__("graphs", []), "graph roles"),
+        (lambda m: m["scoring"].__setitem__("kind", "logits"), "scoring kind"),
+        (lambda m: m["graphs"][0]["files"][0].__setitem__("file", 5), "string file"),
+        (lambda m: m["graphs"][0]["files"][0].__setitem__("file", "../../etc/passwd"), "inside the package"),
+        (lambda m: m.__setitem__("calibration", [1]), "calibration must be an object"),
+    ],
+)
+def test_malformed_manifests_are_one_line_errors(tiny_cross_package: Path, tmp_path: Path, mutate, needle: str) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_cross_package, package)
+    manifest = json.loads((package / "manifest.json").read_text())
+    mutate(manifest)
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
+    _assert_user_error(result, "malformed", needle)
+
+
+def test_unknown_nested_fields_from_a_newer_minor_release_are_ignored(tiny_cross_package: Path, tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_cross_package, package)
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["scoring"]["temperature"] = 1.0
+    manifest["graphs"][1]["files"][0]["compression"] = "none"
+    manifest["future_field"] = {"x": 1}
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("target", ["graphs/word_embeddings.npy", "tokenizer/tokenizer.json", "graphs/layer_000.onnx"])
+def test_corrupted_files_of_the_same_size_are_integrity_errors(tiny_cross_package: Path, tmp_path: Path,
+                                                               target: str) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(tiny_cross_package, package)
+    path = package / target
+    data = bytearray(path.read_bytes())
+    data[:16] = b"\x00" * 16  # breaks every header, keeps the size
+    path.write_bytes(bytes(data))
+    result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
+    _assert_user_error(result, "re-export")
+
+
+def test_data_file_errors(tiny_cross_package: Path, tmp_path: Path) -> None:
+    _assert_user_error(_run("calibrate", tiny_cross_package, "--data", tmp_path), "cannot read data file")
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes("\ufeff".encode() + json.dumps({"query": "q", "candidates": ["a", "b"]}).encode() + b"\n")
+    from edgekit.dataset import read_examples
+
+    assert read_examples(bom)[0].query == "q"

@@ -52,22 +52,22 @@ def test_never_more_than_window_resident(graphs: int, window: int) -> None:
 
 
 def test_next_graph_loads_while_current_computes() -> None:
-    loading_started = threading.Event()
+    consumer_has_g0 = threading.Event()
+    g1_overlapped: list[bool] = []
+    ledger = _ledger()
 
     def load(path: Path) -> FakeSession:
-        if path.name == "g1":
-            loading_started.set()
+        if path.name == "g1":  # only a background load can see the consumer holding g0
+            g1_overlapped.append(consumer_has_g0.wait(timeout=5))
         return FakeSession(path, ledger)
 
-    ledger = _ledger()
     stream = LayerStream([Path("g0"), Path("g1")], load, window=2)
     iterator = iter(stream)
     index, _ = next(iterator)
     assert index == 0
-    # the consumer is "computing" graph 0: graph 1 must be loading in the background
-    assert loading_started.wait(timeout=5)
-    assert stream.max_resident == 2
-    list(iterator)
+    consumer_has_g0.set()  # "computing" graph 0 now
+    assert [i for i, _ in iterator] == [1]
+    assert g1_overlapped == [True]
 
 
 def test_window_one_loads_only_after_release() -> None:

@@ -22,18 +22,29 @@ from typing import Any
 import numpy as np
 
 import edgekit
-from edgekit.bench.subprocess_runner import run_variant
+from edgekit.bench.select_variant import VARIANTS
+from edgekit.bench.subprocess_runner import VariantError
+from edgekit.bench.subprocess_runner import run_variant as _run_variant
 from edgekit.dataset import Example, read_examples
 from edgekit.demo import cache_dir
-from edgekit.errors import InvalidArgumentError
+from edgekit.errors import BenchmarkError, InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.calibration import agreement, record_traces, search, write_calibration
 
 VARIANT_MODULE = "edgekit.bench.select_variant"
-ALL_VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-pruned")
+ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic, onnx-monolithic-batched, edgekit-exact, -pruned
 SWEEP_VARIANTS = ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact")
 
 Progress = Callable[[str], None]
+
+
+def run_variant(module: str, args: list[str], threads: int) -> dict[str, Any]:
+    """One variant in its own process; a failing child becomes a one-line BenchmarkError."""
+    try:
+        return _run_variant(module, args, threads=threads)
+    except VariantError as error:
+        last = (error.stderr_tail.strip().splitlines() or ["no output"])[-1]
+        raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None
 
 
 @dataclass(frozen=True)
@@ -118,13 +129,20 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     unknown = [name for name in config.variants if name not in ALL_VARIANTS]
     if unknown:
         raise InvalidArgumentError(f"unknown variants {unknown}; choose from {', '.join(ALL_VARIANTS)}")
+    for option, value in (("--top-k", config.top_k), ("--threads", config.threads), ("--batch", config.batch),
+                          ("--chunk", config.chunk), *(("--memory-sweep", n) for n in config.sweep)):
+        if value < 1:
+            raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
+    if config.queries < 0:
+        raise InvalidArgumentError(f"--queries must be >= 0 (0: all), got {config.queries}")
     manifest = Manifest.load(config.package)
     examples = read_examples(config.data)
     if config.queries:
         examples = examples[: config.queries]
     if config.split and len(examples) < 2:
         raise InvalidArgumentError("--split needs at least 2 queries (calibrate on one half, measure on the other)")
-    needs_graph = any(name.startswith("onnx-monolithic") for name in (*config.variants, *SWEEP_VARIANTS))
+    swept = SWEEP_VARIANTS if config.sweep else ()
+    needs_graph = any(name.startswith("onnx-monolithic") for name in (*config.variants, *swept))
     progress("exporting the monolithic baseline graph (cached)") if needs_graph else None
     graph = monolithic_graph(manifest) if needs_graph else None
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
