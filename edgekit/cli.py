@@ -198,13 +198,15 @@ def verify(package: Path = typer.Argument(..., help="Package directory.")) -> No
 def demo(
     query: str = typer.Option("how do I sort a list in python", "--query", help="Query over the built-in corpus."),
     top_k: int = typer.Option(5, "--top-k"),
+    model: str = typer.Option("minilm", "--model", help="minilm (bundled bi-encoder) or cross-encoder (once built)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Export the bundled all-MiniLM-L6-v2 (first use) and rank a small built-in corpus."""
     import edgekit
     from edgekit.demo import demo_corpus, demo_package
 
-    package = demo_package(lambda source, out: export_with_progress(source, out, show=not as_json, overwrite=True))
+    package = demo_package(lambda source, out: export_with_progress(source, out, show=not as_json, overwrite=True),
+                           model=model)
     if not as_json:
         stdout.print(f"package: {package}")
     selector = edgekit.load(str(package))

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from edgekit import __version__
-from edgekit.errors import EdgekitError, MissingDependencyError
+from edgekit.errors import EdgekitError, InvalidArgumentError, MissingDependencyError
 
 DEMO_MODEL = "all-MiniLM-L6-v2"
+CROSS_ENCODER_MODEL = "minilm-cross-encoder"  # built by `edgekit models build minilm-cross-encoder`
+DEMO_MODELS = ("minilm", "cross-encoder")
 
 
 def cache_dir() -> Path:
@@ -39,15 +41,32 @@ def demo_corpus() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def demo_package(export: Callable[[str, Path], Any]) -> Path:
-    """The cached demo package; exported with `export(source, out)` when absent or broken."""
+def cross_encoder_path() -> Path:
+    """Where `edgekit models build minilm-cross-encoder` puts the trained cross-encoder."""
+    return cache_dir() / "models" / CROSS_ENCODER_MODEL
+
+
+def demo_package(export: Callable[[str, Path], Any], model: str = "minilm") -> Path:
+    """The cached demo package of `model`; exported with `export(source, out)` when absent or broken."""
     from edgekit.manifest import Manifest
 
-    package = cache_dir() / "packages" / f"{DEMO_MODEL}-edgekit{__version__}"
+    if model not in DEMO_MODELS:
+        raise InvalidArgumentError(f"unknown demo model {model!r}; choose {' or '.join(DEMO_MODELS)}")
+    if model == "cross-encoder":
+        source = cross_encoder_path()
+        if not (source / "config.json").is_file():
+            raise MissingDependencyError(
+                f"the cross-encoder is not built yet ({source}); run `edgekit models build minilm-cross-encoder` first"
+            )
+        name = f"{CROSS_ENCODER_MODEL}-edgekit{__version__}"
+    else:
+        source, name = bundled_minilm_path(), f"{DEMO_MODEL}-edgekit{__version__}"
+    package = cache_dir() / "packages" / name
     try:
-        Manifest.load(package)
-        return package
+        manifest = Manifest.load(package)
+        if Path(manifest.source.get("path", "")) == source:
+            return package
     except EdgekitError:
         pass
-    export(str(bundled_minilm_path()), package)
+    export(str(source), package)
     return package

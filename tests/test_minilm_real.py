@@ -67,3 +67,17 @@ def test_demo_exports_once_then_ranks_the_builtin_corpus(tmp_path: Path, monkeyp
     second = CliRunner().invoke(app, ["demo", "--json", "--top-k", "3"])
     assert second.exit_code == 0 and json.loads(second.stdout)["top_k"] == payload["top_k"]
     assert (packages[0] / "manifest.json").stat().st_mtime_ns == stamp  # reused, not re-exported
+
+
+def test_demo_cross_encoder_needs_building_first(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+    from edgekit.demo import cross_encoder_path
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, ["demo", "--model", "cross-encoder"])
+    assert result.exit_code == 2 and "edgekit models build minilm-cross-encoder" in result.stderr
+    assert cross_encoder_path() == tmp_path / "cache" / "models" / "minilm-cross-encoder"
+    unknown = CliRunner().invoke(app, ["demo", "--model", "gpt"])
+    assert unknown.exit_code == 2 and "unknown demo model" in unknown.stderr
