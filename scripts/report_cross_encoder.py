@@ -51,7 +51,7 @@ def _traces(package: Path, examples: list[dict[str, Any]], cache: Path) -> list[
     """Exact-mode traces of every example (cached as JSON next to the package)."""
     import edgekit
 
-    if cache.is_file():
+    if cache.is_file() and cache.stat().st_mtime > (package / "manifest.json").stat().st_mtime:
         raw = json.loads(cache.read_text(encoding="utf-8"))
         return [[{int(k): v for k, v in depth.items()} for depth in trace] for trace in raw]
     selector = edgekit.load(str(package))
@@ -126,7 +126,10 @@ def measure(models: dict[str, Path], work: Path, held_out: int) -> dict[str, Any
                 "stability": rank_metrics.rank_stability(traces, TOP_K),
             }
             if data_name == "devset":
-                entry["calibration"] = _calibrate(package, traces, examples)
+                cached = work / "traces" / f"{name}-calibration.json"  # same traces -> same result
+                if not cached.is_file() or cached.stat().st_mtime < (package / "manifest.json").stat().st_mtime:
+                    cached.write_text(json.dumps(_calibrate(package, traces, examples)), encoding="utf-8")
+                entry["calibration"] = json.loads(cached.read_text(encoding="utf-8"))
         recipe = source / RECIPE_FILE
         if recipe.is_file():
             entry["recipe"] = json.loads(recipe.read_text(encoding="utf-8"))
