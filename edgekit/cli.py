@@ -232,7 +232,7 @@ def bench_select(
     split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
     target_agreement: float = typer.Option(0.995, "--target-agreement"),
     variants: str = typer.Option(",".join(("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact",
-                                           "edgekit-pruned")), "--variants"),
+                                           "edgekit-pruned", "edgekit-resident")), "--variants"),
     sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the table in docs/BENCHMARKS.md."),

@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -57,6 +58,20 @@ def open_embedding_table(manifest: Manifest) -> np.ndarray | None:
     return array
 
 
+class _Pinned:
+    """A kept-open session lent to one pass: the pass's `release` leaves it open."""
+
+    def __init__(self, session: OrtSession) -> None:
+        self.session = session
+        self.input_names = session.input_names
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(feeds)
+
+    def release(self) -> None:
+        pass
+
+
 class _Pass:
     """State of one ranking pass: who is undecided, accepted or dropped, and when."""
 
@@ -85,6 +100,10 @@ class Selector:
         self.manifest = manifest
         self.backend = backend
         self.window = window
+        # window >= every graph: nothing needs streaming, so sessions stay open across calls
+        self.keep_resident = window >= len(manifest.graphs)
+        self._pinned: dict[Path, OrtSession] = {}
+        self._loads = 0  # sessions created, all calls together
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
@@ -111,6 +130,7 @@ class Selector:
             runner = ChunkRunner(encoded, self.chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
                                  self.embedding_table)
             state = _Pass(len(texts), min(top_k, len(texts)))
+            loads_before = self._loads
             stream = self._forward(runner, state, policy, query_row, order, trace)
         results = self._results(state, texts)
         stats = RunStats(
@@ -120,8 +140,9 @@ class Selector:
             top_k_requested=top_k,
             top_k_returned=len(results),
             truncated=sum(item.truncated for item in encoded[: len(texts)]),
-            graphs_loaded=stream.loads + 1,  # + the head
-            max_resident_graphs=stream.max_resident + (1 if policy is not None or trace else 0),
+            graphs_loaded=self._loads - loads_before,  # sessions created by this call
+            max_resident_graphs=(len(self._pinned) if self.keep_resident
+                                 else stream.max_resident + (1 if policy is not None or trace else 0)),
             window=self.window,
             chunk=self.chunk,
             chunks=runner.runs,
@@ -143,9 +164,9 @@ class Selector:
         head_path = self.manifest.root / graphs[-1].file
         body = [self.manifest.root / graph.file for graph in graphs[:-1]]
         # The head stays resident when it is needed between layers; otherwise it loads last.
-        head = self.backend.load(head_path) if (policy is not None or trace) else None
+        head = self._load(head_path) if (policy is not None or trace) else None
         hidden: dict[int, np.ndarray] | None = None
-        stream: LayerStream[OrtSession] = LayerStream(body, self.backend.load, window=self.window)
+        stream: LayerStream[OrtSession] = LayerStream(body, self._load, window=self.window)
         keep_accepted = order == "exact"
         layers = self.manifest.num_layers
         try:
@@ -164,7 +185,7 @@ class Selector:
                 if not state.undecided and not keep_accepted:
                     break  # all decided: later layers (past the one already prefetched) never load
             if head is None:
-                head = self.backend.load(head_path)
+                head = self._load(head_path)
             final_rows = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
             if final_rows and hidden is not None:
                 scores = self._score(head, runner, hidden, final_rows, query_row)
@@ -175,6 +196,22 @@ class Selector:
             if head is not None:
                 head.release()
         return stream
+
+    def _load(self, path: Path) -> OrtSession:
+        """A fresh session (streaming), or the kept-open one when every graph fits the window."""
+        if not self.keep_resident:
+            self._loads += 1
+            return self.backend.load(path)
+        if path not in self._pinned:
+            self._loads += 1
+            self._pinned[path] = self.backend.load(path)
+        return _Pinned(self._pinned[path])
+
+    def close(self) -> None:
+        """Release sessions kept open across calls (only when the window holds every graph)."""
+        for session in self._pinned.values():
+            session.release()
+        self._pinned.clear()
 
     def _score(self, head: OrtSession, runner: ChunkRunner, hidden: dict[int, np.ndarray], rows: list[int],
                query_row: int | None) -> np.ndarray:

@@ -31,7 +31,7 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     assert names[:4] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact"]
     by_name = {v["name"]: v for v in report["variants"]}
     # exact variants select exactly what the reference selects
-    for name in ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact"):
+    for name in ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-resident"):
         assert by_name[name]["agreement"] == 1.0
         assert by_name[name]["peak_rss_mb"] > 0 and by_name[name]["latency_ms_median"] > 0
     assert report["workload"]["queries_measured"] == 2 and report["workload"]["queries_calibration"] == 2

@@ -70,3 +70,16 @@ def test_unknown_dtype_is_refused(tiny_bi_encoder: Path, tmp_path: Path) -> None
     with pytest.raises(InvalidArgumentError, match="fp32 or fp16"):
         export_encoder(str(tiny_bi_encoder), tmp_path / "pkg", dtype="int4")
     assert not (tmp_path / "pkg").exists()
+
+
+def test_a_window_holding_every_graph_keeps_sessions_open_across_calls(tiny_bi_package: Path) -> None:
+    streamed = edgekit.load(str(tiny_bi_package), window=2)
+    resident = edgekit.load(str(tiny_bi_package), window=len(streamed.manifest.graphs))
+    first = resident.rank(QUERY, CANDIDATES, top_k=3)
+    second = resident.rank(QUERY, CANDIDATES, top_k=3)
+    reference = streamed.rank(QUERY, CANDIDATES, top_k=3)
+    assert [r.index for r in second] == [r.index for r in first] == [r.index for r in reference]
+    assert first.stats.graphs_loaded == len(streamed.manifest.graphs) and second.stats.graphs_loaded == 0
+    assert reference.stats.graphs_loaded == len(streamed.manifest.graphs)  # streaming loads every call
+    assert second.stats.max_resident_graphs == len(streamed.manifest.graphs)
+    resident.close()
