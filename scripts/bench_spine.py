@@ -193,7 +193,7 @@ def markdown_section(report: dict[str, Any]) -> str:
         "session created once and kept; query in its own run, candidates all at once or in runs of "
         f"{a['batch']} (input order). `edgekit`: the per-layer package streamed with window 2 and chunk "
         f"{edge['extra'].get('chunk')}, every graph loaded again for each query (that load is in its latency). "
-        "ORT options `edgekit` = edgekit's backend (CPU arena and memory patterns off); `default` = "
+        "ORT options `edgekit` = edgekit's backend (CPU arena on, memory patterns off, no intra-op spinning); `default` = "
         "onnxruntime defaults."),
         "",
         *table,

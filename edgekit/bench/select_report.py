@@ -112,12 +112,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     variants = report["variants"]
     panels = 3 if report.get("sweep") else 2
     figure, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4.2))
-    for v in variants:
-        axes[0].scatter(v["latency_ms_median"], v.get("agreement", 1.0), s=60)
-        axes[0].annotate(v["name"], (v["latency_ms_median"], v.get("agreement", 1.0)), fontsize=8,
-                         xytext=(4, 4), textcoords="offset points")
+    markers = "osD^vP*X"
+    for number, v in enumerate(variants):
+        axes[0].scatter(v["latency_ms_median"], v.get("agreement", 1.0), s=60, marker=markers[number % len(markers)],
+                        label=v["name"])
     axes[0].set(xlabel="median latency per query (ms)", ylabel="top-K agreement with torch",
                 title="latency vs agreement")
+    axes[0].legend(fontsize=7)
     names = [v["name"] for v in variants]
     axes[1].barh(names, [v["peak_rss_mb"] or 0 for v in variants], color="tab:orange")
     axes[1].set(xlabel="peak RSS (MiB)", title="peak memory per variant")

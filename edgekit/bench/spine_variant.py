@@ -12,7 +12,7 @@ Variants (all score the query against every candidate, tokenisation included in 
   onnx-monolithic-batched  the same session; candidates in runs of `--batch`, in input order.
 The monolithic variants tokenize with `tokenizers` from the package's tokenizer.json (padding to
 the longest in the run, truncation to the package's max_length), as FlashRank-style apps do.
-`--ort-options edgekit` creates their session with edgekit's own `OrtBackend` (arena off);
+`--ort-options edgekit` creates their session with edgekit's own `OrtBackend` (runtimes/backend.py options);
 `default` with onnxruntime's default SessionOptions (intra-op threads still set to N).
 
 Output: ONE JSON object on the last stdout line: latency_ms (each timed repeat), _median, _p90,
