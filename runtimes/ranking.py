@@ -30,7 +30,7 @@ class RunStats:
     candidates: int
     top_k_requested: int
     top_k_returned: int
-    truncated: int
+    truncated: int  # candidates (cross-encoders: pairs) longer than the package's max length
     graphs_loaded: int
     max_resident_graphs: int
     window: int
@@ -44,6 +44,7 @@ class RunStats:
     candidate_layers: int = 0  # candidates x layers actually computed
     candidate_layers_exact: int = 0  # what exact mode computes
     alive_per_layer: list[int] = field(default_factory=list)
+    query_truncated: bool = False  # bi-encoders: the query itself was cut to the max length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

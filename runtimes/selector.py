@@ -154,6 +154,7 @@ class Selector:
             candidate_layers=state.candidate_layers,
             candidate_layers_exact=len(texts) * self.manifest.num_layers,
             alive_per_layer=state.alive_per_depth,
+            query_truncated=query_row is not None and encoded[query_row].truncated,
         )
         return Ranking(results, stats, state.trace if trace else None)
 

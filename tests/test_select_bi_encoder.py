@@ -83,3 +83,8 @@ def test_a_window_holding_every_graph_keeps_sessions_open_across_calls(tiny_bi_p
     assert reference.stats.graphs_loaded == len(streamed.manifest.graphs)  # streaming loads every call
     assert second.stats.max_resident_graphs == len(streamed.manifest.graphs)
     resident.close()
+
+
+def test_a_long_query_is_truncated_and_said_so(tiny_bi_package: Path) -> None:
+    ranking = edgekit.load(str(tiny_bi_package)).rank("read a file " * 40, CANDIDATES[:3], top_k=2)
+    assert ranking.stats.query_truncated is True and ranking.stats.truncated == 0
