@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.errors import EdgekitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -239,8 +240,7 @@ def bench_select(
     queries: int = typer.Option(0, "--queries", help="Use only the first N queries (0: all)."),
     split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
     target_agreement: float = typer.Option(0.995, "--target-agreement"),
-    variants: str = typer.Option(",".join(("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact",
-                                           "edgekit-pruned", "edgekit-resident")), "--variants"),
+    variants: str = typer.Option(",".join(BENCH_SELECT_VARIANTS), "--variants"),
     sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the table in docs/BENCHMARKS.md."),

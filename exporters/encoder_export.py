@@ -26,7 +26,7 @@ import torch
 from edgekit import __version__
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, ParityError, SourceModelError
-from edgekit.exporters.encoder import EncoderStages, reference_scores, split_encoder
+from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.onnx_writer import OPSET, export_graph
 from edgekit.exporters.source import TASK_RERANK, SourceInfo, inspect_source, resolve_source
 from edgekit.manifest import EmbeddingTable, FileEntry, GraphSpec, Manifest, Scoring, TokenizerSpec
@@ -135,7 +135,7 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             hidden = layer(hidden, batch["attention_mask"])
         head_args: tuple[torch.Tensor, ...] = (hidden,)
         head_inputs = ["hidden_states"]
-        if stages.head.__class__.__name__ == "BiEncoderHead":
+        if isinstance(stages.head, BiEncoderHead):
             head_args, head_inputs = (hidden, batch["attention_mask"]), ["hidden_states", "attention_mask"]
         plan.append(("head", "head", None, stages.head, head_args, head_inputs))
 

@@ -86,8 +86,9 @@ class CalibrationResult:
 def search(traces: list[Trace], top_k: int, target: float, score_kind: str, layers: int,
            clusters: int = DEFAULT_CLUSTERS) -> CalibrationResult:
     """Cheapest (threshold, min_depth) whose mean agreement on `traces` is >= `target`."""
-    references = [replay(trace, None, top_k).selected for trace in traces]
-    exact_cost = sum(replay(trace, None, top_k).candidate_layers for trace in traces)
+    exact = [replay(trace, None, top_k) for trace in traces]
+    references = [outcome.selected for outcome in exact]
+    exact_cost = sum(outcome.candidate_layers for outcome in exact)
     observed = _dispersions(traces, score_kind)
     grid = np.unique(np.concatenate([[0.0], np.quantile(observed, np.linspace(0, 1, 41))])) if len(observed) else []
     best = CalibrationResult(None, layers, 1.0, 1.0, 0)

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from tokenizers import Tokenizer
 
+from edgekit.bench.select import monolithic_graph
 from edgekit.bench.subprocess_runner import run_variant
 from edgekit.errors import EdgekitError
 from edgekit.manifest import Manifest
@@ -98,24 +99,22 @@ def build_workload(tokenizer: Tokenizer, candidates: int, tokens: int) -> dict[s
 
 
 def prepare_models(source: Path, cache: Path, rebuild: bool) -> tuple[Path, Path]:
-    """Export (or reuse) the edgekit package and the monolithic graph of `source` under `cache`."""
-    package, graph, stamp = cache / "package", cache / "monolithic.onnx", cache / "source.json"
+    """Export (or reuse) the edgekit package under `cache`; the monolithic graph comes from the
+    shared bench cache (`edgekit.bench.select.monolithic_graph`)."""
+    package, stamp = cache / "package", cache / "source.json"
     wanted = {"source": str(source.resolve())}
     try:
-        reuse = not rebuild and json.loads(stamp.read_text()) == wanted and graph.is_file() \
-            and Manifest.load(package) is not None
+        reuse = not rebuild and json.loads(stamp.read_text()) == wanted and Manifest.load(package) is not None
     except (OSError, ValueError, EdgekitError):  # anything missing or unreadable: export again
         reuse = False
     if not reuse:
         from edgekit.exporters.encoder_export import export_encoder
-        from edgekit.exporters.monolithic import export_monolithic
 
         cache.mkdir(parents=True, exist_ok=True)
         stamp.unlink(missing_ok=True)
-        manifest = export_encoder(str(source), package, overwrite=True)
-        export_monolithic(source, graph, manifest.max_length)
+        export_encoder(str(source), package, overwrite=True)
         stamp.write_text(json.dumps(wanted))
-    return package, graph
+    return package, monolithic_graph(Manifest.load(package))  # shared with `edgekit bench select`
 
 
 def machine() -> dict[str, Any]:

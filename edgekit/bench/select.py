@@ -98,14 +98,15 @@ def calibrated_copy(package: Path, examples: Sequence[Example], data_file: Path,
 def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: Sequence[Example], top_k: int,
               exact_cost: int) -> dict[str, Any]:
     latency = np.asarray(raw["latency_ms"])
+    cost = raw["candidate_layers"] if raw["candidate_layers"] is not None else exact_cost  # None: not layer-wise
     summary: dict[str, Any] = {
         "name": raw["variant"],
         "latency_ms_median": float(np.median(latency)),
         "latency_ms_p90": float(np.percentile(latency, 90)),
         "peak_rss_mb": raw["peak_rss_mb"],
         "setup_ms": raw["setup_ms"],
-        "candidate_layers": raw["candidate_layers"] if raw["candidate_layers"] is not None else exact_cost,
-        "candidate_layers_fraction": (raw["candidate_layers"] or exact_cost) / max(1, exact_cost),
+        "candidate_layers": cost,
+        "candidate_layers_fraction": cost / max(1, exact_cost),
     }
     if reference is not None:
         summary["agreement"] = float(np.mean([agreement(mine, ref) for mine, ref in
