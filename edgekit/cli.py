@@ -54,7 +54,7 @@ def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> 
     from edgekit.errors import MissingDependencyError
 
     try:
-        from edgekit.exporters.encoder_export import export_encoder
+        from edgekit.exporters.encoder_export import export_model
     except ImportError as error:
         raise MissingDependencyError(
             f"export needs the export extra ({error.name} is missing); pip install 'edgekit[export]'"
@@ -65,7 +65,7 @@ def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> 
         def report(message: str, done: int, total: int) -> None:
             bar.update(task, description=message, completed=done, total=total)
 
-        return export_encoder(source, out, progress=report, **options)
+        return export_model(source, out, progress=report, **options)
 
 
 @app.command()
@@ -77,10 +77,12 @@ def export(
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, or fp16 (half-size graphs and table; parity vs fp32 torch ≤ 2e-2)."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    instruction: str = typer.Option(None, "--instruction",
+                                    help="Decoder rerankers: the default instruction stored in the package."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package."""
     manifest = export_with_progress(source, out, show=True, task=task, dtype=dtype, max_length=max_length,
-                                    overwrite=force)
+                                    overwrite=force, instruction=instruction)
     stdout.print(f"wrote {out} ({manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
                  f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g})")
 
@@ -92,21 +94,34 @@ def run(
     query: str = typer.Option(..., "--query", help="The query text."),
     candidates: Path = typer.Option(..., "--candidates", help=".txt (one per line) or .jsonl ({\"text\": ...})."),
     top_k: int = typer.Option(10, "--top-k", help="How many candidates to return."),
-    window: int = typer.Option(2, "--window", help="Graphs resident at once (>= 1)."),
+    window: int = typer.Option(None, "--window", help="Graphs resident at once (>= 1; default 2)."),
     chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
     provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml."),
     threads: int = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
     prune: str = typer.Option("exact", "--prune", help="exact, auto (calibrated) or threshold:X."),
     order: str = typer.Option("default", "--order", help="default, or exact: finish accepted candidates."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    instruction: str = typer.Option(None, "--instruction",
+                                    help="Decoder rerankers: replaces the package's instruction for this run."),
+    memory_budget: float = typer.Option(None, "--memory-budget",
+                                        help="MiB the process may peak at; the planner picks window and chunk."),
+    show_plan: bool = typer.Option(False, "--plan", help="With --memory-budget: print the plan, don't run."),
 ) -> None:
     """Rank candidates against a query with an exported package."""
     import edgekit
     from edgekit.candidates import read_candidates
+    from edgekit.errors import InvalidArgumentError
 
+    if show_plan and memory_budget is None:
+        raise InvalidArgumentError("--plan shows what --memory-budget would choose; pass --memory-budget MB too")
     texts = read_candidates(candidates)
-    selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads)
-    ranking = selector.rank(query, texts, top_k=top_k, prune=prune, order=order)
+    selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads,
+                            memory_budget_mb=memory_budget)
+    if show_plan:
+        chosen = selector.plan(query, texts, instruction=instruction, prune=prune)
+        typer.echo(json.dumps(chosen.to_dict()) if as_json else chosen.describe())
+        return
+    ranking = selector.rank(query, texts, top_k=top_k, prune=prune, order=order, instruction=instruction)
     print_ranking(ranking, as_json)
 
 
@@ -127,6 +142,9 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
         table.add_row(str(rank), str(result.index), f"{result.score:.4f}", result.text)
     stdout.print(table)
     rss = f"{stats.peak_rss_mb:.0f} MiB" if stats.peak_rss_mb is not None else "n/a"
+    if stats.plan is not None:
+        rss += (f" (budget {stats.memory_budget_mb:.0f} MiB, planned window {stats.window}, chunk {stats.chunk}, "
+                f"estimate {stats.plan['estimated_peak_mb']:.0f} MiB)")
     stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded} · "
                  f"max resident {stats.max_resident_graphs} · truncated {stats.truncated} · prune {stats.prune} · "
                  f"candidate-layers {stats.candidate_layers}/{stats.candidate_layers_exact}")
@@ -274,6 +292,41 @@ def bench_select(
         select_report.plot(report, plot)
 
 
+@bench_app.command("select-deep")
+@user_errors
+def bench_select_deep(
+    candidates: int = typer.Option(8, "--candidates"),
+    tokens: int = typer.Option(128, "--tokens", help="Sequence length of every candidate (prompt included)."),
+    top_k: int = typer.Option(5, "--top-k"),
+    queries: int = typer.Option(2, "--queries"),
+    repeat: int = typer.Option(2, "--repeat", help="Timed runs per query (after one warm-up)."),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    budget_share: float = typer.Option(0.25, "--budget-share", help="edgekit-budget's budget / baseline peak."),
+    work: Path = typer.Option(None, "--work", help="Where the model, package and graph are cached."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+) -> None:
+    """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget) vs one ONNX graph."""
+    from edgekit.bench import deep
+    from edgekit.bench.select_report import append_markdown
+    from edgekit.errors import InvalidArgumentError
+
+    if min(candidates, tokens, top_k, queries, repeat, threads) < 1 or not 0 < budget_share <= 1:
+        raise InvalidArgumentError("counts must be >= 1 and --budget-share in (0, 1]")
+    options = {"work": work} if work is not None else {}
+    config = deep.DeepBench(candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
+                            threads=threads, budget_share=budget_share, **options)
+    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
+    stdout.print(section)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if markdown:
+        append_markdown(markdown_file, section)
+
+
 def _mount_attention() -> None:
     """The attention benchmark's commands (their module imports torch only when a command runs)."""
     from edgekit.runtimes.attention.cli import attention, attention_cp
@@ -292,6 +345,8 @@ def models_build(
     out: Path = typer.Option(None, "--out", help="Checkpoint directory (default: the edgekit cache)."),
     steps: int = typer.Option(None, "--steps", help="Optimiser steps (default: the full recipe)."),
     seed: int = typer.Option(0, "--seed"),
+    heads: str = typer.Option("shared", "--heads",
+                              help="Intermediate-depth heads: shared (the model's own) or per-layer."),
 ) -> None:
     """Build a model from a recipe into a standard transformers checkpoint directory."""
     from edgekit.errors import InvalidArgumentError, MissingDependencyError
@@ -308,7 +363,7 @@ def models_build(
     with _progress(stderr.is_terminal) as bar:
         task = bar.add_task("training", total=None)
         path = recipe_module.build_minilm_cross_encoder(
-            target, seed=seed, **options,
+            target, seed=seed, heads=heads, **options,
             progress=lambda message, done, total: bar.update(task, description=message, completed=done, total=total))
     stdout.print(f"wrote {path}; export it with `edgekit export {path} --out PKG`")
 

@@ -58,3 +58,7 @@ class MissingDependencyError(EdgekitError):
 
 class BenchmarkError(EdgekitError):
     """A benchmark variant failed in its own process (the message ends with its last error line)."""
+
+
+class MemoryBudgetError(EdgekitError):
+    """No window/chunk plan fits the memory budget (or the budget is not a positive size)."""

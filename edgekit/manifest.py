@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
 TASKS = ("rerank", "select")
+PADDING_SIDES = ("right", "left")
 DTYPES = ("fp32", "fp16")
 
 
@@ -138,6 +139,8 @@ class Scoring:
     """How the head's output becomes a candidate score.
 
     kind "logit": the head graph outputs one relevance score per (query, candidate) pair.
+    kind "probability": the head outputs P(relevant) in [0, 1] per pair (decoder rerankers:
+      sigmoid(logit_yes - logit_no) at the last token; `label_tokens` names the token ids).
     kind "cosine": the head outputs an embedding per text; score = cosine(query, candidate).
     """
 
@@ -145,6 +148,31 @@ class Scoring:
     pooling: str | None = None
     normalize: bool = False
     num_labels: int | None = None
+    label_tokens: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Decoder rerankers: each (query, document) pair becomes the token sequence
+    prefix + template.format(instruction=, query=, document=) + suffix, where only the middle
+    part is truncated (from its end) to fit `max_length`. `instruction` is the default; the
+    runtime can be given another one per call."""
+
+    prefix: str
+    template: str
+    suffix: str
+    instruction: str
+
+
+@dataclass(frozen=True)
+class RotarySpec:
+    """Rotary position embeddings the runtime computes and feeds to decoder layers as `cos`/`sin`
+    [B, S, dim]: inv_freq = theta^(-2i/dim), angle = position * inv_freq, both halves repeated,
+    times `scaling`. Positions are 0..S-1 of the padded chunk (left padding), as transformers uses."""
+
+    theta: float
+    dim: int
+    scaling: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +204,10 @@ class Manifest:
     parity: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # written by `edgekit calibrate`
     embedding_table: EmbeddingTable | None = None
+    padding_side: str = "right"
+    prompt: PromptSpec | None = None  # decoder rerankers
+    rotary: RotarySpec | None = None  # decoder rerankers
+    dims: dict[str, int] = field(default_factory=dict)  # heads, intermediate size...: for the planner
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -234,6 +266,10 @@ class Manifest:
                 parity=data.get("parity", {}),
                 calibration=data.get("calibration"),
                 embedding_table=EmbeddingTable.from_dict(data["embedding_table"]) if data.get("embedding_table") else None,
+                padding_side=data.get("padding_side", "right"),
+                prompt=PromptSpec(**known(PromptSpec, data["prompt"])) if data.get("prompt") else None,
+                rotary=RotarySpec(**known(RotarySpec, data["rotary"])) if data.get("rotary") else None,
+                dims={str(k): int(v) for k, v in data.get("dims", {}).items()},
                 root=root,
             )
             manifest.check_consistency()
@@ -245,15 +281,30 @@ class Manifest:
         """Raise ValueError when fields contradict each other or what a v1 runtime can execute."""
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} is not one of {TASKS}")
-        expected_kind = "logit" if self.task == "rerank" else "cosine"
-        if self.scoring.kind != expected_kind or self.tokenizer.pair != (self.task == "rerank"):
-            raise ValueError(f"task {self.task!r} needs scoring kind {expected_kind!r} and pair={self.task == 'rerank'}")
+        kinds = ("logit", "probability") if self.task == "rerank" else ("cosine",)
+        if self.scoring.kind not in kinds:
+            raise ValueError(f"task {self.task!r} needs scoring kind {' or '.join(kinds)}, not {self.scoring.kind!r}")
+        pairs_tokenized = self.tokenizer.pair or self.prompt is not None
+        if pairs_tokenized != (self.task == "rerank") or (self.tokenizer.pair and self.prompt is not None):
+            raise ValueError(f"task {self.task!r}: rerank packages need pair tokenization or a prompt (one of them), "
+                             "select packages neither")
+        if self.padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side {self.padding_side!r} is not one of {PADDING_SIDES}")
+        needs_rotary = any(spec.name == "cos" for graph in self.graphs for spec in graph.inputs)
+        if needs_rotary != (self.rotary is not None):
+            raise ValueError("layer graphs take cos/sin exactly when the manifest has a rotary section")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
         roles = [graph.role for graph in self.graphs]
-        if roles != ["embeddings", *["layer"] * self.num_layers, "head"]:
-            raise ValueError(f"graph roles {roles} are not embeddings, {self.num_layers} layers, head")
-        if [graph.index for graph in self.graphs[1:-1]] != list(range(self.num_layers)):
+        depth_heads = self.graphs_by_role("depth_head")
+        if roles != ["embeddings", *["layer"] * self.num_layers, "head", *["depth_head"] * len(depth_heads)]:
+            raise ValueError(f"graph roles {roles} are not embeddings, {self.num_layers} layers, head, depth heads")
+        depths = [graph.index for graph in depth_heads]
+        if any(not isinstance(d, int) or not 1 <= d < self.num_layers for d in depths) or depths != sorted(set(depths)):
+            raise ValueError(f"depth_head indices {depths} must be increasing depths in 1..{self.num_layers - 1}")
+        if depth_heads and self.task != "rerank":
+            raise ValueError("depth_head graphs are for rerank packages")
+        if [graph.index for graph in self.graphs_by_role("layer")] != list(range(self.num_layers)):
             raise ValueError("layer graphs are not in order")
         if self.embedding_table is None:
             raise ValueError("embedding_table is missing (version 1 embeddings graphs take gathered rows)")
@@ -296,6 +347,18 @@ class Manifest:
     # --- convenience ---------------------------------------------------------------------
     def graphs_by_role(self, role: str) -> list[GraphSpec]:
         return [graph for graph in self.graphs if graph.role == role]
+
+    @property
+    def stream_graphs(self) -> tuple[GraphSpec, ...]:
+        """Embeddings, layers and the final head: what one exact pass runs, in order."""
+        return self.graphs[: self.num_layers + 2]
+
+    def head_for_depth(self, depth: int) -> GraphSpec:
+        """The head that scores layer `depth`'s output: its own depth head, else the final head."""
+        for graph in self.graphs_by_role("depth_head"):
+            if graph.index == depth:
+                return graph
+        return self.graphs[self.num_layers + 1]
 
     @property
     def total_bytes(self) -> int:

@@ -31,6 +31,18 @@ def peak_rss_mb() -> float | None:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def current_rss_mb() -> float:
+    """This process's resident memory now (VmRSS), in MiB; 0.0 where the OS cannot say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 @contextmanager
 def stopwatch() -> Iterator[dict[str, float]]:
     """`with stopwatch() as t: ...` then `t["ms"]` holds the elapsed wall time in ms."""

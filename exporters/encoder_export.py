@@ -23,13 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekit import __version__
 from edgekit.atomic import check_destination, staged_directory
-from edgekit.errors import InvalidArgumentError, ParityError, SourceModelError
+from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
-from edgekit.exporters.onnx_writer import OPSET, export_graph
-from edgekit.exporters.source import TASK_RERANK, SourceInfo, inspect_source, resolve_source
-from edgekit.manifest import EmbeddingTable, FileEntry, GraphSpec, Manifest, Scoring, TokenizerSpec
+from edgekit.exporters.onnx_writer import export_graph
+from edgekit.exporters.package_parts import (
+    check_parity,
+    max_diff,
+    save_embedding_table,
+    save_tokenizer,
+    versions,
+)
+from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
+from edgekit.manifest import GraphSpec, Manifest, Scoring, TokenizerSpec
+from edgekit.models.decoders import DECODER_MODEL_TYPES
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.runtimes.backend import OrtBackend
 
@@ -100,26 +107,57 @@ def _example_batch(tokenizer: Any, task: str, max_length: int, family: EncoderFa
     return out
 
 
-def _max_diff(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
-    """(max abs diff, scale) where scale = max(1, max |expected|) for a relative tolerance."""
-    return float(np.max(np.abs(actual - expected))), float(max(1.0, np.max(np.abs(expected))))
+def load_depth_heads(stages: EncoderStages, source: Path) -> dict[int, torch.nn.Module]:
+    """Per-depth heads from `source/LAYER_HEADS_FILE`, each a copy of the model's head module with
+    that depth's tensors loaded ({} when the file is absent). Checked: depths 1..L-1, every
+    head parameter present with its shape, nothing else."""
+    path = source / LAYER_HEADS_FILE
+    if not path.is_file():
+        return {}
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-
-def _check_parity(name: str, diff: float, scale: float, tolerance: float) -> None:
-    if diff > tolerance * scale:
-        raise ParityError(
-            f"{name}: ONNX output differs from torch by {diff:.3g} (allowed {tolerance * scale:.3g}); "
-            "the model uses an op edgekit cannot export faithfully; please report it"
-        )
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise SourceModelError(f"{path} is not readable safetensors ({error}); rebuild the checkpoint") from None
+    # the model's own parameter names of the head, e.g. "bert.pooler.dense.weight" -> head's own name
+    head_params = {id(param): name for name, param in stages.head.named_parameters()}
+    names = {name: head_params[id(param)] for name, param in stages.reference.named_parameters()
+             if id(param) in head_params}
+    heads: dict[int, torch.nn.Module] = {}
+    by_depth: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        prefix, _, model_name = key.partition(".")
+        depth = int(prefix.removeprefix("depth_")) if prefix.removeprefix("depth_").isdigit() else -1
+        if not prefix.startswith("depth_") or not 1 <= depth < len(stages.layers) or model_name not in names:
+            raise SourceModelError(f"{path.name}: unexpected tensor {key!r}; expected depth_<1..{len(stages.layers) - 1}>."
+                                   f"<one of {sorted(names)}>")
+        by_depth.setdefault(depth, {})[names[model_name]] = tensor
+    for depth, state in sorted(by_depth.items()):
+        head = copy.deepcopy(stages.head)
+        try:
+            head.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise SourceModelError(f"{path.name}: depth {depth} head does not fit the model "
+                                   f"({str(error).splitlines()[0]}); rebuild the checkpoint") from None
+        heads[depth] = head.eval()
+    return heads
 
 
 def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: Path, tolerance: float,
-                   progress: Progress, half: bool = False) -> tuple[list[GraphSpec], dict[str, float]]:
-    """Export every stage (as fp16 copies when `half`) and check each against its fp32 module."""
+                   progress: Progress, half: bool = False,
+                   depth_heads: dict[int, torch.nn.Module] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+    """Export every stage (as fp16 copies when `half`) and check each against its fp32 module.
+
+    depth_heads: {depth: head module} scored on layer `depth`'s output, exported after the head
+    as role "depth_head" with index = depth.
+    """
     backend = OrtBackend("cpu")
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
-    total = len(stages.layers) + 2
+    depth_heads = depth_heads or {}
+    total = len(stages.layers) + 2 + len(depth_heads)
     with torch.no_grad():
         embed_names = ["inputs_embeds", "token_type_ids", "attention_mask"]
         inputs_embeds = stages.embeddings.word_embeddings[batch["input_ids"]]
@@ -129,23 +167,28 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             ("embeddings", "embeddings", None, stages.embeddings, embed_args, embed_names)
         ]
         hidden = stages.embeddings(*embed_args)
+        by_depth: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(stages.layers):
             plan.append((f"layer_{i:03d}", "layer", i, layer, (hidden, batch["attention_mask"]),
                          ["hidden_states", "attention_mask"]))
             hidden = layer(hidden, batch["attention_mask"])
+            by_depth[i + 1] = hidden
         head_args: tuple[torch.Tensor, ...] = (hidden,)
         head_inputs = ["hidden_states"]
         if isinstance(stages.head, BiEncoderHead):
             head_args, head_inputs = (hidden, batch["attention_mask"]), ["hidden_states", "attention_mask"]
         plan.append(("head", "head", None, stages.head, head_args, head_inputs))
+        for depth, module in sorted(depth_heads.items()):
+            plan.append((f"head_depth_{depth:03d}", "depth_head", depth, module, (by_depth[depth],), ["hidden_states"]))
 
         for step, (name, role, index, module, args, input_names) in enumerate(plan):
             progress(f"exporting {name}", step, total)
             output = "hidden_states_out"
-            if name == "head":
+            is_head = role in ("head", "depth_head")
+            if is_head:
                 output = "embedding" if "attention_mask" in input_names else "score"
             axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
-            axes[output] = {0: "batch"} if name == "head" else {0: "batch", 1: "sequence"}
+            axes[output] = {0: "batch"} if is_head else {0: "batch", 1: "sequence"}
             exported = copy.deepcopy(module).half() if half else module
             exported_args = tuple(a.half() if half and a.is_floating_point() else a for a in args)
             try:
@@ -156,20 +199,12 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             session = backend.load(root / spec.file)
             actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
             session.release()
-            diff, scale = _max_diff(actual.astype(np.float32), module(*args).numpy())
-            _check_parity(name, diff, scale, tolerance)
+            diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())
+            check_parity(name, diff, scale, tolerance)
             parity[name] = diff
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity
-
-
-def _save_embedding_table(stages: EncoderStages, root: Path, half: bool) -> EmbeddingTable:
-    table = stages.embeddings.word_embeddings.detach().numpy().astype("<f2" if half else "<f4")
-    relative = "graphs/word_embeddings.npy"
-    np.save(root / relative, table, allow_pickle=False)
-    return EmbeddingTable(FileEntry.of(root, relative), (int(table.shape[0]), int(table.shape[1])),
-                          "float16" if half else "float32")
 
 
 def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, task: str,
@@ -187,18 +222,25 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
     if task != TASK_RERANK:  # cosine of each candidate with the query (row 0)
         query, candidates = expected[0], expected[1:]
         expected = candidates @ query / (np.linalg.norm(candidates, axis=1) * np.linalg.norm(query))
-    diff, scale = _max_diff(runtime, expected)
-    _check_parity("chained package", diff, scale, tolerance)
+    diff, scale = max_diff(runtime, expected)
+    check_parity("chained package", diff, scale, tolerance)
     return diff
 
 
-def _versions() -> dict[str, Any]:
-    import onnx
-    import onnxruntime
-    import transformers
+def export_model(source: str, out: Path, task: str | None = None, max_length: int | None = None,
+                 dtype: str = "fp32", overwrite: bool = False, progress: Progress | None = None,
+                 instruction: str | None = None) -> Manifest:
+    """`edgekit export`: an encoder (cross- or bi-encoder) or a decoder reranker, by config.json."""
+    if dtype not in DTYPES:
+        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    info = inspect_source(resolve_source(source), task)
+    if info.model_type in DECODER_MODEL_TYPES:
+        from edgekit.exporters.decoder_export import export_decoder
 
-    return {"edgekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET}
+        return export_decoder(info, Path(out), max_length, dtype, overwrite, progress, instruction)
+    if instruction is not None:
+        raise InvalidArgumentError("--instruction is for decoder rerankers (Qwen3 style); this model is an encoder")
+    return export_encoder(source, out, task, max_length, dtype, overwrite, progress)
 
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
@@ -210,22 +252,21 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
+    if info.model_type in DECODER_MODEL_TYPES:
+        raise InvalidArgumentError(f"{info.path} is a decoder reranker; use export_model (or `edgekit export`)")
     check_destination(Path(out), info.path, overwrite)  # before loading: fail fast, never eat the source
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)
     model, tokenizer = load_source_model(info)
     stages = split_encoder(model, family, info.task, info.pooling, info.normalize)
+    depth_heads = load_depth_heads(stages, info.path) if info.task == TASK_RERANK else {}
     length = choose_max_length(info, max_length, tokenizer, _position_limit(model, family))
     batch = _example_batch(tokenizer, info.task, length, family)
     with staged_directory(Path(out), overwrite=overwrite) as root:
         tolerance = FP16_TOLERANCE if half else family.tolerance
-        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half)
-        table = _save_embedding_table(stages, root, half)
-        tokenizer.save_pretrained(root / "tokenizer")
-        token_files = sorted(p.relative_to(root).as_posix() for p in (root / "tokenizer").iterdir())
-        token_files.sort(key=lambda name: not name.endswith("tokenizer.json"))  # tokenizer.json first
-        if not token_files[0].endswith("tokenizer.json"):
-            raise SourceModelError(f"{info.path}: the tokenizer did not save a tokenizer.json")
+        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half, depth_heads)
+        table = save_embedding_table(stages.embeddings.word_embeddings, root, half)
+        token_files = save_tokenizer(tokenizer, root, info.path)
         scoring = (Scoring(kind="logit", num_labels=int(model.config.num_labels)) if info.task == TASK_RERANK
                    else Scoring(kind="cosine", pooling=info.pooling, normalize=info.normalize))
         manifest = Manifest(
@@ -237,14 +278,14 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             dtype=dtype,
             graphs=tuple(graphs),
             tokenizer=TokenizerSpec(
-                files=tuple(FileEntry.of(root, name) for name in token_files),
+                files=token_files,
                 pad_token_id=int(tokenizer.pad_token_id),
                 pair=info.task == TASK_RERANK,
                 type_ids="token_type_ids" in tokenizer.model_input_names,
             ),
             scoring=scoring,
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
-            exporter=_versions(),
+            exporter=versions(),
             parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
             embedding_table=table,
             root=root,

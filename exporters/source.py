@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import SourceModelError
+from edgekit.models.decoders import CAUSAL_LM, DECODER_MODEL_TYPES, SEQ_CLS
 
 TASK_RERANK = "rerank"
 TASK_SELECT = "select"
+# Optional, beside a cross-encoder checkpoint: one head per intermediate depth d (1..L-1), as
+# tensors named `depth_<d>.<name of the model's own head parameter>` (safetensors).
+LAYER_HEADS_FILE = "edgekit_layer_heads.safetensors"
 
 _ST_TRANSFORMER = "sentence_transformers.models.Transformer"
 _ST_POOLING = "sentence_transformers.models.Pooling"
@@ -120,6 +124,14 @@ def inspect_source(path: Path, task: str | None = None) -> SourceInfo:
     is_classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
     st_layout = _sentence_transformers_layout(path)
 
+    if model_type in DECODER_MODEL_TYPES:  # decoder rerankers: causal LM (yes/no) or seq-cls conversions
+        if task not in (None, TASK_RERANK):
+            raise SourceModelError(f"{path} is a {model_type} decoder; edgekit exports decoders as rerankers "
+                                   "(--task rerank)")
+        if not {CAUSAL_LM, SEQ_CLS} & set(architectures):
+            raise SourceModelError(f"{path}: architectures {list(architectures)}; a {model_type} reranker is "
+                                   f"{CAUSAL_LM} or {SEQ_CLS}")
+        return SourceInfo(path=path, task=TASK_RERANK, model_type=model_type, architectures=architectures)
     if task is None:
         if st_layout is not None:
             task = TASK_SELECT

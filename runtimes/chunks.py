@@ -4,6 +4,13 @@ Hidden states are kept per sequence, trimmed to its own length ([n_i, H]); a chu
 only to its own longest sequence. Padding positions are masked out as attention keys, so any
 regrouping of sequences into chunks gives the same values at real positions — which is what
 lets pruning shrink and regroup the alive set between layers without changing any score.
+
+Feeds follow each graph's declared inputs: `attention_mask` [B,S] 0/1 (encoders), or for
+decoder layers `attention_bias` [B,1,S,S] (0 where a query position may attend to a key: causal
+and key not padding; dtype-min elsewhere, never -inf, so fully masked padding rows stay finite)
+and rotary `cos`/`sin` [B,S,D] for positions 0..S-1 of the chunk. Decoder packages pad on the
+left (the last position is every sequence's last token); rotary attention depends only on
+position differences, so left padding does not change real positions' values either.
 """
 
 from __future__ import annotations
@@ -13,8 +20,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekit.manifest import RotarySpec
 from edgekit.runtimes.backend import OrtSession
 from edgekit.runtimes.text import EncodedText
+
+_FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def rotary_tables(rotary: RotarySpec, length: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin [length, dim] for positions 0..length-1 (computed in float32, then cast)."""
+    inv_freq = 1.0 / (rotary.theta ** (np.arange(0, rotary.dim, 2, dtype=np.int64).astype(np.float32) / rotary.dim))
+    angles = np.arange(length, dtype=np.float32)[:, None] * inv_freq[None, :].astype(np.float32)
+    both = np.concatenate([angles, angles], axis=-1)
+    return ((np.cos(both) * rotary.scaling).astype(dtype), (np.sin(both) * rotary.scaling).astype(dtype))
+
+
+def causal_bias(mask: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """[B,S] 0/1 key mask -> additive [B,1,S,S]: 0 where key <= query and the key is real."""
+    length = mask.shape[1]
+    causal = np.tril(np.ones((length, length), dtype=bool))
+    allowed = causal[None, :, :] & (mask[:, None, :] > 0)
+    return np.where(allowed, 0.0, np.finfo(dtype).min).astype(dtype)[:, None, :, :]
 
 
 @dataclass
@@ -26,6 +52,8 @@ class ChunkRunner:
     pad_token_id: int
     use_type_ids: bool
     embedding_table: np.ndarray | None = None  # memory-mapped [vocab, E]; rows gathered per chunk
+    padding_side: str = "right"
+    rotary: RotarySpec | None = None
     padded_tokens: int = 0  # tokens fed to the embeddings graph, padding included
     runs: int = 0  # session runs over all graphs
     _lengths: np.ndarray = field(init=False)
@@ -39,17 +67,25 @@ class ChunkRunner:
         order = rows[np.lexsort((rows, self._lengths[rows]))]
         return [order[start : start + self.chunk] for start in range(0, len(order), self.chunk)]
 
+    def _span(self, row: int, length: int) -> slice:
+        """Where row's real tokens sit in a chunk padded to `length`."""
+        size = int(self._lengths[row])
+        return slice(length - size, length) if self.padding_side == "left" else slice(0, size)
+
     def _mask(self, rows: np.ndarray, length: int) -> np.ndarray:
-        return (np.arange(length)[None, :] < self._lengths[rows][:, None]).astype(np.int64)
+        positions = np.arange(length)[None, :]
+        if self.padding_side == "left":
+            return (positions >= length - self._lengths[rows][:, None]).astype(np.int64)
+        return (positions < self._lengths[rows][:, None]).astype(np.int64)
 
     def _token_feeds(self, rows: np.ndarray, length: int) -> dict[str, np.ndarray]:
         input_ids = np.full((len(rows), length), self.pad_token_id, dtype=np.int64)
         type_ids = np.zeros((len(rows), length), dtype=np.int64)
         for slot, row in enumerate(rows):
             item = self.encoded[row]
-            input_ids[slot, : len(item.ids)] = item.ids
+            input_ids[slot, self._span(int(row), length)] = item.ids
             if self.use_type_ids:
-                type_ids[slot, : len(item.type_ids)] = item.type_ids
+                type_ids[slot, self._span(int(row), length)] = item.type_ids
         feeds = {"input_ids": input_ids, "token_type_ids": type_ids}
         if self.embedding_table is not None:
             feeds["inputs_embeds"] = np.asarray(self.embedding_table[input_ids])  # the table's dtype
@@ -59,9 +95,20 @@ class ChunkRunner:
         first = hidden[int(rows[0])]
         batch = np.zeros((len(rows), length, first.shape[-1]), dtype=first.dtype)
         for slot, row in enumerate(rows):
-            state = hidden[int(row)]
-            batch[slot, : len(state)] = state
+            batch[slot, self._span(int(row), length)] = hidden[int(row)]
         return batch
+
+    def _position_feeds(self, names: set[str], mask: np.ndarray, dtype: np.dtype) -> dict[str, np.ndarray]:
+        feeds: dict[str, np.ndarray] = {}
+        if "attention_bias" in names:
+            feeds["attention_bias"] = causal_bias(mask, dtype)
+        if "cos" in names:
+            if self.rotary is None:
+                raise ValueError("a graph takes cos/sin but the package has no rotary section")
+            cos, sin = rotary_tables(self.rotary, mask.shape[1], dtype)
+            feeds["cos"] = np.ascontiguousarray(np.broadcast_to(cos, (mask.shape[0], *cos.shape)))
+            feeds["sin"] = np.ascontiguousarray(np.broadcast_to(sin, (mask.shape[0], *sin.shape)))
+        return feeds
 
     def run(self, session: OrtSession, rows: Sequence[int], hidden: dict[int, np.ndarray] | None,
             per_token: bool) -> dict[int, np.ndarray]:
@@ -72,17 +119,21 @@ class ChunkRunner:
         otherwise it is per sequence ([B] or [B,H]).
         """
         outputs: dict[int, np.ndarray] = {}
+        names = set(session.input_names)
         for group in self.groups(rows):
             length = int(self._lengths[group].max())
             feeds = {"attention_mask": self._mask(group, length)}
             if hidden is None:
                 feeds.update(self._token_feeds(group, length))
+                dtype = feeds["inputs_embeds"].dtype if "inputs_embeds" in feeds else np.dtype(np.float32)
             else:
                 feeds["hidden_states"] = self._hidden_feed(group, length, hidden)
+                dtype = feeds["hidden_states"].dtype
+            feeds.update(self._position_feeds(names, feeds["attention_mask"], dtype))
             result = session.run(feeds)[0]
             if hidden is None:  # count the padded batch once per pass, at the embeddings
                 self.padded_tokens += len(group) * length
             self.runs += 1
             for slot, row in enumerate(group):
-                outputs[int(row)] = result[slot, : self._lengths[row]].copy() if per_token else result[slot]
+                outputs[int(row)] = result[slot, self._span(int(row), length)].copy() if per_token else result[slot]
         return outputs

@@ -8,7 +8,8 @@ are accepted; clusters wholly below it are dropped; the boundary cluster continu
 undecided candidates exactly fill the open slots, they are all accepted.
 
 Scores are first mapped to [0, 1] so the dispersion is meaningful whatever the head emits:
-logits through a sigmoid, cosines as (1 + cos) / 2 (both monotonic: the ranking is unchanged).
+logits through a sigmoid, cosines as (1 + cos) / 2, probabilities (decoder rerankers) as they
+are (all monotonic: the ranking is unchanged).
 
 Why exact 1-D k-means (dynamic programming over sorted values, as in Ckmeans.1d.dp) rather
 than Lloyd's algorithm from a library: with at most a few hundred candidates it costs well
@@ -73,9 +74,12 @@ def kmeans_1d(values: np.ndarray, clusters: int) -> np.ndarray:
 
 
 def normalise_scores(scores: np.ndarray, kind: str) -> np.ndarray:
-    """Map head scores to [0, 1] monotonically: sigmoid for logits, (1 + cos) / 2 for cosines."""
+    """Map head scores to [0, 1] monotonically: sigmoid for logits, (1 + cos) / 2 for cosines,
+    probabilities as they are."""
     if kind == "cosine":
         return (1.0 + scores) / 2.0
+    if kind == "probability":
+        return np.clip(scores, 0.0, 1.0)
     return 1.0 / (1.0 + np.exp(-scores))
 
 

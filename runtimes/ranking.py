@@ -45,6 +45,8 @@ class RunStats:
     candidate_layers_exact: int = 0  # what exact mode computes
     alive_per_layer: list[int] = field(default_factory=list)
     query_truncated: bool = False  # bi-encoders: the query itself was cut to the max length
+    memory_budget_mb: float | None = None  # the budget the planner chose window and chunk for
+    plan: dict[str, Any] | None = None  # the planner's choice and its estimated peak, part by part
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,17 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import CandidatesError, IntegrityError, InvalidArgumentError
+from edgekit.errors import CandidatesError, IntegrityError, InvalidArgumentError, MemoryBudgetError
 from edgekit.manifest import Manifest
-from edgekit.measure import peak_rss_mb, stopwatch
+from edgekit.measure import current_rss_mb, peak_rss_mb, stopwatch
 from edgekit.runtimes.backend import OrtBackend, OrtSession
 from edgekit.runtimes.chunks import ChunkRunner
 from edgekit.runtimes.layer_stream import LayerStream
+from edgekit.runtimes.planner import Plan, plan
 from edgekit.runtimes.pruning import Policy, parse_prune
 from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
-from edgekit.runtimes.text import TextEncoder
+from edgekit.runtimes.text import EncodedText, TextEncoder
 
 DEFAULT_CHUNK = 16
+DEFAULT_WINDOW = 2
 ORDERS = ("default", "exact")
 
 __all__ = ["DEFAULT_CHUNK", "Ranking", "Result", "RunStats", "Selector", "top_k_order"]
@@ -92,46 +94,53 @@ class _Pass:
 class Selector:
     """Ranks candidates against a query with an exported encoder package."""
 
-    def __init__(self, manifest: Manifest, backend: OrtBackend, window: int = 2, chunk: int | None = None) -> None:
-        if window < 1:
+    def __init__(self, manifest: Manifest, backend: OrtBackend, window: int | None = None, chunk: int | None = None,
+                 memory_budget_mb: float | None = None) -> None:
+        if window is not None and window < 1:
             raise InvalidArgumentError(f"window must be >= 1, got {window}")
         if chunk is not None and chunk < 1:
             raise InvalidArgumentError(f"chunk must be >= 1 candidates, got {chunk}")
+        if memory_budget_mb is not None and (window is not None or chunk is not None):
+            raise InvalidArgumentError("a memory budget chooses window and chunk itself; pass the budget or "
+                                       "window/chunk, not both")
+        if memory_budget_mb is not None and not memory_budget_mb > 0:
+            raise MemoryBudgetError(f"memory budget must be a positive number of MiB, got {memory_budget_mb}")
         self.manifest = manifest
         self.backend = backend
-        self.window = window
+        self.memory_budget_mb = memory_budget_mb
+        self.window = window or DEFAULT_WINDOW
         # window >= every graph: nothing needs streaming, so sessions stay open across calls
-        self.keep_resident = window >= len(manifest.graphs)
+        self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
         self._pinned: dict[Path, OrtSession] = {}
         self._loads = 0  # sessions created, all calls together
+        self._depth_heads_loaded = 0  # per-depth head sessions the last pass kept open
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
 
     def rank(self, query: str, candidates: Sequence[str], top_k: int = 10, prune: str | float | None = None,
-             order: str = "default", trace: bool = False) -> Ranking:
+             order: str = "default", trace: bool = False, instruction: str | None = None) -> Ranking:
         """Score candidates against `query`; return the best `min(top_k, N)`, best first.
 
         prune: None/"exact" (every candidate through every layer), "auto" (the package's
         calibrated threshold) or "threshold:X". order: "default" or "exact" (see module doc).
         trace: record every candidate's head score after every layer (for calibration).
+        instruction: decoder rerankers only; replaces the package's default instruction.
         """
         texts = self._check(query, candidates, top_k, order)
+        self._check_instruction(instruction)
         policy = parse_prune(prune, self.manifest.scoring.kind, self.manifest.calibration, top_k)
         if len(texts) <= top_k:
             policy = None  # every candidate is in the top-K: nothing to prune, rank them exactly
         with stopwatch() as timing:
-            if self.manifest.scoring.kind == "logit":
-                encoded = self.encoder.encode_pairs(query, texts)
-                query_row = None
-            else:
-                encoded = self.encoder.encode_texts([*texts, query])  # the query rides along, last
-                query_row = len(texts)
-            runner = ChunkRunner(encoded, self.chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
-                                 self.embedding_table)
+            encoded, query_row = self._encode(query, texts, instruction)
+            chosen = self._plan(encoded, policy is not None or trace)
+            window, chunk = (chosen.window, chosen.chunk) if chosen else (self.window, self.chunk)
+            runner = ChunkRunner(encoded, chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
+                                 self.embedding_table, self.manifest.padding_side, self.manifest.rotary)
             state = _Pass(len(texts), min(top_k, len(texts)))
             loads_before = self._loads
-            stream = self._forward(runner, state, policy, query_row, order, trace)
+            stream = self._forward(runner, state, policy, query_row, order, trace, window)
         results = self._results(state, texts)
         stats = RunStats(
             latency_ms=timing["ms"],
@@ -142,9 +151,10 @@ class Selector:
             truncated=sum(item.truncated for item in encoded[: len(texts)]),
             graphs_loaded=self._loads - loads_before,  # sessions created by this call
             max_resident_graphs=(len(self._pinned) if self.keep_resident
-                                 else stream.max_resident + (1 if policy is not None or trace else 0)),
-            window=self.window,
-            chunk=self.chunk,
+                                 else stream.max_resident + (1 if policy is not None or trace else 0)
+                                 + self._depth_heads_loaded),
+            window=window,
+            chunk=chunk,
             chunks=runner.runs,
             tokens=sum(len(item.ids) for item in encoded),
             padded_tokens=runner.padded_tokens,
@@ -155,19 +165,53 @@ class Selector:
             candidate_layers_exact=len(texts) * self.manifest.num_layers,
             alive_per_layer=state.alive_per_depth,
             query_truncated=query_row is not None and encoded[query_row].truncated,
+            memory_budget_mb=self.memory_budget_mb,
+            plan=chosen.to_dict() if chosen else None,
         )
         return Ranking(results, stats, state.trace if trace else None)
 
+    def plan(self, query: str, candidates: Sequence[str], instruction: str | None = None,
+             prune: str | float | None = None) -> Plan:
+        """The plan `rank` would use under the memory budget (MemoryBudgetError if none fits)."""
+        if self.memory_budget_mb is None:
+            raise InvalidArgumentError("planning needs a memory budget (memory_budget_mb= / --memory-budget)")
+        texts = self._check(query, candidates, 1, "default")
+        self._check_instruction(instruction)
+        encoded, _ = self._encode(query, texts, instruction)
+        chosen = self._plan(encoded, prune not in (None, "exact"))
+        assert chosen is not None
+        return chosen
+
+    def _plan(self, encoded: Sequence[EncodedText], heads_resident: bool) -> Plan | None:
+        if self.memory_budget_mb is None:
+            return None
+        lengths = [len(item.ids) for item in encoded]
+        return plan(self.manifest, lengths, self.memory_budget_mb, current_rss_mb(), heads_resident)
+
+    def _encode(self, query: str, texts: list[str], instruction: str | None) -> tuple[list[EncodedText], int | None]:
+        if self.manifest.task == "rerank":
+            return self.encoder.encode_pairs(query, texts, instruction), None
+        return self.encoder.encode_texts([*texts, query]), len(texts)  # the query rides along, last
+
+    def _check_instruction(self, instruction: str | None) -> None:
+        if instruction is not None and self.manifest.prompt is None:
+            raise InvalidArgumentError("--instruction is for decoder rerankers (packages with a prompt); "
+                                       "this package has none")
+        if instruction is not None and not instruction.strip():
+            raise InvalidArgumentError("instruction is empty; pass the task description or leave it out")
+
     # --- the pass ---------------------------------------------------------------------------
     def _forward(self, runner: ChunkRunner, state: _Pass, policy: Policy | None, query_row: int | None,
-                 order: str, trace: bool) -> LayerStream[OrtSession]:
-        graphs = self.manifest.graphs
+                 order: str, trace: bool, window: int) -> LayerStream[OrtSession]:
+        graphs = self.manifest.stream_graphs
         head_path = self.manifest.root / graphs[-1].file
         body = [self.manifest.root / graph.file for graph in graphs[:-1]]
         # The head stays resident when it is needed between layers; otherwise it loads last.
+        # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
         head = self._load(head_path) if (policy is not None or trace) else None
+        depth_heads: dict[Path, OrtSession] = {}
         hidden: dict[int, np.ndarray] | None = None
-        stream: LayerStream[OrtSession] = LayerStream(body, self._load, window=self.window)
+        stream: LayerStream[OrtSession] = LayerStream(body, self._load, window=window)
         keep_accepted = order == "exact"
         layers = self.manifest.num_layers
         try:
@@ -181,8 +225,12 @@ class Selector:
                 state.alive_per_depth.append(len(computing))
                 state.candidate_layers += len(computing)
                 scoring_due = trace or (policy is not None and depth >= policy.min_depth)
-                if head is not None and depth < layers and scoring_due:
-                    self._decide(head, runner, hidden, state, policy, depth, query_row, trace)
+                if head is not None and depth < layers and scoring_due and state.undecided:
+                    path = self.manifest.root / self.manifest.head_for_depth(depth).file
+                    if path != head_path and path not in depth_heads:
+                        depth_heads[path] = self._load(path)
+                    scorer = depth_heads.get(path, head)
+                    self._decide(scorer, runner, hidden, state, policy, depth, query_row, trace)
                 if not state.undecided and not keep_accepted:
                     break  # all decided: later layers (past the one already prefetched) never load
             if head is None:
@@ -196,6 +244,9 @@ class Selector:
         finally:
             if head is not None:
                 head.release()
+            for session in depth_heads.values():
+                session.release()
+        self._depth_heads_loaded = len(depth_heads)
         return stream
 
     def _load(self, path: Path) -> OrtSession:

@@ -2,7 +2,9 @@
 
 Cross-encoders encode (query, candidate) pairs; bi-encoders encode each text alone. Texts
 longer than the package's max length are truncated ("longest_first", as transformers does
-with truncation=True) and counted, never rejected.
+with truncation=True) and counted, never rejected. Decoder rerankers (a `prompt` in the
+manifest) encode prefix + template(instruction, query, document) + suffix, truncating only the
+middle part from its end, as the Qwen3-Reranker reference code does.
 """
 
 from __future__ import annotations
@@ -39,14 +41,39 @@ class TextEncoder:
         self.tokenizer.enable_truncation(manifest.max_length, strategy=manifest.tokenizer.truncation)
         self.pad_token_id = manifest.tokenizer.pad_token_id
         self.use_type_ids = manifest.tokenizer.type_ids
+        self.max_length = manifest.max_length
+        self.prompt = manifest.prompt
+        if self.prompt is not None:
+            self._prefix = self._ids(self.prompt.prefix)
+            self._suffix = self._ids(self.prompt.suffix)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     @staticmethod
     def _wrap(encoding: Encoding) -> EncodedText:
         return EncodedText(tuple(encoding.ids), tuple(encoding.type_ids), bool(encoding.overflowing))
 
-    def encode_pairs(self, query: str, candidates: Sequence[str]) -> list[EncodedText]:
+    def encode_pairs(self, query: str, candidates: Sequence[str], instruction: str | None = None) -> list[EncodedText]:
+        """Pairs for a reranker: tokenizer pairs (cross-encoders) or the prompt (decoders).
+        `instruction` replaces the package's default instruction (prompt packages only)."""
+        if self.prompt is not None:
+            return self._encode_prompts(query, candidates, instruction or self.prompt.instruction)
         encodings = self.tokenizer.encode_batch([(query, text) for text in candidates])
         return [self._wrap(encoding) for encoding in encodings]
 
     def encode_texts(self, texts: Sequence[str]) -> list[EncodedText]:
         return [self._wrap(encoding) for encoding in self.tokenizer.encode_batch(list(texts))]
+
+    def _encode_prompts(self, query: str, documents: Sequence[str], instruction: str) -> list[EncodedText]:
+        budget = self.max_length - len(self._prefix) - len(self._suffix)
+        middles = [self.prompt.template.format(instruction=instruction, query=query, document=document)  # type: ignore[union-attr]
+                   for document in documents]
+        encoded = []
+        for encoding in self.tokenizer.encode_batch(middles, add_special_tokens=False):
+            # the tokenizer truncates at max_length; the budget is smaller, so cut here
+            ids = list(encoding.ids)[:budget]
+            truncated = len(encoding.ids) > budget or bool(encoding.overflowing)
+            full = [*self._prefix, *ids, *self._suffix]
+            encoded.append(EncodedText(tuple(full), (0,) * len(full), truncated))
+        return encoded

@@ -4,13 +4,14 @@ Every number comes from running the exported packages through the edgekit runtim
 - quality (MRR@10, P@1) on held-out training-module queries and on the dev set, against the
   bi-encoder all-MiniLM-L6-v2 on the same candidates;
 - per-layer rank stability (final top-10 inside the depth-l top-10 / top-20), from exact-mode
-  traces, with and without deep supervision when both checkpoints exist;
+  traces, with and without deep supervision and with per-layer heads when those checkpoints exist;
 - calibration: `search` on the dev set's first half (top-10, targets 0.995 and 0.99), then
   online pruned runs (`prune="auto"`) on the second half: agreement with the exact top-10 and
   the fraction of candidate-layers computed.
 Packages and traces are cached under --work, so a rerun only recomputes what is missing.
 
-    python scripts/report_cross_encoder.py [--model DIR] [--no-ds-model DIR] [--out docs/CROSS_ENCODER.md]
+    python scripts/report_cross_encoder.py [--model DIR] [--no-ds-model DIR] [--per-layer-model DIR]
+        [--out docs/CROSS_ENCODER.md]
 """
 
 from __future__ import annotations
@@ -203,6 +204,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=default_model_dir())
     parser.add_argument("--no-ds-model", type=Path,
                         default=default_model_dir().parent / f"{default_model_dir().name}-no-deep-supervision")
+    parser.add_argument("--per-layer-model", type=Path,
+                        default=default_model_dir().parent / f"{default_model_dir().name}-per-layer-heads")
     parser.add_argument("--out", type=Path, default=Path("docs/CROSS_ENCODER.md"))
     parser.add_argument("--work", type=Path, default=cache_dir() / "reports" / "cross-encoder")
     parser.add_argument("--held-out", type=int, default=60, help="held-out queries")
@@ -210,6 +213,8 @@ def main() -> None:
     models = {"bi-encoder-minilm": bundled_minilm_path(), "cross-encoder-deep-supervision": args.model}
     if (args.no_ds_model / "model.safetensors").is_file():
         models["cross-encoder-final-layer-only"] = args.no_ds_model
+    if (args.per_layer_model / "model.safetensors").is_file():
+        models["cross-encoder-per-layer-heads"] = args.per_layer_model
     results = measure(models, args.work, args.held_out)
     (args.work / "report.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     kept = ""

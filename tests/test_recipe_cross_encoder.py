@@ -103,3 +103,56 @@ def test_rank_metrics_on_a_hand_made_trace() -> None:
     assert mrr_at([trace], [[1]], k=10) == 0.5 and precision_at_1([trace], [[0]]) == 1.0
     assert mrr_at([trace], [[2]], k=3) == 0.0
     assert rank_stability([trace], k=2, widen=2) == [(0.5, 1.0), (1.0, 1.0)]
+
+
+def test_per_layer_heads_export_as_depth_graphs_and_score_every_intermediate_depth(tmp_path: Path) -> None:
+    """heads="per-layer": the checkpoint carries one head per depth 1..L-1; the package gets a
+    depth-head graph for each, and the runtime's trace at depth d is that head's score, computed
+    here by hand from the saved tensors (tanh pooler on [CLS], then the classifier)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from edgekit.exporters.encoder_export import export_encoder
+    from edgekit.exporters.source import LAYER_HEADS_FILE
+    from edgekit.models.recipes.minilm_cross_encoder import build_minilm_cross_encoder
+
+    checkpoint = build_minilm_cross_encoder(tmp_path / "ce", seed=0, heads="per-layer", **FAST)
+    heads = load_file(checkpoint / LAYER_HEADS_FILE)
+    manifest = export_encoder(str(checkpoint), tmp_path / "pkg", task="rerank")
+    assert [(g.role, g.index) for g in manifest.graphs_by_role("depth_head")] == [("depth_head", d) for d in range(1, 6)]
+
+    ranking = edgekit.load(str(tmp_path / "pkg")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES), trace=True)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint, output_hidden_states=True).eval()
+    batch = AutoTokenizer.from_pretrained(checkpoint)([QUERY] * len(CANDIDATES), CANDIDATES, padding=True,
+                                                     truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        out = model(**batch)
+    assert ranking.trace is not None and len(ranking.trace) == 6
+    for depth in range(1, 6):
+        cls = out.hidden_states[depth][:, 0]
+        pooled = torch.tanh(cls @ heads[f"depth_{depth}.bert.pooler.dense.weight"].T
+                            + heads[f"depth_{depth}.bert.pooler.dense.bias"])
+        expected = (pooled @ heads[f"depth_{depth}.classifier.weight"].T + heads[f"depth_{depth}.classifier.bias"])[:, 0]
+        np.testing.assert_allclose([ranking.trace[depth - 1][i] for i in range(len(CANDIDATES))], expected.numpy(),
+                                   atol=1e-4)
+    np.testing.assert_allclose([ranking.trace[5][i] for i in range(len(CANDIDATES))], out.logits[:, 0].numpy(),
+                               atol=1e-4)
+    meta = json.loads((checkpoint / "edgekit_recipe.json").read_text(encoding="utf-8"))
+    assert meta["head"] == "per-layer"
+
+
+def test_per_layer_heads_file_that_does_not_fit_the_model_is_refused(fast_checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from edgekit.errors import SourceModelError
+    from edgekit.exporters.encoder_export import export_encoder
+    from edgekit.exporters.source import LAYER_HEADS_FILE
+
+    broken = tmp_path / "broken"
+    shutil.copytree(fast_checkpoint, broken)
+    save_file({"depth_9.classifier.weight": torch.zeros(1, 384)}, str(broken / LAYER_HEADS_FILE))
+    with pytest.raises(SourceModelError, match="unexpected tensor 'depth_9.classifier.weight'"):
+        export_encoder(str(broken), tmp_path / "pkg", task="rerank")
+    assert not (tmp_path / "pkg").exists()

@@ -9,9 +9,12 @@ Contract of `build_minilm_cross_encoder`:
 - starts from the bundled MiniLM weights in `BertForSequenceClassification(num_labels=1)`
   with a freshly initialised pooler + classifier (the "head");
 - loss: listwise softmax cross-entropy over (1 positive + 7 negatives) groups; with
-  `deep_supervision` the SAME head is applied to the [CLS] state of every intermediate layer
-  and `intermediate_weight * mean(intermediate CE)` is added to the final-layer CE. One shared
-  head is what the runtime applies at every depth, so no package-format change is needed;
+  `deep_supervision` a head is applied to the [CLS] state of every intermediate layer and
+  `intermediate_weight * mean(intermediate CE)` is added to the final-layer CE. `heads="shared"`:
+  the model's own head at every depth; `heads="per-layer"`: one more head (pooler + classifier,
+  freshly initialised) per intermediate depth, saved beside the checkpoint in
+  `edgekit_layer_heads.safetensors` (keys `depth_<d>.<parameter name in the model>`), which
+  `edgekit export` turns into per-depth head graphs the runtime scores with between layers;
 - deterministic for (seed, steps, groups_per_step) on one machine: seeded init and data order,
   `torch.use_deterministic_algorithms(True)`, 2 threads (global torch state is restored after);
 - writes, atomically, a standard checkpoint directory: config.json (num_labels=1),
@@ -28,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -40,13 +44,14 @@ import torch
 from torch import nn
 
 from edgekit.errors import InvalidArgumentError, MissingDependencyError
+from edgekit.exporters.source import LAYER_HEADS_FILE
 
 Progress = Callable[[str, int, int], None]
 
 MODEL_NAME = "minilm-cross-encoder"
 RECIPE_FILE = "edgekit_recipe.json"
 FULL_STEPS = 200
-HEAD = "shared"  # one pooler + classifier for every depth: what the runtime applies
+HEADS = ("shared", "per-layer")  # one pooler + classifier for every depth, or one per depth
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class RecipeConfig:
     warmup_share: float = 0.1
     weight_decay: float = 0.01
     intermediate_weight: float = 1.0
+    heads: str = "shared"
     max_length: int = 192  # training truncation; stdlib passages are <= 360 chars (~110 tokens)
     export_max_length: int = 256  # tokenizer.model_max_length saved: the exporter's default
     threads: int = 2
@@ -76,18 +82,49 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / MODEL_NAME
 
 
-def layer_scores(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+class DepthHeads(nn.Module):
+    """One head (a copy of the model's pooler + classifier) per intermediate depth 1..L-1."""
+
+    def __init__(self, model: nn.Module, std: float) -> None:
+        super().__init__()
+        depths = model.config.num_hidden_layers - 1
+        self.poolers = nn.ModuleList(copy.deepcopy(model.bert.pooler) for _ in range(depths))
+        self.classifiers = nn.ModuleList(copy.deepcopy(model.classifier) for _ in range(depths))
+        for linear in [*(p.dense for p in self.poolers), *self.classifiers]:
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
+
+    def state_for_export(self) -> dict[str, torch.Tensor]:
+        """`depth_<d>.<model parameter name>` -> tensor, the layout `edgekit export` reads."""
+        tensors: dict[str, torch.Tensor] = {}
+        for d, (pooler, classifier) in enumerate(zip(self.poolers, self.classifiers), start=1):
+            for name, value in pooler.state_dict().items():
+                tensors[f"depth_{d}.bert.pooler.{name}"] = value.detach().clone().contiguous()
+            for name, value in classifier.state_dict().items():
+                tensors[f"depth_{d}.classifier.{name}"] = value.detach().clone().contiguous()
+        return tensors
+
+
+def layer_scores(model: nn.Module, batch: dict[str, torch.Tensor],
+                 depth_heads: DepthHeads | None = None) -> torch.Tensor:
     """Head logits at every depth 1..L: [L, B]. Row L-1 equals the model's own logits.
 
     The head (pooler + dropout + classifier) sees only each layer's [CLS] state, exactly as the
-    exported head graph does between layers at run time (dropout is off in eval mode).
+    exported head graphs do between layers at run time (dropout is off in eval mode). Without
+    `depth_heads` the model's own head scores every depth (shared); with them, depth d < L uses
+    its own head.
     """
     out = model.bert(**batch, output_hidden_states=True)
     states = out.hidden_states[1:]  # L x [B, S, H]
     cls = torch.stack([h[:, 0] for h in states])  # [L, B, H]
     layers, rows, width = cls.shape
-    pooled = model.bert.pooler(cls.reshape(layers * rows, 1, width))  # pooler reads position 0
-    return model.classifier(model.dropout(pooled)).reshape(layers, rows)
+    if depth_heads is None:
+        pooled = model.bert.pooler(cls.reshape(layers * rows, 1, width))  # pooler reads position 0
+        return model.classifier(model.dropout(pooled)).reshape(layers, rows)
+    scores = [classifier(model.dropout(pooler(cls[d][:, None])))[:, 0]
+              for d, (pooler, classifier) in enumerate(zip(depth_heads.poolers, depth_heads.classifiers))]
+    final = model.classifier(model.dropout(model.bert.pooler(cls[-1][:, None])))[:, 0]
+    return torch.stack([*scores, final])
 
 
 def _initial_model(seed: int) -> tuple[nn.Module, Any, Path]:
@@ -147,16 +184,18 @@ def _schedule(step: int, config: RecipeConfig) -> float:
     return max(0.0, (config.steps - step) / max(1, config.steps - warmup))
 
 
-def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeConfig,
-           report: Progress) -> list[list[float]]:
+def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeConfig, report: Progress,
+           depth_heads: DepthHeads | None = None) -> list[list[float]]:
     """Run the optimisation; returns per-step cross-entropy at each depth 1..L."""
     def is_head(name: str) -> bool:
-        return name.startswith(("classifier.", "bert.pooler."))
+        return name.startswith(("classifier.", "bert.pooler.", "depth_heads."))
 
     def no_decay(name: str) -> bool:
         return name.endswith("bias") or "LayerNorm" in name
 
     params = list(model.named_parameters())
+    if depth_heads is not None:
+        params += [(f"depth_heads.{n}", p) for n, p in depth_heads.named_parameters()]
     optimiser = torch.optim.AdamW([
         {"params": [p for n, p in params if not is_head(n) and not no_decay(n)], "peak": config.learning_rate,
          "weight_decay": config.weight_decay},
@@ -174,7 +213,7 @@ def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeCo
         texts = [t for g in chunk for t in g.texts]
         batch = tokenizer(queries, texts, padding=True, truncation=True, max_length=config.max_length,
                           return_tensors="pt")
-        scores = layer_scores(model, dict(batch))  # [L, G * n]
+        scores = layer_scores(model, dict(batch), depth_heads)  # [L, G * n]
         logits = scores.reshape(scores.shape[0], len(chunk), per_group)  # positive at column 0
         target = torch.zeros(len(chunk), dtype=torch.long)
         per_layer = torch.stack([nn.functional.cross_entropy(layer, target) for layer in logits])  # [L]
@@ -185,11 +224,13 @@ def _train(model: nn.Module, tokenizer: Any, groups: list[Any], config: RecipeCo
             group["lr"] = group["peak"] * _schedule(step, config)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
         optimiser.step()
         history.append([round(float(v), 5) for v in per_layer.detach()])
         report(f"training (final-layer CE {history[-1][-1]:.3f})", step + 1, config.steps)
     model.eval()
+    if depth_heads is not None:
+        depth_heads.eval()
     return history
 
 
@@ -203,19 +244,27 @@ def _curve_summary(history: list[list[float]], points: int = 10) -> dict[str, An
 
 
 def build_minilm_cross_encoder(out: Path, steps: int = FULL_STEPS, seed: int = 0, deep_supervision: bool = True,
-                               progress: Progress | None = None, groups_per_step: int = 4) -> Path:
+                               progress: Progress | None = None, groups_per_step: int = 4,
+                               heads: str = "shared") -> Path:
     """Train the recipe and write the checkpoint directory `out` (replaced if it exists).
 
     `steps` optimiser steps of `groups_per_step` groups (8 texts each); steps=5,
-    groups_per_step=2 is the fast mode for tests (seconds). Returns `out`.
+    groups_per_step=2 is the fast mode for tests (seconds). heads: "shared" or "per-layer"
+    (needs deep supervision: untrained per-depth heads would score at random). Returns `out`.
     """
     if steps < 1 or groups_per_step < 1:
         raise InvalidArgumentError(f"--steps and groups per step must be >= 1, got {steps} and {groups_per_step}")
+    if heads not in HEADS:
+        raise InvalidArgumentError(f"--heads {heads!r} is not one of {', '.join(HEADS)}")
+    if heads == "per-layer" and not deep_supervision:
+        raise InvalidArgumentError("per-layer heads are trained by deep supervision; keep it on or use shared heads")
+    from safetensors.torch import save_file
     from transformers import __version__ as transformers_version
 
     from edgekit.atomic import staged_directory
 
-    config = RecipeConfig(steps=steps, seed=seed, deep_supervision=deep_supervision, groups_per_step=groups_per_step)
+    config = RecipeConfig(steps=steps, seed=seed, deep_supervision=deep_supervision, groups_per_step=groups_per_step,
+                          heads=heads)
     report: Progress = progress or (lambda message, done, total: None)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(config.threads)
@@ -225,7 +274,8 @@ def build_minilm_cross_encoder(out: Path, steps: int = FULL_STEPS, seed: int = 0
         report("building training data", 0, steps)
         groups, sizes = _data(config)
         model, tokenizer, source = _initial_model(seed)
-        history = _train(model, tokenizer, groups, config, report)
+        depth_heads = DepthHeads(model, model.config.initializer_range) if heads == "per-layer" else None
+        history = _train(model, tokenizer, groups, config, report, depth_heads)
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads)
@@ -234,9 +284,9 @@ def build_minilm_cross_encoder(out: Path, steps: int = FULL_STEPS, seed: int = 0
         "recipe": MODEL_NAME,
         "source": str(source),
         "config": dataclasses.asdict(config),
-        "head": HEAD,
+        "head": heads,
         "loss": "listwise softmax CE over (1 positive + negatives); deep supervision adds "
-                "intermediate_weight * mean CE of the shared head on layers 1..L-1",
+                f"intermediate_weight * mean CE of the {heads} head(s) on layers 1..L-1",
         "data": sizes,
         "loss_curve": _curve_summary(history),
         "train_seconds": round(seconds, 1),
@@ -249,5 +299,7 @@ def build_minilm_cross_encoder(out: Path, steps: int = FULL_STEPS, seed: int = 0
         tokenizer.save_pretrained(root)
         if not (root / "tokenizer.json").is_file():
             raise MissingDependencyError("the tokenizer did not save a tokenizer.json; install `tokenizers`")
+        if depth_heads is not None:
+            save_file(depth_heads.state_for_export(), str(root / LAYER_HEADS_FILE))
         (root / RECIPE_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     return Path(out)

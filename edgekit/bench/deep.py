@@ -1,0 +1,153 @@
+"""`edgekit bench select-deep`: a Qwen3-0.6B-shaped reranker (random weights, the real layer
+count, width and vocabulary) streamed by edgekit against the whole model in one ONNX Runtime
+graph, each variant in its own process, the same prompts and candidates for all.
+
+Variants: onnx-monolithic (the baseline), edgekit (window 2, no pruning), edgekit-budget (the
+planner with --memory-budget = `budget_share` x the baseline's measured peak). Reported per
+variant: median latency and peak RSS as ratios of the baseline's, and the max abs score
+difference and top-K agreement against the baseline's scores.
+
+The checkpoint, package and baseline graph are built once under `work` (minutes, ~5 GB of
+disk) and reused. Needs the export extra (torch, transformers).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.bench.select import run_variant
+from edgekit.dataset import Example
+from edgekit.demo import cache_dir
+from edgekit.manifest import MANIFEST_FILE
+from edgekit.runtimes.ranking import top_k_order
+
+Progress = Callable[[str], None]
+VARIANT_MODULE = "edgekit.bench.deep_variant"
+SHAPE = "qwen3-0.6b"
+
+
+@dataclass(frozen=True)
+class DeepBench:
+    candidates: int = 8
+    tokens: int = 128  # every sequence (prompt included) is truncated to this length
+    top_k: int = 5
+    queries: int = 2
+    repeat: int = 2
+    threads: int = 2
+    budget_share: float = 0.25
+    work: Path = cache_dir() / "bench" / "deep"
+
+
+def prepare(config: DeepBench, progress: Progress) -> tuple[Path, Path, Path]:
+    """(checkpoint, package, monolithic graph), built when missing."""
+    from edgekit.exporters.encoder_export import export_model
+    from edgekit.exporters.monolithic_decoder import GRAPH_FILE, export_monolithic_decoder
+    from edgekit.models.decoder_builds import build_qwen3_reranker
+    from edgekit.models.decoders import qwen3_reranker_0_6b_config
+
+    root = config.work / SHAPE
+    checkpoint, package, graph_dir = root / "checkpoint", root / f"package-{config.tokens}", root / "monolithic"
+    if not (checkpoint / "model.safetensors").is_file():
+        progress(f"building a random {SHAPE}-shaped checkpoint in {checkpoint}")
+        build_qwen3_reranker(checkpoint, qwen3_reranker_0_6b_config())
+    if not (package / MANIFEST_FILE).is_file():
+        progress(f"exporting the package to {package}")
+        export_model(str(checkpoint), package, max_length=config.tokens, overwrite=True)
+    if not (graph_dir / GRAPH_FILE).is_file():
+        progress(f"exporting the monolithic baseline graph to {graph_dir}")
+        export_monolithic_decoder(checkpoint, graph_dir, max_length=config.tokens)
+    return checkpoint, package, graph_dir / GRAPH_FILE
+
+
+def examples(config: DeepBench) -> list[Example]:
+    """Queries from the demo corpus; candidates long enough that every sequence is truncated."""
+    from edgekit.demo import demo_corpus
+
+    corpus = demo_corpus()
+    out = []
+    for q in range(config.queries):
+        candidates = [" ".join(corpus[(q * 7 + c + k) % len(corpus)] for k in range(12))
+                      for c in range(config.candidates)]
+        out.append(Example(query=corpus[(q * 13) % len(corpus)], candidates=candidates, relevant=[]))
+    return out
+
+
+def _summary(result: dict[str, Any], baseline: dict[str, Any], top_k: int) -> dict[str, Any]:
+    diffs = [float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(result["scores"], baseline["scores"])]
+    agree = [len(set(top_k_order(np.array(a), top_k).tolist()) & set(top_k_order(np.array(b), top_k).tolist())) / top_k
+             for a, b in zip(result["scores"], baseline["scores"])]
+    return {
+        "name": result["variant"],
+        "latency_ms": result["latency_ms"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "latency_ratio": result["latency_ms"] / baseline["latency_ms"],
+        "peak_ratio": result["peak_rss_mb"] / baseline["peak_rss_mb"],
+        "max_abs_diff": max(diffs),
+        "top_k_agreement": float(np.mean(agree)),
+        "stats": result.get("stats"),
+    }
+
+
+def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None) -> dict[str, Any]:
+    _, package, graph = prepare(config, progress)
+    data = config.work / f"queries-{config.queries}x{config.candidates}.jsonl"
+    data.write_text("".join(json.dumps({"query": e.query, "candidates": e.candidates}) + "\n"
+                            for e in examples(config)), encoding="utf-8")
+    common = ["--package", str(package), "--data", str(data), "--top-k", str(config.top_k),
+              "--repeat", str(config.repeat)]
+    progress("onnx-monolithic")
+    baseline = run_variant(VARIANT_MODULE, ["--variant", "onnx-monolithic", *common, "--graph", str(graph)],
+                           config.threads)
+    progress("edgekit")
+    streamed = run_variant(VARIANT_MODULE, ["--variant", "edgekit", *common], config.threads)
+    budget = round(config.budget_share * baseline["peak_rss_mb"], 1)
+    progress(f"edgekit-budget ({budget} MiB)")
+    budgeted = run_variant(VARIANT_MODULE, ["--variant", "edgekit-budget", *common, "--memory-budget", str(budget)],
+                           config.threads)
+    from edgekit.manifest import Manifest
+
+    manifest = Manifest.load(package)
+    return {
+        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
+        "model": {"shape": SHAPE, "layers": manifest.num_layers, "hidden": manifest.hidden_size,
+                  "vocab": manifest.embedding_table.shape[0] if manifest.embedding_table else None,
+                  "package_mb": round(manifest.total_bytes / 2**20, 1),
+                  "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)},
+        "budget_mb": budget,
+        "variants": [_summary(r, baseline, config.top_k) for r in (baseline, streamed, budgeted)],
+    }
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    """A section for docs/BENCHMARKS.md (fenced so a rerun replaces it)."""
+    from edgekit.bench.select_report import _cpu
+
+    cfg, model = report["config"], report["model"]
+    lines = ["<!-- bench:select-deep:start -->", "## Deep model: Qwen3-0.6B-shaped reranker, streamed vs one graph", "",
+             f"`{command}` · {_cpu()} · {cfg['threads']} threads per variant, each variant in its own process",
+             "",
+             (f"Random weights in the Qwen3-Reranker-0.6B shape ({model['layers']} layers, hidden {model['hidden']}, "
+              f"vocabulary {model['vocab']}); package {model['package_mb']} MiB fp32, largest graph "
+              f"{model['largest_graph_mb']} MiB. {cfg['queries']} queries x {cfg['candidates']} candidates x "
+              f"{cfg['tokens']} tokens (prompt included), top-{cfg['top_k']}, no pruning; one warm-up run, then "
+              f"{cfg['repeat']} timed runs per query (median). Baseline: `onnx-monolithic` (the whole model as one "
+              "ONNX Runtime graph, one session opened once, all candidates in one run)."), "",
+             "| variant | median latency | vs baseline | peak RSS | vs baseline | max abs score diff | top-K agreement |",
+             "|---|---|---|---|---|---|---|"]
+    for v in report["variants"]:
+        lines.append(f"| {v['name']} | {v['latency_ms']:.0f} ms | {v['latency_ratio']:.2f}x | {v['peak_rss_mb']:.0f} MiB | "
+                     f"{v['peak_ratio']:.3f}x | {v['max_abs_diff']:.2g} | {v['top_k_agreement']:.3f} |")
+    budgeted = report["variants"][-1]
+    plan = (budgeted.get("stats") or {}).get("plan") or {}
+    lines += ["", (f"Memory budget for `edgekit-budget`: {report['budget_mb']:.0f} MiB ({cfg['budget_share']:.0%} of the "
+                   f"baseline's peak). The planner chose window {plan.get('window')}, chunk {plan.get('chunk')} "
+                   f"(estimated peak {plan.get('estimated_peak_mb')} MiB: {plan.get('parts_mb')}); measured peak "
+                   f"{budgeted['peak_rss_mb']:.0f} MiB = {budgeted['peak_rss_mb'] / report['budget_mb']:.2f}x the budget."),
+              "<!-- bench:select-deep:end -->", ""]
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Child process of `edgekit bench select-deep`: one variant, one JSON line out.
+
+    python -m edgekit.bench.deep_variant --variant edgekit --package PKG --data Q.jsonl --top-k 5 \
+        [--graph MONO/model.onnx] [--memory-budget MB] [--plan-only] --threads 2
+
+Variants:
+  onnx-monolithic   the whole model as one ONNX graph (one session, opened once), every
+                    candidate in one run — what an app does with an exported reranker today
+  edgekit           the streamed package, window 2, default chunk, no pruning
+  edgekit-budget    the streamed package with --memory-budget MB: the planner picks W and C
+
+Each query is run once untimed (warm-up) and then timed `--repeat` times; the scores of the
+last run are printed so the parent can compare variants. Peak RSS is VmHWM at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+import edgekit
+from edgekit.dataset import read_examples
+from edgekit.manifest import Manifest
+from edgekit.measure import peak_rss_mb
+
+VARIANTS = ("onnx-monolithic", "edgekit", "edgekit-budget")
+
+
+def _monolithic(manifest: Manifest, graph: str, threads: int) -> Any:
+    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.text import TextEncoder
+
+    encoder = TextEncoder(manifest)
+    session = OrtBackend("cpu", threads).load(graph)  # type: ignore[arg-type]
+
+    def score(query: str, candidates: list[str]) -> np.ndarray:
+        encoded = encoder.encode_pairs(query, candidates)
+        length = max(len(item.ids) for item in encoded)
+        ids = np.full((len(encoded), length), manifest.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, item in enumerate(encoded):  # left padding, as the package does
+            ids[row, length - len(item.ids):] = item.ids
+            mask[row, length - len(item.ids):] = 1
+        return session.run({"input_ids": ids, "attention_mask": mask})[0].astype(np.float64)
+
+    return score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--package", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--graph")
+    parser.add_argument("--memory-budget", type=float)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    manifest = Manifest.load(args.package)
+    examples = read_examples(args.data)
+    result: dict[str, Any] = {"variant": args.variant}
+    if args.variant == "onnx-monolithic":
+        scorer = _monolithic(manifest, args.graph, args.threads)
+    else:
+        budget = args.memory_budget if args.variant == "edgekit-budget" else None
+        selector = edgekit.load(args.package, threads=args.threads, memory_budget_mb=budget)
+
+        def scorer(query: str, candidates: list[str]) -> np.ndarray:
+            ranking = selector.rank(query, candidates, top_k=len(candidates))
+            scores = np.zeros(len(candidates))
+            for item in ranking:
+                scores[item.index] = item.score
+            result["stats"] = ranking.stats.to_dict()
+            return scores
+
+    latencies, scores = [], []
+    for example in examples:
+        scorer(example.query, example.candidates)  # warm-up
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            last = scorer(example.query, example.candidates)
+            latencies.append((time.perf_counter() - started) * 1000)
+        scores.append(last.tolist())
+    result.update(latency_ms=float(np.median(latencies)), latencies_ms=latencies, scores=scores,
+                  peak_rss_mb=peak_rss_mb())
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Pieces every exporter writes the same way: parity checks, the embedding table, the
+tokenizer files and the version record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit import __version__
+from edgekit.errors import ParityError, SourceModelError
+from edgekit.exporters.onnx_writer import OPSET
+from edgekit.manifest import EmbeddingTable, FileEntry
+
+
+def max_diff(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
+    """(max abs diff, scale) where scale = max(1, max |expected|) for a relative tolerance."""
+    return float(np.max(np.abs(actual - expected))), float(max(1.0, np.max(np.abs(expected))))
+
+
+def check_parity(name: str, diff: float, scale: float, tolerance: float) -> None:
+    """Raise ParityError when `diff` exceeds `tolerance * scale`."""
+    if diff > tolerance * scale:
+        raise ParityError(
+            f"{name}: ONNX output differs from torch by {diff:.3g} (allowed {tolerance * scale:.3g}); "
+            "the model uses an op edgekit cannot export faithfully; please report it"
+        )
+
+
+def save_embedding_table(weight: torch.Tensor, root: Path, half: bool) -> EmbeddingTable:
+    """The token-embedding table as graphs/word_embeddings.npy (the runtime memory-maps it)."""
+    table = weight.detach().float().numpy().astype("<f2" if half else "<f4")
+    relative = "graphs/word_embeddings.npy"
+    np.save(root / relative, table, allow_pickle=False)
+    return EmbeddingTable(FileEntry.of(root, relative), (int(table.shape[0]), int(table.shape[1])),
+                          "float16" if half else "float32")
+
+
+def save_tokenizer(tokenizer: Any, root: Path, source: Path) -> tuple[FileEntry, ...]:
+    """Save the fast tokenizer under root/tokenizer; entries with tokenizer.json first."""
+    tokenizer.save_pretrained(root / "tokenizer")
+    names = sorted(p.relative_to(root).as_posix() for p in (root / "tokenizer").iterdir())
+    names.sort(key=lambda name: not name.endswith("tokenizer.json"))
+    if not names or not names[0].endswith("tokenizer.json"):
+        raise SourceModelError(f"{source}: the tokenizer did not save a tokenizer.json")
+    return tuple(FileEntry.of(root, name) for name in names)
+
+
+def versions() -> dict[str, Any]:
+    """What wrote the package (recorded in the manifest's `exporter`)."""
+    import onnx
+    import onnxruntime
+    import transformers
+
+    return {"edgekit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET}
