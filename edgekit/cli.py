@@ -301,7 +301,8 @@ def bench_select_deep(
     queries: int = typer.Option(2, "--queries"),
     repeat: int = typer.Option(2, "--repeat", help="Timed runs per query (after one warm-up)."),
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    budget_share: float = typer.Option(0.25, "--budget-share", help="edgekit-budget's budget / baseline peak."),
+    budget_shares: str = typer.Option("0.25,0.09", "--budget-shares",
+                                      help="edgekit-budget runs: budgets as shares of the baseline's peak."),
     work: Path = typer.Option(None, "--work", help="Where the model, package and graph are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
@@ -312,11 +313,15 @@ def bench_select_deep(
     from edgekit.bench.select_report import append_markdown
     from edgekit.errors import InvalidArgumentError
 
-    if min(candidates, tokens, top_k, queries, repeat, threads) < 1 or not 0 < budget_share <= 1:
-        raise InvalidArgumentError("counts must be >= 1 and --budget-share in (0, 1]")
+    try:
+        shares = tuple(float(x) for x in budget_shares.split(",") if x.strip())
+    except ValueError:
+        raise InvalidArgumentError(f"--budget-shares {budget_shares!r}: expected comma-separated numbers") from None
+    if min(candidates, tokens, top_k, queries, repeat, threads) < 1 or not all(0 < x <= 1 for x in shares):
+        raise InvalidArgumentError("counts must be >= 1 and every budget share in (0, 1]")
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
-                            threads=threads, budget_share=budget_share, **options)
+                            threads=threads, budget_shares=shares, **options)
     report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
     section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
     stdout.print(section)

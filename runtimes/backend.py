@@ -29,6 +29,21 @@ _HOW_TO_GET = {
 }
 
 
+_shared_cpu_arena = False
+
+
+def _share_cpu_arena() -> None:
+    """Register one process-wide CPU arena that every session with `session.use_env_allocators`
+    allocates from (once per process). Streamed sessions then reuse the activations memory the
+    previous layer's session grew instead of each growing its own arena on its first run."""
+    global _shared_cpu_arena
+    if _shared_cpu_arena:
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # ORT's default arena settings
+    _shared_cpu_arena = True
+
+
 class OrtSession:
     """A loaded graph. `run` maps input names to arrays; `release` frees the session now."""
 
@@ -82,6 +97,17 @@ class OrtBackend:
         # 610 -> 433 ms per query, all graphs resident 546 -> 333 ms; a single monolithic
         # session is unaffected (408-451 ms either way).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Pre-packing copies every MatMul weight into a second, packed buffer when a session is
+        # created: a streamed session is created once per pass, so it pays the copy each time and
+        # holds the weights twice (memory-mapped external data plus the packed heap copy).
+        # Measured: Qwen3-0.6B shape, window 2, peak RSS 371 -> 223 MiB and 3.3 -> 2.9 s per
+        # query; MiniLM (50 candidates) latency within noise (469-485 vs 447-491 ms).
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        # One arena for all sessions (CPU): a layer's first run no longer grows a fresh arena.
+        # Measured, Qwen3-0.6B shape, 28 layer sessions created and run once each: 2.56 -> 2.37 s.
+        if self.provider == "cpu":
+            _share_cpu_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         options.log_severity_level = 3
         if self.threads is not None:
             options.intra_op_num_threads = self.threads

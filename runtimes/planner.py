@@ -4,17 +4,21 @@ sizes and the input's shapes, or refuse up front when no plan fits.
 The estimate of a pass's peak resident memory (MiB) is a sum of parts, each from numbers the
 runtime knows before it runs anything:
 
-  process     the process's resident memory now (interpreter, onnxruntime, tokenizer)
-  weights     W resident graphs plus one being read while loading (LayerStream keeps at most W
-              sessions loaded or loading; onnxruntime holds a file's bytes twice while it
-              builds a session) -> (W + 1) x the largest graph, x SESSION_FACTOR; plus the head
-              (and per-depth heads) when pruning or tracing keeps them resident
+  process     the process's resident memory when the package was opened (interpreter,
+              onnxruntime, tokenizer, anything the app holds)
+  runtime     RUNTIME_OVERHEAD_MB: what onnxruntime allocates once it runs (thread pools,
+              kernels, the shared arena's first chunk)
+  weights     the largest graph x SESSION_FACTOR: weights are memory-mapped external data, and
+              only the computing session touches its pages; plus the head (and per-depth heads)
+              when pruning or tracing keeps them resident
+  sessions    the other W - 1 sessions LayerStream keeps loaded or loading: each holds its
+              graph structure (the .onnx file without its data file) until it runs
   states      every candidate's hidden states [n_i, H], kept between layers, twice (the layer's
               input and output) plus the chunk's padded copy
   activations one chunk inside one layer: C x S x (hidden and MLP widths) + C x heads x S^2
-              (attention scores), x ACTIVATION_FACTOR for the copies onnxruntime's arena holds
+              (attention scores), x ACTIVATION_FACTOR for the copies the shared arena holds
 
-The factors were fitted on measured peaks (docs/BENCHMARKS.md, "Deep model"); the planner picks
+The factors were fitted on measured peaks (scripts/measure_planner.py); the planner picks
 the fastest plan whose estimate fits (prefetch first: W >= 2, then the largest C, then the
 largest W) and reports the estimate so the measured peak can be put beside it.
 """
@@ -29,8 +33,13 @@ from edgekit.errors import MemoryBudgetError
 from edgekit.manifest import Manifest
 
 MIB = 1024 * 1024
-SESSION_FACTOR = 1.0  # resident bytes of a loaded session per byte of graph file
-ACTIVATION_FACTOR = 3.0  # copies of a layer's activations onnxruntime holds at its peak
+# Fitted (non-negative least squares, then rounded up) on 24 measured runs of
+# scripts/measure_planner.py: the Qwen3-0.6B-shaped package (8 x 128 tokens) and the MiniLM
+# cross-encoder (8 and 50 candidates), windows 1-3, chunks 1-50. Fit: 61.8 MiB, 0.155, 0.722;
+# the worst run was 9% above its fitted share. Refit after changing session options.
+RUNTIME_OVERHEAD_MB = 65.0
+SESSION_FACTOR = 0.25  # resident bytes of the computing session per byte of its graph's files
+ACTIVATION_FACTOR = 0.8  # the estimate below, scaled to what the shared arena really holds
 WINDOWS = (1, 2, 3, 4)
 CHUNKS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -64,8 +73,10 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
     graphs = manifest.stream_graphs
     body = graphs[:-1]
     largest = max(graph.bytes for graph in body)
+    structure = max(graph.files[0].bytes for graph in body)  # the .onnx file; its data file is mapped
     heads = sum(g.bytes for g in (graphs[-1], *manifest.graphs_by_role("depth_head"))) if heads_resident else 0
-    weights = (min(window, len(body)) + 1) * largest * SESSION_FACTOR + heads
+    weights = largest * SESSION_FACTOR + heads
+    sessions = (min(window, len(body)) - 1) * structure
     size = _itemsize(manifest)
     hidden = manifest.hidden_size
     longest = max(lengths)
@@ -77,7 +88,7 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
     activations = chunk * longest * (width + 3 * attention_heads * longest) * size * ACTIVATION_FACTOR
     if manifest.embedding_table is not None:  # the gathered rows of one chunk
         activations += chunk * longest * manifest.embedding_table.shape[1] * size
-    return {"process": process_mb, "weights": weights / MIB, "states": states / MIB,
+    return {"process": process_mb, "runtime": RUNTIME_OVERHEAD_MB, "weights": weights / MIB, "sessions": sessions / MIB, "states": states / MIB,
             "activations": activations / MIB}
 
 

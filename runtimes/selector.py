@@ -117,6 +117,9 @@ class Selector:
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
+        # The planner's "process" part: memory held before any pass. Measured now, not per call:
+        # after a pass the allocator keeps freed pages, which the next pass reuses.
+        self._process_mb = current_rss_mb()
 
     def rank(self, query: str, candidates: Sequence[str], top_k: int = 10, prune: str | float | None = None,
              order: str = "default", trace: bool = False, instruction: str | None = None) -> Ranking:
@@ -186,7 +189,7 @@ class Selector:
         if self.memory_budget_mb is None:
             return None
         lengths = [len(item.ids) for item in encoded]
-        return plan(self.manifest, lengths, self.memory_budget_mb, current_rss_mb(), heads_resident)
+        return plan(self.manifest, lengths, self.memory_budget_mb, self._process_mb, heads_resident)
 
     def _encode(self, query: str, texts: list[str], instruction: str | None) -> tuple[list[EncodedText], int | None]:
         if self.manifest.task == "rerank":

@@ -30,7 +30,7 @@ def test_estimates_grow_with_window_and_chunk(tiny_cross_package: Path) -> None:
         assert _total(manifest, window + 1, 4) > _total(manifest, window, 4)
     assert _total(manifest, 2, 8) > _total(manifest, 2, 4) > _total(manifest, 2, 1)
     parts = estimate(manifest, LENGTHS, 2, 4, 100.0)
-    assert set(parts) == {"process", "weights", "states", "activations"} and parts["process"] == 100.0
+    assert set(parts) == {"process", "runtime", "weights", "sessions", "states", "activations"} and parts["process"] == 100.0
 
 
 def test_plan_takes_the_fastest_option_that_fits(tiny_cross_package: Path) -> None:

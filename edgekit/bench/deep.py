@@ -3,7 +3,7 @@ count, width and vocabulary) streamed by edgekit against the whole model in one 
 graph, each variant in its own process, the same prompts and candidates for all.
 
 Variants: onnx-monolithic (the baseline), edgekit (window 2, no pruning), edgekit-budget (the
-planner with --memory-budget = `budget_share` x the baseline's measured peak). Reported per
+planner under --memory-budget = each of `budget_shares` x the baseline's measured peak). Reported per
 variant: median latency and peak RSS as ratios of the baseline's, and the max abs score
 difference and top-K agreement against the baseline's scores.
 
@@ -40,7 +40,7 @@ class DeepBench:
     queries: int = 2
     repeat: int = 2
     threads: int = 2
-    budget_share: float = 0.25
+    budget_shares: tuple[float, ...] = (0.25, 0.09)
     work: Path = cache_dir() / "bench" / "deep"
 
 
@@ -106,10 +106,13 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None)
                            config.threads)
     progress("edgekit")
     streamed = run_variant(VARIANT_MODULE, ["--variant", "edgekit", *common], config.threads)
-    budget = round(config.budget_share * baseline["peak_rss_mb"], 1)
-    progress(f"edgekit-budget ({budget} MiB)")
-    budgeted = run_variant(VARIANT_MODULE, ["--variant", "edgekit-budget", *common, "--memory-budget", str(budget)],
-                           config.threads)
+    budgeted = []
+    for share in config.budget_shares:
+        budget = round(share * baseline["peak_rss_mb"], 1)
+        progress(f"edgekit-budget ({budget} MiB)")
+        result = run_variant(VARIANT_MODULE, ["--variant", "edgekit-budget", *common, "--memory-budget", str(budget)],
+                             config.threads)
+        budgeted.append({**result, "variant": f"edgekit-budget-{share:g}", "budget_mb": budget, "share": share})
     from edgekit.manifest import Manifest
 
     manifest = Manifest.load(package)
@@ -119,8 +122,9 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None)
                   "vocab": manifest.embedding_table.shape[0] if manifest.embedding_table else None,
                   "package_mb": round(manifest.total_bytes / 2**20, 1),
                   "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)},
-        "budget_mb": budget,
-        "variants": [_summary(r, baseline, config.top_k) for r in (baseline, streamed, budgeted)],
+        "variants": [_summary(r, baseline, config.top_k) for r in (baseline, streamed, *budgeted)],
+        "budgets": [{"share": r["share"], "budget_mb": r["budget_mb"], "peak_rss_mb": r["peak_rss_mb"],
+                     "plan": r["stats"]["plan"]} for r in budgeted],
     }
 
 
@@ -143,11 +147,13 @@ def markdown(report: dict[str, Any], command: str) -> str:
     for v in report["variants"]:
         lines.append(f"| {v['name']} | {v['latency_ms']:.0f} ms | {v['latency_ratio']:.2f}x | {v['peak_rss_mb']:.0f} MiB | "
                      f"{v['peak_ratio']:.3f}x | {v['max_abs_diff']:.2g} | {v['top_k_agreement']:.3f} |")
-    budgeted = report["variants"][-1]
-    plan = (budgeted.get("stats") or {}).get("plan") or {}
-    lines += ["", (f"Memory budget for `edgekit-budget`: {report['budget_mb']:.0f} MiB ({cfg['budget_share']:.0%} of the "
-                   f"baseline's peak). The planner chose window {plan.get('window')}, chunk {plan.get('chunk')} "
-                   f"(estimated peak {plan.get('estimated_peak_mb')} MiB: {plan.get('parts_mb')}); measured peak "
-                   f"{budgeted['peak_rss_mb']:.0f} MiB = {budgeted['peak_rss_mb'] / report['budget_mb']:.2f}x the budget."),
-              "<!-- bench:select-deep:end -->", ""]
+    lines += ["", "| memory budget | planner's choice | estimated peak (parts, MiB) | measured peak | measured / budget |",
+              "|---|---|---|---|---|"]
+    for row in report["budgets"]:
+        plan = row["plan"]
+        parts = ", ".join(f"{name} {value:.0f}" for name, value in plan["parts_mb"].items())
+        lines.append(f"| {row['budget_mb']:.0f} MiB ({row['share']:.0%} of the baseline's peak) | window {plan['window']}, "
+                     f"chunk {plan['chunk']} | {plan['estimated_peak_mb']:.0f} ({parts}) | {row['peak_rss_mb']:.0f} MiB | "
+                     f"{row['peak_rss_mb'] / row['budget_mb']:.2f}x |")
+    lines += ["<!-- bench:select-deep:end -->", ""]
     return "\n".join(lines)
