@@ -279,7 +279,7 @@ def bench_select(
                          split=split, target_agreement=target_agreement, queries=queries,
                          variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
     report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    command = "edgekit bench " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "select"] else sys.argv[1:])
+    command = "edgekit " + " ".join(sys.argv[1:])
     heading = title or f"Selection: {report['workload']['family']} {report['workload']['task']} package"
     section = select_report.markdown(report, command, heading)
     stdout.print(section)
@@ -304,6 +304,7 @@ def bench_select_deep(
     budget_shares: str = typer.Option("0.25,0.09", "--budget-shares",
                                       help="edgekit-budget runs: budgets as shares of the baseline's peak."),
     work: Path = typer.Option(None, "--work", help="Where the model, package and graph are cached."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (every variant)."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
@@ -319,8 +320,13 @@ def bench_select_deep(
         raise InvalidArgumentError(f"--budget-shares {budget_shares!r}: expected comma-separated numbers") from None
     if min(candidates, tokens, top_k, queries, repeat, threads) < 1 or not all(0 < x <= 1 for x in shares):
         raise InvalidArgumentError("counts must be >= 1 and every budget share in (0, 1]")
+    if provider not in ("cpu", "cuda"):
+        raise InvalidArgumentError(f"--provider {provider!r}: use cpu or cuda")
+    from edgekit.runtimes.backend import OrtBackend
+
+    OrtBackend(provider)  # an unavailable provider is a one-line error here, not a failed child
     options = {"work": work} if work is not None else {}
-    config = deep.DeepBench(candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
+    config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
                             threads=threads, budget_shares=shares, **options)
     report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
     section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))

@@ -41,6 +41,7 @@ class DeepBench:
     repeat: int = 2
     threads: int = 2
     budget_shares: tuple[float, ...] = (0.25, 0.09)
+    provider: str = "cpu"
     work: Path = cache_dir() / "bench" / "deep"
 
 
@@ -91,6 +92,8 @@ def _summary(result: dict[str, Any], baseline: dict[str, Any], top_k: int) -> di
         "max_abs_diff": max(diffs),
         "top_k_agreement": float(np.mean(agree)),
         "stats": result.get("stats"),
+        "device_peak_mb": result.get("device_peak_mb"),
+        "gpu": result.get("gpu"),
     }
 
 
@@ -100,7 +103,7 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None)
     data.write_text("".join(json.dumps({"query": e.query, "candidates": e.candidates}) + "\n"
                             for e in examples(config)), encoding="utf-8")
     common = ["--package", str(package), "--data", str(data), "--top-k", str(config.top_k),
-              "--repeat", str(config.repeat)]
+              "--repeat", str(config.repeat), "--provider", config.provider]
     progress("onnx-monolithic")
     baseline = run_variant(VARIANT_MODULE, ["--variant", "onnx-monolithic", *common, "--graph", str(graph)],
                            config.threads)
@@ -133,8 +136,12 @@ def markdown(report: dict[str, Any], command: str) -> str:
     from edgekit.bench.select_report import _cpu
 
     cfg, model = report["config"], report["model"]
-    lines = ["<!-- bench:select-deep:start -->", "## Deep model: Qwen3-0.6B-shaped reranker, streamed vs one graph", "",
-             f"`{command}` · {_cpu()} · {cfg['threads']} threads per variant, each variant in its own process",
+    marker = "select-deep" if cfg["provider"] == "cpu" else f"select-deep-{cfg['provider']}"
+    lines = [f"<!-- bench:{marker}:start -->",
+             f"## Deep model: Qwen3-0.6B-shaped reranker, streamed vs one graph ({cfg['provider']})", "",
+             f"`{command}` · {_cpu()} · provider {cfg['provider']}"
+             + (f" ({report['variants'][0]['gpu']})" if report["variants"][0].get("gpu") else "")
+             + f" · {cfg['threads']} threads per variant, each variant in its own process",
              "",
              (f"Random weights in the Qwen3-Reranker-0.6B shape ({model['layers']} layers, hidden {model['hidden']}, "
               f"vocabulary {model['vocab']}); package {model['package_mb']} MiB fp32, largest graph "
@@ -147,6 +154,11 @@ def markdown(report: dict[str, Any], command: str) -> str:
     for v in report["variants"]:
         lines.append(f"| {v['name']} | {v['latency_ms']:.0f} ms | {v['latency_ratio']:.2f}x | {v['peak_rss_mb']:.0f} MiB | "
                      f"{v['peak_ratio']:.3f}x | {v['max_abs_diff']:.2g} | {v['top_k_agreement']:.3f} |")
+    base_device = report["variants"][0].get("device_peak_mb")
+    if base_device:
+        lines += ["", "Peak device memory (nvidia-smi, per process): " + "; ".join(
+            f"{v['name']} {v['device_peak_mb']:.0f} MiB ({v['device_peak_mb'] / base_device:.2f}x)"
+            for v in report["variants"] if v.get("device_peak_mb"))]
     lines += ["", "| memory budget | planner's choice | estimated peak (parts, MiB) | measured peak | measured / budget |",
               "|---|---|---|---|---|"]
     for row in report["budgets"]:
@@ -155,5 +167,5 @@ def markdown(report: dict[str, Any], command: str) -> str:
         lines.append(f"| {row['budget_mb']:.0f} MiB ({row['share']:.0%} of the baseline's peak) | window {plan['window']}, "
                      f"chunk {plan['chunk']} | {plan['estimated_peak_mb']:.0f} ({parts}) | {row['peak_rss_mb']:.0f} MiB | "
                      f"{row['peak_rss_mb'] / row['budget_mb']:.2f}x |")
-    lines += ["<!-- bench:select-deep:end -->", ""]
+    lines += [f"<!-- bench:{marker}:end -->", ""]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Child process of `edgekit bench select-deep`: one variant, one JSON line out.
 
     python -m edgekit.bench.deep_variant --variant edgekit --package PKG --data Q.jsonl --top-k 5 \
-        [--graph MONO/model.onnx] [--memory-budget MB] [--plan-only] --threads 2
+        [--graph MONO/model.onnx] [--memory-budget MB] [--provider cpu|cuda] --threads 2
 
 Variants:
   onnx-monolithic   the whole model as one ONNX graph (one session with onnxruntime's default
@@ -11,7 +11,8 @@ Variants:
   edgekit-budget    the streamed package with --memory-budget MB: the planner picks W and C
 
 Each query is run once untimed (warm-up) and then timed `--repeat` times; the scores of the
-last run are printed so the parent can compare variants. Peak RSS is VmHWM at exit.
+last run are printed so the parent can compare variants. Peak RSS is VmHWM at exit; with
+`--provider cuda` the process's peak device memory is sampled from nvidia-smi.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
 import edgekit
+from edgekit.bench.device_memory import DeviceMemorySampler
 from edgekit.dataset import read_examples
 from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb
@@ -31,7 +34,7 @@ from edgekit.measure import peak_rss_mb
 VARIANTS = ("onnx-monolithic", "edgekit", "edgekit-budget")
 
 
-def _monolithic(manifest: Manifest, graph: str, threads: int) -> Any:
+def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> Any:
     import onnxruntime as ort
 
     from edgekit.runtimes.text import TextEncoder
@@ -40,7 +43,12 @@ def _monolithic(manifest: Manifest, graph: str, threads: int) -> Any:
     options = ort.SessionOptions()  # onnxruntime's defaults: what an app gets
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    from edgekit.runtimes.backend import PROVIDERS
+
+    providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
+    session = ort.InferenceSession(graph, options, providers=providers)
+    if session.get_providers()[0] != PROVIDERS[provider]:
+        raise SystemExit(f"onnxruntime could not start {PROVIDERS[provider]} for the monolithic graph")
 
     def score(query: str, candidates: list[str]) -> np.ndarray:
         encoded = encoder.encode_pairs(query, candidates)
@@ -65,15 +73,16 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=float)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--provider", default="cpu")
     args = parser.parse_args()
     manifest = Manifest.load(args.package)
     examples = read_examples(args.data)
     result: dict[str, Any] = {"variant": args.variant}
     if args.variant == "onnx-monolithic":
-        scorer = _monolithic(manifest, args.graph, args.threads)
+        scorer = _monolithic(manifest, args.graph, args.threads, args.provider)
     else:
         budget = args.memory_budget if args.variant == "edgekit-budget" else None
-        selector = edgekit.load(args.package, threads=args.threads, memory_budget_mb=budget)
+        selector = edgekit.load(args.package, threads=args.threads, memory_budget_mb=budget, provider=args.provider)
 
         def scorer(query: str, candidates: list[str]) -> np.ndarray:
             ranking = selector.rank(query, candidates, top_k=len(candidates))
@@ -84,15 +93,17 @@ def main() -> None:
             return scores
 
     latencies, scores = [], []
-    for example in examples:
-        scorer(example.query, example.candidates)  # warm-up
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            last = scorer(example.query, example.candidates)
-            latencies.append((time.perf_counter() - started) * 1000)
-        scores.append(last.tolist())
+    with DeviceMemorySampler() if args.provider == "cuda" else nullcontext() as sampler:
+        for example in examples:
+            scorer(example.query, example.candidates)  # warm-up
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                last = scorer(example.query, example.candidates)
+                latencies.append((time.perf_counter() - started) * 1000)
+            scores.append(last.tolist())
     result.update(latency_ms=float(np.median(latencies)), latencies_ms=latencies, scores=scores,
-                  peak_rss_mb=peak_rss_mb())
+                  peak_rss_mb=peak_rss_mb(), provider=args.provider,
+                  device_peak_mb=getattr(sampler, "peak_mb", None), gpu=getattr(sampler, "gpu_name", None))
     print(json.dumps(result))
 
 
