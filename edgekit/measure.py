@@ -8,6 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 
+def _status_mib(field: str) -> float | None:
+    """A `kB` line of /proc/self/status (e.g. "VmHWM"), in MiB; None where there is none."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_mb() -> float | None:
     """This process's peak resident set size so far, in MiB (None where the OS can't say).
 
@@ -15,13 +27,9 @@ def peak_rss_mb() -> float | None:
     On Linux it reads VmHWM from /proc/self/status: `getrusage` maxrss is inherited across
     vfork + exec, so a child started by `subprocess` would report at least its parent's peak.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:  # Windows
@@ -33,14 +41,7 @@ def peak_rss_mb() -> float | None:
 
 def current_rss_mb() -> float:
     """This process's resident memory now (VmRSS), in MiB; 0.0 where the OS cannot say."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0.0
+    return _status_mib("VmRSS") or 0.0
 
 
 @contextmanager

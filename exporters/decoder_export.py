@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
+from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
 from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import (
     check_parity,
@@ -39,14 +39,7 @@ from edgekit.exporters.source import SourceInfo
 from edgekit.manifest import GraphSpec, Manifest, PromptSpec, RotarySpec, Scoring, TokenizerSpec
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
 
-Progress = Callable[[str, int, int], None]
-
-EXAMPLE_QUERY = "how do I read a file line by line"
-EXAMPLE_DOCUMENTS = (
-    "Open the file and iterate over it: each iteration yields one line.",
-    "Sorting a list in place.",
-    "The quick brown fox jumps over the lazy dog " * 40,  # long: exercises truncation
-)
+EXAMPLE_DOCUMENTS = EXAMPLE_CANDIDATES  # the same texts the encoder exporter checks with
 TOLERANCE = 1e-4  # fp32 graphs vs torch, relative to max(1, |output|)
 FP16_TOLERANCE = 2e-2
 DEFAULT_MAX_LENGTH = 8192  # the Qwen3-Reranker model card's
