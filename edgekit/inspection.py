@@ -16,8 +16,9 @@ def _mib(size: float) -> str:
 
 
 def resident_weight_bytes(manifest: Manifest, window: int) -> int:
-    """The most graph bytes resident at once when streaming with `window` graphs."""
-    sizes = [graph.bytes for graph in manifest.graphs]
+    """The most graph bytes mapped at once when streaming with `window` graphs (an upper bound:
+    weights are memory-mapped, and only the computing graph's pages are read)."""
+    sizes = [graph.bytes for graph in manifest.stream_graphs]
     if window >= len(sizes):
         return sum(sizes)
     return max(sum(sizes[i : i + window]) for i in range(len(sizes) - window + 1))
@@ -31,6 +32,10 @@ def describe(directory: str | Path) -> Group:
         f"format v{manifest.format_version}\n"
         f"source {manifest.source.get('path', '?')} · scoring {manifest.scoring.kind} · "
         f"parity (chained) {manifest.parity.get('chained_max_abs_diff', 'n/a')}"
+        + (f"\nprompt: {manifest.padding_side} padding, instruction {manifest.prompt.instruction!r}"
+           if manifest.prompt else "")
+        + (f"\nper-depth heads at depths {[g.index for g in manifest.graphs_by_role('depth_head')]}"
+           if manifest.graphs_by_role("depth_head") else "")
     )
     graphs = Table(title="graphs (execution order)")
     for column in ("#", "name", "role", "size", "inputs", "outputs"):
@@ -48,8 +53,9 @@ def describe(directory: str | Path) -> Group:
                   f"only the rows of a batch's tokens are read\n" if table else "")
     memory = Text(
         f"total {_mib(manifest.total_bytes)} on disk\n{table_line}"
-        f"weights resident while streaming: window 1 {_mib(resident_weight_bytes(manifest, 1))}, "
-        f"window 2 {_mib(resident_weight_bytes(manifest, 2))}, all {_mib(resident_weight_bytes(manifest, 10**9))}\n"
+        f"weights mapped while streaming (only the computing graph's pages are read): window 1 "
+        f"{_mib(resident_weight_bytes(manifest, 1))}, window 2 {_mib(resident_weight_bytes(manifest, 2))}, "
+        f"all {_mib(resident_weight_bytes(manifest, 10**9))}\n"
         f"hidden states kept between layers: {_mib(hidden_per_candidate)} per candidate at max length "
         f"(x2 while a layer runs), plus one chunk's activations inside a layer"
     )

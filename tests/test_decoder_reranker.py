@@ -78,6 +78,9 @@ def test_export_writes_a_decoder_package(qwen3_package: Path) -> None:
     layer_inputs = [spec.name for spec in manifest.graphs_by_role("layer")[0].inputs]
     assert layer_inputs == ["hidden_states", "attention_bias", "cos", "sin"]
     assert manifest.parity["chained_max_abs_diff"] <= 1e-4 and manifest.embedding_table is not None
+    assert all(len(graph.files) == 2 for graph in manifest.graphs_by_role("layer"))  # .onnx + its mapped data
+    inspected = CliRunner().invoke(app, ["inspect", str(qwen3_package)])
+    assert inspected.exit_code == 0 and "left padding" in inspected.stdout and "layer_002" in inspected.stdout
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 16])
