@@ -110,7 +110,6 @@ def plan(manifest: Manifest, lengths: Sequence[int], budget_mb: float, process_m
         parts = ", ".join(f"{name} {value:.0f}" for name, value in smallest[3].items())
         raise MemoryBudgetError(
             f"memory budget {budget_mb:.0f} MiB is below the smallest plan (window {smallest[1]}, chunk {smallest[2]} "
-            f"needs ~{smallest[0]:.0f} MiB: {parts}); raise --memory-budget, pass fewer or shorter candidates, "
-            "or export with --dtype fp16")
+            f"needs ~{smallest[0]:.0f} MiB: {parts}); raise --memory-budget or pass fewer or shorter candidates")
     total, window, chunk, parts = max(fitting, key=lambda option: (option[1] >= 2, option[2], option[1]))
     return Plan(window, chunk, round(total, 1), budget_mb, {k: round(v, 1) for k, v in parts.items()})
