@@ -6,6 +6,9 @@ The runtime API imports no torch::
     selector = edgekit.load("pkg", window=2, chunk=None, provider="cpu")
     for result in selector.rank("query", ["candidate a", "candidate b"], top_k=1):
         print(result.index, result.score, result.text)
+
+    video = edgekit.load("svd-pkg")            # a video package gives a VideoPipeline
+    frames = video.generate("in.png", num_frames=4, steps=2, seed=0)   # [F, H, W, 3] in [0, 1]
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from edgekit.runtimes.selector import Selector
+    from edgekit.runtimes.video import VideoPipeline
 
 
 def load(directory: str, window: int | None = None, chunk: int | None = None, provider: str = "cpu",
-         threads: int | None = None, memory_budget_mb: float | None = None) -> Selector:
-    """Open an edge package for ranking.
+         threads: int | None = None, memory_budget_mb: float | None = None) -> Selector | VideoPipeline:
+    """Open an edge package: a Selector for ranking packages, a VideoPipeline for video ones.
 
     window: graphs resident at once (>= 1; None: 2 = one computing, one loading).
     chunk: candidates per run inside a graph (None: the default, 16).
@@ -28,12 +32,24 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     memory_budget_mb: let the planner choose window and chunk per call so the process's
     estimated peak stays within this many MiB (MemoryBudgetError when no plan fits); the
     chosen plan is in `ranking.stats.plan`. Not combinable with window/chunk.
+    Video packages take window, provider and threads (chunk and memory_budget_mb are ranking
+    options; the decode chunk is a `generate` argument).
     """
-    from edgekit.manifest import Manifest
+    from edgekit.errors import InvalidArgumentError
     from edgekit.runtimes.backend import OrtBackend
+    from edgekit.video_manifest import VideoManifest, load_any
+
+    manifest = load_any(directory)
+    if isinstance(manifest, VideoManifest):
+        from edgekit.runtimes.video import VideoPipeline
+
+        if chunk is not None or memory_budget_mb is not None:
+            raise InvalidArgumentError("chunk and memory_budget_mb are ranking options; for a video package "
+                                       "pass decode_chunk to generate()")
+        return VideoPipeline(manifest, OrtBackend(provider, threads), window=window)
     from edgekit.runtimes.selector import Selector
 
-    return Selector(Manifest.load(directory), OrtBackend(provider, threads), window=window, chunk=chunk,
+    return Selector(manifest, OrtBackend(provider, threads), window=window, chunk=chunk,
                     memory_budget_mb=memory_budget_mb)
 
 

@@ -50,14 +50,24 @@ def _progress(enabled: bool) -> Progress:
 
 
 def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> Any:
-    """Run the exporter with a rich progress bar on stderr (when `show`)."""
+    """Run the exporter with a rich progress bar on stderr (when `show`). `task="video"` runs the
+    video exporter (exporters/video_svd.py: only `overwrite` applies), anything else the ranking one."""
     from edgekit.errors import MissingDependencyError
 
     try:
-        from edgekit.exporters.encoder_export import export_model
+        if options.get("task") == "video":
+            from edgekit.exporters.video_svd import export_svd
+
+            options = {"overwrite": options.get("overwrite", False)}
+
+            def export_model(source: str, out: Path, progress: Any, **kwargs: Any) -> Any:
+                return export_svd(source, out, progress=progress, **kwargs)
+        else:
+            from edgekit.exporters.encoder_export import export_model
     except ImportError as error:
+        extra = "export,video" if options.get("task") == "video" else "export"
         raise MissingDependencyError(
-            f"export needs the export extra ({error.name} is missing); pip install 'edgekit[export]'"
+            f"export needs the {extra} extra ({error.name} is missing); pip install 'edgekit[{extra}]'"
         ) from None
     with _progress(show and stderr.is_terminal) as bar:
         task = bar.add_task("exporting", total=None)
@@ -73,7 +83,8 @@ def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> 
 def export(
     source: str = typer.Argument(..., help="Checkpoint directory or hub id."),
     out: Path = typer.Option(..., "--out", help="Package directory to write."),
-    task: str = typer.Option(None, "--task", help="rerank (cross-encoder) or select (bi-encoder); inferred if omitted."),
+    task: str = typer.Option(None, "--task", help="rerank (cross-encoder), select (bi-encoder) or video "
+                             "(a diffusers Stable Video Diffusion directory); inferred if omitted."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, or fp16 (half-size graphs and table; parity vs fp32 torch ≤ 2e-2)."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
@@ -81,6 +92,16 @@ def export(
                                     help="Decoder rerankers: the default instruction stored in the package."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package."""
+    if task == "video":
+        from edgekit.errors import InvalidArgumentError
+
+        if dtype != "fp32" or max_length is not None or instruction is not None:
+            raise InvalidArgumentError("--task video exports fp32 graphs and takes no --max-length or --instruction")
+        manifest = export_with_progress(source, out, show=True, task=task, overwrite=force)
+        stdout.print(f"wrote {out} (video, {manifest.family}, {len(manifest.graphs)} graphs, "
+                     f"{manifest.total_bytes / 2**20:.1f} MiB, chained UNet parity "
+                     f"{manifest.parity['unet_chained_max_abs_diff']:.2g})")
+        return
     manifest = export_with_progress(source, out, show=True, task=task, dtype=dtype, max_length=max_length,
                                     overwrite=force, instruction=instruction)
     stdout.print(f"wrote {out} ({manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
@@ -91,8 +112,9 @@ def export(
 @user_errors
 def run(
     package: Path = typer.Argument(..., help="Package directory."),
-    query: str = typer.Option(..., "--query", help="The query text."),
-    candidates: Path = typer.Option(..., "--candidates", help=".txt (one per line) or .jsonl ({\"text\": ...})."),
+    query: str = typer.Option(None, "--query", help="Ranking packages: the query text."),
+    candidates: Path = typer.Option(None, "--candidates",
+                                    help="Ranking packages: .txt (one per line) or .jsonl ({\"text\": ...})."),
     top_k: int = typer.Option(10, "--top-k", help="How many candidates to return."),
     window: int = typer.Option(None, "--window", help="Graphs resident at once (>= 1; default 2)."),
     chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
@@ -106,11 +128,41 @@ def run(
     memory_budget: float = typer.Option(None, "--memory-budget",
                                         help="MiB the process may peak at; the planner picks window and chunk."),
     show_plan: bool = typer.Option(False, "--plan", help="With --memory-budget: print the plan, don't run."),
+    image: Path = typer.Option(None, "--image", help="Video packages: the input image (RGB PNG/JPEG)."),
+    frames: int = typer.Option(None, "--frames", help="Video packages: frames to generate (default: the package's)."),
+    steps: int = typer.Option(None, "--steps", help="Video packages: denoising steps (default: the package's)."),
+    out: Path = typer.Option(None, "--out", help="Video packages: the animated GIF to write (PNG frames beside it)."),
+    height: int = typer.Option(None, "--height", help="Video packages: output height (default: the package's)."),
+    width: int = typer.Option(None, "--width", help="Video packages: output width (default: the package's)."),
+    decode_chunk: int = typer.Option(None, "--decode-chunk",
+                                     help="Video packages: frames per VAE decoder call (default: all; "
+                                          "smaller saves memory, approximate)."),
+    seed: int = typer.Option(0, "--seed", help="Video packages: random seed."),
 ) -> None:
-    """Rank candidates against a query with an exported package."""
+    """Rank candidates against a query, or (video packages) generate a video from an image."""
     import edgekit
-    from edgekit.candidates import read_candidates
     from edgekit.errors import InvalidArgumentError
+    from edgekit.video_manifest import VideoManifest, load_any
+
+    video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
+                     "--width": width, "--decode-chunk": decode_chunk}
+    if isinstance(load_any(package), VideoManifest):
+        ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
+                           "--memory-budget": memory_budget, "--instruction": instruction}
+        given = [name for name, value in ranking_options.items() if value is not None]
+        if given or show_plan or prune != "exact" or order != "default" or top_k != 10:
+            raise InvalidArgumentError(f"{package} is a video package; ranking options "
+                                       f"({', '.join(given) or '--plan/--prune/--order/--top-k'}) do not apply")
+        run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
+                  decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
+                  as_json=as_json)
+        return
+    given = [name for name, value in video_options.items() if value is not None]
+    if given:
+        raise InvalidArgumentError(f"{package} is a ranking package; {', '.join(given)} are for video packages")
+    if query is None or candidates is None:
+        raise InvalidArgumentError("ranking needs --query and --candidates (see `edgekit run --help`)")
+    from edgekit.candidates import read_candidates
 
     if show_plan and memory_budget is None:
         raise InvalidArgumentError("--plan shows what --memory-budget would choose; pass --memory-budget MB too")
@@ -123,6 +175,40 @@ def run(
         return
     ranking = selector.rank(query, texts, top_k=top_k, prune=prune, order=order, instruction=instruction)
     print_ranking(ranking, as_json)
+
+
+def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
+              height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
+              provider: str, threads: int | None, as_json: bool) -> None:
+    """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
+    import edgekit
+    from edgekit.errors import InvalidArgumentError
+    from edgekit.runtimes.video.images import save_video
+
+    if image is None:
+        raise InvalidArgumentError("video packages need --image IN.png (the first frame to animate)")
+    if out is None:
+        raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
+    if out.suffix.lower() != ".gif":
+        raise InvalidArgumentError(f"--out {out} must end with .gif (PNG frames go to {out.stem}_frames/)")
+    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads)
+    with _progress(not as_json and stderr.is_terminal) as bar:
+        task = bar.add_task("generating", total=None)
+        video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
+                                  decode_chunk=decode_chunk,
+                                  progress=lambda message, done, total: bar.update(task, description=message,
+                                                                                   completed=done, total=total))
+    gif, pngs = save_video(video, out, fps=pipeline.manifest.conditioning.fps)
+    stats = pipeline.stats.to_dict()
+    if as_json:
+        typer.echo(json.dumps({"gif": str(gif), "frames_dir": str(pngs[0].parent), "frames": len(pngs),
+                               "stats": stats}))
+        return
+    rss = f"{stats['peak_rss_mb']:.0f} MiB" if stats["peak_rss_mb"] is not None else "n/a"
+    stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
+                 f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
+                 f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "
+                 f"{stats['max_resident_graphs']} · decode chunk {stats['decode_chunk']}")
 
 
 def print_ranking(ranking: Any, as_json: bool) -> None:
@@ -205,9 +291,9 @@ def inspect(package: Path = typer.Argument(..., help="Package directory.")) -> N
 @user_errors
 def verify(package: Path = typer.Argument(..., help="Package directory.")) -> None:
     """Re-hash every file of a package; exit 2 naming each file that fails."""
-    from edgekit.manifest import Manifest
+    from edgekit.video_manifest import load_any
 
-    manifest = Manifest.load(package)
+    manifest = load_any(package)
     manifest.verify()
     stdout.print(f"ok: {len(manifest.files())} files verified in {package}")
 

@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 
 TASKS = ("rerank", "select")
+VIDEO_TASK = "video"  # image-to-video diffusion packages: VideoManifest (docs/VIDEO.md)
 PADDING_SIDES = ("right", "left")
 DTYPES = ("fp32", "fp16")
 
@@ -218,36 +219,16 @@ class Manifest:
         """Read and check a package: format, version, and that every listed file exists with
         its recorded size. Hashes are checked by `verify()` (they cost a full read)."""
         root = Path(directory)
-        if not root.exists():
-            raise PackageNotFoundError(f"package directory {root} does not exist; export one with `edgekit export`")
-        path = root / MANIFEST_FILE
-        if not root.is_dir() or not path.is_file():
-            raise NotAPackageError(
-                f"{root} is not an edgekit package (no {MANIFEST_FILE}); point at a directory written by `edgekit export`"
-            )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise NotAPackageError(f"{path} is not readable JSON ({error}); re-export the package") from None
-        manifest = Manifest.from_dict(data, root)
-        missing = [entry.file for entry in manifest.files() if not (root / entry.file).is_file()]
-        if missing:
-            raise IntegrityError(f"package {root} is missing {', '.join(missing)}; re-export it", missing)
-        resized = [entry.file for entry in manifest.files() if (root / entry.file).stat().st_size != entry.bytes]
-        if resized:
-            raise IntegrityError(f"package {root}: size changed for {', '.join(resized)}; re-export it", resized)
+        manifest = Manifest.from_dict(read_manifest_data(root), root)
+        check_present(root, manifest.files())
         return manifest
 
     @staticmethod
     def from_dict(data: dict[str, Any], root: Path) -> Manifest:
-        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise NotAPackageError(f"{root / MANIFEST_FILE} is not an {FORMAT_NAME} manifest; re-export the package")
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"package format version {version!r} is not supported (this edgekit reads version {FORMAT_VERSION}); "
-                "re-export the package with this edgekit or install the matching edgekit release"
-            )
+        check_format(data, root)
+        if data.get("task") == VIDEO_TASK:
+            raise NotAPackageError(f"{root} is a video package, not a ranking one; open it with edgekit.load() "
+                                   "or `edgekit run PKG --image ...`")
         try:
             tokenizer = known(TokenizerSpec, data["tokenizer"])
             tokenizer["files"] = tuple(_file_entry(entry) for entry in tokenizer["files"])
@@ -315,16 +296,10 @@ class Manifest:
 
     # --- writing -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.pop("root")
-        ordered = {"format": data.pop("format"), "format_version": data.pop("format_version")}
-        ordered.update(data)
-        return ordered
+        return manifest_dict(self)
 
     def save(self, directory: Path) -> Path:
-        path = directory / MANIFEST_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return save_manifest(self, directory)
 
     # --- integrity -----------------------------------------------------------------------
     def files(self) -> list[FileEntry]:
@@ -336,13 +311,7 @@ class Manifest:
 
     def verify(self) -> None:
         """Re-hash every listed file; raise IntegrityError naming each file that fails."""
-        bad: list[str] = []
-        for entry in self.files():
-            path = self.root / entry.file
-            if not path.is_file() or path.stat().st_size != entry.bytes or sha256_file(path) != entry.sha256:
-                bad.append(entry.file)
-        if bad:
-            raise IntegrityError(f"package {self.root}: hash mismatch for {', '.join(bad)}; re-export it", bad)
+        verify_entries(self.root, self.files())
 
     # --- convenience ---------------------------------------------------------------------
     def graphs_by_role(self, role: str) -> list[GraphSpec]:
@@ -363,3 +332,63 @@ class Manifest:
     @property
     def total_bytes(self) -> int:
         return sum(entry.bytes for entry in self.files())
+
+
+# --- shared helpers (ranking and video manifests) ------------------------------------------
+def manifest_dict(manifest: Any) -> dict[str, Any]:
+    """A manifest dataclass as the JSON object: format and version first, `root` left out."""
+    data = dataclasses.asdict(manifest)
+    data.pop("root")
+    ordered = {"format": data.pop("format"), "format_version": data.pop("format_version")}
+    ordered.update(data)
+    return ordered
+
+
+def save_manifest(manifest: Any, directory: Path) -> Path:
+    path = directory / MANIFEST_FILE
+    path.write_text(json.dumps(manifest_dict(manifest), indent=2) + "\n", encoding="utf-8")
+    return path
+
+def read_manifest_data(root: Path) -> Any:
+    """The parsed JSON of `root/manifest.json`; typed errors for a missing or unreadable one."""
+    if not root.exists():
+        raise PackageNotFoundError(f"package directory {root} does not exist; export one with `edgekit export`")
+    path = root / MANIFEST_FILE
+    if not root.is_dir() or not path.is_file():
+        raise NotAPackageError(
+            f"{root} is not an edgekit package (no {MANIFEST_FILE}); point at a directory written by `edgekit export`"
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise NotAPackageError(f"{path} is not readable JSON ({error}); re-export the package") from None
+
+
+def check_format(data: Any, root: Path) -> None:
+    """Raise unless `data` is an edgekit manifest of the version this runtime reads."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise NotAPackageError(f"{root / MANIFEST_FILE} is not an {FORMAT_NAME} manifest; re-export the package")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise FormatVersionError(
+            f"package format version {version!r} is not supported (this edgekit reads version {FORMAT_VERSION}); "
+            "re-export the package with this edgekit or install the matching edgekit release"
+        )
+
+
+def check_present(root: Path, entries: list[FileEntry]) -> None:
+    """Every listed file exists with its recorded size (hashes: `verify`)."""
+    missing = [entry.file for entry in entries if not (root / entry.file).is_file()]
+    if missing:
+        raise IntegrityError(f"package {root} is missing {', '.join(missing)}; re-export it", missing)
+    resized = [entry.file for entry in entries if (root / entry.file).stat().st_size != entry.bytes]
+    if resized:
+        raise IntegrityError(f"package {root}: size changed for {', '.join(resized)}; re-export it", resized)
+
+
+def verify_entries(root: Path, entries: list[FileEntry]) -> None:
+    bad = [entry.file for entry in entries
+           if not (root / entry.file).is_file() or (root / entry.file).stat().st_size != entry.bytes
+           or sha256_file(root / entry.file) != entry.sha256]
+    if bad:
+        raise IntegrityError(f"package {root}: hash mismatch for {', '.join(bad)}; re-export it", bad)

@@ -1,0 +1,225 @@
+"""The manifest of a video package (task "video", SVD family): graphs, conditioning defaults
+and the scheduler config. docs/VIDEO.md documents it; the shared format rules (format name,
+version, file entries, integrity) are those of `edgekit.manifest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import NotAPackageError
+from edgekit.manifest import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    VIDEO_TASK,
+    FileEntry,
+    GraphSpec,
+    Manifest,
+    check_format,
+    check_present,
+    known,
+    manifest_dict,
+    read_manifest_data,
+    save_manifest,
+    verify_entries,
+)
+
+VIDEO_FAMILIES = ("svd",)
+SCHEDULERS = ("EulerDiscreteScheduler",)
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "original_sample")
+
+
+@dataclass(frozen=True)
+class VideoConditioning:
+    """Shape facts and per-call defaults of an image-to-video package (SVD family).
+
+    Defaults (`num_frames`, `num_inference_steps`, `fps`, `motion_bucket_id`,
+    `noise_aug_strength`, `min_guidance_scale`, `max_guidance_scale`, `height`, `width`,
+    `decode_chunk_size` (None: all frames at once)) are what a run uses when the caller gives
+    none; they are diffusers' StableVideoDiffusionPipeline defaults unless the exporter was told
+    otherwise. Shape facts: `clip_image_size` (the image encoder's fixed input side),
+    `image_mean`/`image_std` (CLIP normalisation), `latent_channels`, `vae_scale_factor`
+    (pixels per latent), `scaling_factor` (latents are divided by it before decoding) and
+    `size_multiple` (height and width must be multiples of it).
+    """
+
+    num_frames: int
+    num_inference_steps: int
+    height: int
+    width: int
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    min_guidance_scale: float
+    max_guidance_scale: float
+    clip_image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    latent_channels: int
+    vae_scale_factor: int
+    scaling_factor: float
+    size_multiple: int
+    decode_chunk_size: int | None = None
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> VideoConditioning:
+        values = known(VideoConditioning, data)
+        values["image_mean"] = tuple(float(x) for x in values["image_mean"])
+        values["image_std"] = tuple(float(x) for x in values["image_std"])
+        return VideoConditioning(**values)
+
+
+# Graph roles of a video package, in execution order. down_block/up_block carry index 0..n-1.
+VIDEO_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "vae_decoder")
+
+
+@dataclass(frozen=True)
+class VideoManifest:
+    """The parsed manifest of an image-to-video package (task "video"); docs/VIDEO.md.
+
+    `graphs`: image_encoder, vae_encoder, time_embedding, down_block 0..n-1, mid_block,
+    up_block 0..n-1, vae_decoder. UNet block graphs exchange named tensors: an output
+    `X_out` replaces the running tensor `X`; outputs `skip_NN` are stored and consumed, once
+    each, by a later up_block listing `skip_NN` as an input. `scheduler` is the diffusers
+    scheduler config (class in `_class_name`); `conditioning` the shape facts and defaults.
+    """
+
+    task: str
+    family: str
+    dtype: str
+    graphs: tuple[GraphSpec, ...]
+    scheduler: dict[str, Any]
+    conditioning: VideoConditioning
+    source: dict[str, Any] = field(default_factory=dict)
+    exporter: dict[str, Any] = field(default_factory=dict)
+    parity: dict[str, Any] = field(default_factory=dict)
+    root: Path = Path(".")
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+
+    @staticmethod
+    def load(directory: str | Path) -> VideoManifest:
+        """Read and check a video package: format, version, consistency, files present with
+        their recorded sizes. Hashes are checked by `verify()`."""
+        root = Path(directory)
+        manifest = VideoManifest.from_dict(read_manifest_data(root), root)
+        check_present(root, manifest.files())
+        return manifest
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], root: Path) -> VideoManifest:
+        check_format(data, root)
+        if data.get("task") != VIDEO_TASK:
+            raise NotAPackageError(f"{root} is a {data.get('task')!r} package, not a video one; "
+                                   "rank with it through `edgekit run PKG --query ...`")
+        try:
+            manifest = VideoManifest(
+                task=data["task"],
+                family=data["family"],
+                dtype=data["dtype"],
+                graphs=tuple(GraphSpec.from_dict(graph) for graph in data["graphs"]),
+                scheduler=dict(data["scheduler"]),
+                conditioning=VideoConditioning.from_dict(data["conditioning"]),
+                source=data.get("source", {}),
+                exporter=data.get("exporter", {}),
+                parity=data.get("parity", {}),
+                root=root,
+            )
+            manifest.check_consistency()
+            return manifest
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.graphs_by_role("down_block"))
+
+    def check_consistency(self) -> None:
+        """Raise ValueError when fields contradict each other or what this runtime can execute."""
+        if self.family not in VIDEO_FAMILIES:
+            raise ValueError(f"video family {self.family!r} is not one of {VIDEO_FAMILIES}")
+        if self.dtype != "fp32":
+            raise ValueError(f"video packages are fp32, not {self.dtype!r}")
+        n = self.num_blocks
+        roles = [graph.role for graph in self.graphs]
+        expected = ["image_encoder", "vae_encoder", "time_embedding", *["down_block"] * n, "mid_block",
+                    *["up_block"] * n, "vae_decoder"]
+        if n < 1 or roles != expected:
+            raise ValueError(f"graph roles {roles} are not image_encoder, vae_encoder, time_embedding, "
+                             "n down blocks, mid_block, n up blocks, vae_decoder (n >= 1)")
+        for role in ("down_block", "up_block"):
+            if [graph.index for graph in self.graphs_by_role(role)] != list(range(n)):
+                raise ValueError(f"{role} graphs are not in order 0..{n - 1}")
+        produced: list[str] = []
+        for graph in self.graphs:
+            if graph.role == "down_block":
+                produced += [spec.name for spec in graph.outputs if spec.name.startswith("skip_")]
+        consumed: list[str] = []
+        for graph in self.graphs_by_role("up_block"):
+            needs = [spec.name for spec in graph.inputs if spec.name.startswith("skip_")]
+            if any(name not in produced or name in consumed for name in needs):
+                raise ValueError(f"{graph.name} takes skips {needs} that no down block produced or that are "
+                                 "already consumed")
+            consumed += needs
+        if sorted(consumed) != sorted(produced):
+            raise ValueError(f"skip connections {sorted(set(produced) - set(consumed))} are never consumed")
+        if self.scheduler.get("_class_name") not in SCHEDULERS:
+            raise ValueError(f"scheduler {self.scheduler.get('_class_name')!r} is not one of {SCHEDULERS}")
+        if self.scheduler.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {self.scheduler.get('prediction_type')!r} is not one of "
+                             f"{PREDICTION_TYPES}")
+        c = self.conditioning
+        sizes = (c.num_frames, c.num_inference_steps, c.height, c.width, c.clip_image_size, c.latent_channels,
+                 c.vae_scale_factor, c.size_multiple)
+        if any(not isinstance(v, int) or v < 1 for v in sizes) or c.scaling_factor <= 0:
+            raise ValueError("conditioning sizes must be positive integers and scaling_factor positive")
+        if c.height % c.size_multiple or c.width % c.size_multiple:
+            raise ValueError(f"default size {c.height}x{c.width} is not a multiple of {c.size_multiple}")
+        if len(c.image_mean) != 3 or len(c.image_std) != 3 or min(c.image_std) <= 0:
+            raise ValueError("image_mean and image_std need three values (std positive)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return manifest_dict(self)
+
+    def save(self, directory: Path) -> Path:
+        return save_manifest(self, directory)
+
+    def files(self) -> list[FileEntry]:
+        """Every file the package lists: each graph's .onnx file and its external data."""
+        return [entry for graph in self.graphs for entry in graph.files]
+
+    def verify(self) -> None:
+        """Re-hash every listed file; raise IntegrityError naming each file that fails."""
+        verify_entries(self.root, self.files())
+
+    def graphs_by_role(self, role: str) -> list[GraphSpec]:
+        return [graph for graph in self.graphs if graph.role == role]
+
+    def graph(self, role: str) -> GraphSpec:
+        """The single graph of `role` (image_encoder, vae_encoder, time_embedding, mid_block, vae_decoder)."""
+        (found,) = self.graphs_by_role(role)
+        return found
+
+    @property
+    def unet_graphs(self) -> tuple[GraphSpec, ...]:
+        """time_embedding, down blocks, mid block, up blocks: what one denoising step runs, in order."""
+        return self.graphs[2:-1]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(entry.bytes for entry in self.files())
+
+
+def load_any(directory: str | Path) -> Manifest | VideoManifest:
+    """Read a package of any task: a VideoManifest for "video", else a (ranking) Manifest."""
+    root = Path(directory)
+    data = read_manifest_data(root)
+    if isinstance(data, dict) and data.get("task") == VIDEO_TASK:
+        manifest: Manifest | VideoManifest = VideoManifest.from_dict(data, root)
+    else:
+        manifest = Manifest.from_dict(data, root)
+    check_present(root, manifest.files())
+    return manifest

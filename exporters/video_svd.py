@@ -1,0 +1,351 @@
+"""`edgekit export DIR --task video`: a diffusers Stable Video Diffusion directory -> a video package.
+
+Pipeline: read the diffusers directory (model_index.json naming StableVideoDiffusionPipeline;
+unet/, vae/, image_encoder/, scheduler/, feature_extractor/) -> cut it into stages
+(exporters/video_stages.py) -> export each stage as one ONNX graph (legacy TorchScript
+exporter) into a staging directory -> check every graph against its torch module with
+onnxruntime at two input shapes (the second one with other batch, frame count, height and
+width, so a shape baked into a graph fails here, not on a device) -> run the exported UNet
+stages chained with the runtime's own code against diffusers' whole UNet -> write the manifest
+-> move the package into place. Any failure leaves no package behind.
+
+Example::
+
+    manifest = export_svd(Path("tiny-svd"), Path("svd-pkg"))
+    [g.name for g in manifest.graphs], manifest.parity["unet_chained_max_abs_diff"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.atomic import check_destination, staged_directory
+from edgekit.errors import SourceModelError
+from edgekit.exporters.onnx_writer import export_graph
+from edgekit.exporters.package_parts import check_parity, max_diff, versions
+from edgekit.exporters.video_stages import (
+    DownBlockStage,
+    ImageEncoderStage,
+    MidBlockStage,
+    TimeEmbeddingStage,
+    UpBlockStage,
+    VaeDecoderStage,
+    VaeEncoderStage,
+    has_cross_attention,
+)
+from edgekit.manifest import VIDEO_TASK, GraphSpec
+from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.video.unet import run_unet, unet_state
+from edgekit.video_manifest import VideoConditioning, VideoManifest
+
+Progress = Callable[[str, int, int], None]
+
+TOLERANCE = 1e-4  # per graph and chained, relative to max(1, max |reference|)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# diffusers' StableVideoDiffusionPipeline.__call__ defaults
+PIPELINE_DEFAULTS = {"num_inference_steps": 25, "fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02,
+                     "min_guidance_scale": 1.0, "max_guidance_scale": 3.0}
+
+
+@dataclass
+class SvdSource:
+    """The loaded pieces of a diffusers SVD directory (fp32, eval)."""
+
+    path: Path
+    unet: Any
+    vae: Any
+    image_encoder: Any
+    scheduler: dict[str, Any]
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels: diffusers needs multiples of 8; the UNet's upsamplers need latent multiples of 2^n."""
+        upsamplers = sum(1 for block in self.unet.up_blocks if getattr(block, "upsamplers", None) is not None)
+        pixels = self.vae_scale_factor * 2 ** upsamplers
+        return pixels * 8 // math.gcd(pixels, 8)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise SourceModelError(f"{path} is not readable JSON ({error})") from None
+
+
+def load_svd(source: Path) -> SvdSource:
+    """Load a diffusers SVD directory; SourceModelError names what is missing or unsupported."""
+    source = Path(source)
+    index_file = source / "model_index.json"
+    if not index_file.is_file():
+        raise SourceModelError(f"{source} is not a diffusers pipeline directory (no model_index.json); "
+                               "--task video exports a Stable Video Diffusion directory")
+    index = _read_json(index_file)
+    if index.get("_class_name") != "StableVideoDiffusionPipeline":
+        raise SourceModelError(f"{source}: model_index.json names {index.get('_class_name')!r}; --task video "
+                               "exports StableVideoDiffusionPipeline directories")
+    for part in ("unet", "vae", "image_encoder", "scheduler"):
+        if not (source / part).is_dir():
+            raise SourceModelError(f"{source} has no {part}/ folder; save the whole pipeline with save_pretrained")
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionModelWithProjection
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            unet = UNetSpatioTemporalConditionModel.from_pretrained(source, subfolder="unet")
+            vae = AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae")
+            image_encoder = CLIPVisionModelWithProjection.from_pretrained(source / "image_encoder")
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise SourceModelError(f"diffusers could not load {source}: {str(error).splitlines()[0]}") from None
+    scheduler = _read_json(source / "scheduler" / "scheduler_config.json")
+    if scheduler.get("_class_name") != "EulerDiscreteScheduler":
+        raise SourceModelError(f"{source}: scheduler {scheduler.get('_class_name')!r} is not supported "
+                               "(edgekit runs EulerDiscreteScheduler)")
+    processor_file = source / "feature_extractor" / "preprocessor_config.json"
+    processor = _read_json(processor_file) if processor_file.is_file() else {}
+    mean = tuple(float(x) for x in processor.get("image_mean", CLIP_MEAN))
+    std = tuple(float(x) for x in processor.get("image_std", CLIP_STD))
+    return SvdSource(path=source, unet=unet.float().eval(), vae=vae.float().eval(),
+                     image_encoder=image_encoder.float().eval(), scheduler=scheduler,
+                     image_mean=mean, image_std=std)  # type: ignore[arg-type]
+
+
+# --- stage plans -------------------------------------------------------------------------
+@dataclass
+class StagePlan:
+    """One graph to write: its module, IO names, dynamic axes and two example input sets."""
+
+    name: str
+    role: str
+    index: int | None
+    module: torch.nn.Module
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    examples: list[tuple[torch.Tensor, ...]]
+
+
+def _spatial(name: str) -> dict[int, str]:
+    return {0: "batch_frames", 2: f"{name}_height", 3: f"{name}_width"}
+
+
+def _block_inputs(block: torch.nn.Module, skips: list[str]) -> list[str]:
+    cross = ["encoder_hidden_states"] if has_cross_attention(block) else []
+    return ["hidden_states", *skips, "temb", *cross, "image_only_indicator"]
+
+
+def _axes(names: list[str]) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    for name in names:
+        if name in ("temb", "encoder_hidden_states"):
+            axes[name] = {0: "batch_frames"}
+        elif name == "image_only_indicator":
+            axes[name] = {0: "batch", 1: "frames"}
+        else:
+            axes[name] = _spatial(name)
+    return axes
+
+
+def _unet_feeds(names: list[str], values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return tuple(values[name] for name in names)
+
+
+def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: int = 0) -> list[StagePlan]:
+    """Stage plans with example inputs for each (batch, frames, latent_h, latent_w) in `shapes`,
+    produced by chaining the torch stages (so every stage sees realistic activations)."""
+    unet, vae = src.unet, src.vae
+    generator = torch.Generator().manual_seed(seed)
+    size = int(src.image_encoder.config.image_size)
+    channels = int(unet.config.in_channels)
+    latent_channels = int(vae.config.latent_channels)
+    time_stage = TimeEmbeddingStage(unet)
+    downs = [DownBlockStage(unet, i) for i in range(len(unet.down_blocks))]
+    mid = MidBlockStage(unet)
+    examples: dict[str, list[tuple[torch.Tensor, ...]]] = {}
+    names: dict[str, tuple[list[str], list[str]]] = {}
+    ups: list[UpBlockStage] = []
+
+    def add(key: str, inputs: list[str], outputs: list[str], values: tuple[torch.Tensor, ...]) -> None:
+        examples.setdefault(key, []).append(values)
+        names[key] = (inputs, outputs)
+
+    with torch.no_grad():
+        for batch, frames, lh, lw in shapes:
+            add("image_encoder", ["pixel_values"], ["image_embeds"],
+                (torch.randn(batch, 3, size, size, generator=generator),))
+            add("vae_encoder", ["image"], ["image_latents"],
+                (torch.rand(batch, 3, lh * src.vae_scale_factor, lw * src.vae_scale_factor,
+                            generator=generator) * 2 - 1,))
+            timestep = torch.full((batch,), 1.5) + torch.rand(batch, generator=generator)
+            time_ids = torch.tensor([[6.0, 127.0, 0.02]]).repeat(batch, 1)
+            add("time_embedding", ["timestep", "added_time_ids"], ["time_embedding"], (timestep, time_ids))
+            values = {
+                "hidden_states": torch.randn(batch * frames, channels, lh, lw, generator=generator),
+                "temb": time_stage(timestep, time_ids).repeat_interleave(frames, dim=0),
+                "encoder_hidden_states": torch.randn(batch * frames, 1, int(unet.config.cross_attention_dim),
+                                                     generator=generator),
+                "image_only_indicator": torch.zeros(batch, frames),
+            }
+            skips: list[str] = []
+            for i, stage in enumerate(downs):
+                inputs = _block_inputs(stage.block, [])
+                feeds = _unet_feeds(inputs, values)
+                outputs = stage(*feeds)
+                new = [f"skip_{len(skips) + k:02d}" for k in range(len(outputs) - 1)]
+                add(f"down_block_{i}", inputs, ["hidden_states_out", *new], feeds)
+                values["hidden_states"] = outputs[0]
+                values.update(zip(new, outputs[1:]))
+                skips += new
+            feeds = _unet_feeds(["hidden_states", "temb", "encoder_hidden_states", "image_only_indicator"], values)
+            add("mid_block", ["hidden_states", "temb", "encoder_hidden_states", "image_only_indicator"],
+                ["hidden_states_out"], feeds)
+            values["hidden_states"] = mid(*feeds)
+            for j, block in enumerate(unet.up_blocks):
+                taken, skips = skips[-len(block.resnets):], skips[: -len(block.resnets)]
+                if len(ups) < len(unet.up_blocks):
+                    ups.append(UpBlockStage(unet, j, len(taken)))
+                inputs = _block_inputs(block, taken)
+                last = j == len(unet.up_blocks) - 1
+                feeds = _unet_feeds(inputs, values)
+                add(f"up_block_{j}", inputs, ["noise_pred" if last else "hidden_states_out"], feeds)
+                values["hidden_states"] = ups[j](*feeds)
+            add("vae_decoder", ["latents"], ["frames"],
+                (torch.randn(frames, latent_channels, lh, lw, generator=generator),))
+
+    modules: dict[str, tuple[str, int | None, torch.nn.Module]] = {
+        "image_encoder": ("image_encoder", None, ImageEncoderStage(src.image_encoder)),
+        "vae_encoder": ("vae_encoder", None, VaeEncoderStage(vae)),
+        "time_embedding": ("time_embedding", None, time_stage),
+        **{f"down_block_{i}": ("down_block", i, stage) for i, stage in enumerate(downs)},
+        "mid_block": ("mid_block", None, mid),
+        **{f"up_block_{j}": ("up_block", j, stage) for j, stage in enumerate(ups)},
+        "vae_decoder": ("vae_decoder", None, VaeDecoderStage(vae)),
+    }
+    fixed_axes = {
+        "image_encoder": {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
+        "vae_encoder": {"image": {0: "batch", 2: "height", 3: "width"},
+                        "image_latents": {0: "batch", 2: "latent_height", 3: "latent_width"}},
+        "time_embedding": {"timestep": {0: "batch"}, "added_time_ids": {0: "batch"}, "time_embedding": {0: "batch"}},
+        "vae_decoder": {"latents": {0: "frames", 2: "latent_height", 3: "latent_width"},
+                        "frames": {0: "frames", 2: "height", 3: "width"}},
+    }
+    plans = []
+    for key, (role, index, module) in modules.items():
+        inputs, outputs = names[key]
+        axes = fixed_axes.get(key) or _axes(inputs + outputs)
+        plans.append(StagePlan(name=key, role=role, index=index, module=module.eval(), input_names=inputs,
+                               output_names=outputs, dynamic_axes=axes, examples=examples[key]))
+    return plans
+
+
+def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBackend) -> float:
+    """Max abs diff of the ONNX graph vs its torch module over every example input set."""
+    session = backend.load(root / graph.file)
+    worst = 0.0
+    try:
+        for example in plan.examples:
+            with torch.no_grad():
+                expected = plan.module(*example)
+            expected_list = list(expected) if isinstance(expected, tuple) else [expected]
+            actual = session.run({name: value.numpy() for name, value in zip(plan.input_names, example)})
+            for out_name, got, want in zip(plan.output_names, actual, expected_list):
+                if tuple(got.shape) != tuple(want.shape):
+                    raise SourceModelError(f"{plan.name}: output {out_name} has shape {tuple(got.shape)} in ONNX, "
+                                           f"{tuple(want.shape)} in torch; a shape was baked into the graph")
+                diff, scale = max_diff(got, want.numpy())
+                check_parity(f"{plan.name}.{out_name} at shape {tuple(example[0].shape)}", diff, scale, TOLERANCE)
+                worst = max(worst, diff)
+    finally:
+        session.release()
+    return worst
+
+
+def _chained_unet_diff(src: SvdSource, graphs: list[GraphSpec], root: Path, backend: OrtBackend,
+                       shape: tuple[int, int, int, int]) -> float:
+    """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code."""
+    batch, frames, lh, lw = shape
+    generator = torch.Generator().manual_seed(1)
+    sample = torch.randn(batch, frames, int(src.unet.config.in_channels), lh, lw, generator=generator)
+    timestep = torch.tensor(1.6)
+    ehs = torch.randn(batch, 1, int(src.unet.config.cross_attention_dim), generator=generator)
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]]).repeat(batch, 1)
+    with torch.no_grad():
+        expected = src.unet(sample, timestep, encoder_hidden_states=ehs, added_time_ids=time_ids,
+                            return_dict=False)[0].numpy()
+    state = unet_state(sample.numpy(), np.full((batch,), 1.6, dtype=np.float32), ehs.numpy(), time_ids.numpy())
+    actual = run_unet(graphs, root, backend.load, 2, state)
+    diff, scale = max_diff(actual, expected)
+    check_parity("UNet stages chained", diff, scale, TOLERANCE)
+    return diff
+
+
+def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress: Progress | None = None,
+               seed: int = 0) -> VideoManifest:
+    """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest."""
+    source = Path(source)
+    out = Path(out)
+    check_destination(out, source, overwrite)
+    report = progress or (lambda message, done, total: None)
+    report("loading the diffusers pipeline", 0, 1)
+    src = load_svd(source)
+    unit = src.size_multiple // src.vae_scale_factor  # latent multiple
+    shapes = [(2, 3, 2 * unit, 2 * unit), (1, 2, unit, 3 * unit)]
+    plans = plan_stages(src, shapes, seed=seed)
+    backend = OrtBackend("cpu")
+    diffs: dict[str, float] = {}
+    with staged_directory(out, overwrite=overwrite) as staging:
+        graphs: list[GraphSpec] = []
+        for done, plan in enumerate(plans):
+            report(f"exporting {plan.name}", done, len(plans))
+            graph = export_graph(plan.module, plan.examples[0], staging, f"graphs/{plan.name}.onnx",
+                                 plan.input_names, plan.output_names, plan.dynamic_axes, plan.name, plan.role,
+                                 plan.index)
+            diffs[plan.name] = _check_stage(plan, graph, staging, backend)
+            graphs.append(graph)
+        report("checking the chained UNet", len(plans), len(plans))
+        chained = _chained_unet_diff(src, graphs[2:-1], staging, backend, shapes[0])
+        c = src.unet.config
+        height = int(c.sample_size) * src.vae_scale_factor
+        height = max(src.size_multiple, height - height % src.size_multiple)
+        conditioning = VideoConditioning(
+            num_frames=int(c.num_frames), height=height, width=height,
+            clip_image_size=int(src.image_encoder.config.image_size), image_mean=src.image_mean,
+            image_std=src.image_std, latent_channels=int(src.vae.config.latent_channels),
+            vae_scale_factor=src.vae_scale_factor, scaling_factor=float(src.vae.config.scaling_factor),
+            size_multiple=src.size_multiple, **PIPELINE_DEFAULTS,  # type: ignore[arg-type]
+        )
+        import diffusers
+
+        manifest = VideoManifest(
+            task=VIDEO_TASK, family="svd", dtype="fp32", graphs=tuple(graphs),
+            scheduler={k: v for k, v in src.scheduler.items() if k != "_diffusers_version"},
+            conditioning=conditioning,
+            source={"path": str(source.resolve()), "pipeline": "StableVideoDiffusionPipeline",
+                    "unet_params": sum(p.numel() for p in src.unet.parameters()),
+                    "vae_params": sum(p.numel() for p in src.vae.parameters())},
+            exporter={**versions(), "diffusers": diffusers.__version__},
+            parity={"tolerance": TOLERANCE, "graphs_max_abs_diff": diffs, "unet_chained_max_abs_diff": chained,
+                    "shapes_checked": [list(shape) for shape in shapes]},
+            root=staging,
+        )
+        manifest.check_consistency()
+        manifest.save(staging)
+        VideoManifest.load(staging)
+    report("done", len(plans), len(plans))
+    return VideoManifest.load(out)

@@ -1,0 +1,212 @@
+"""Image-to-video generation from an edgekit video package (SVD family), numpy + onnxruntime only.
+
+The run reproduces diffusers' StableVideoDiffusionPipeline (0.42) step for step:
+
+1. CLIP image embeddings of the input image (zeros prepended for guidance);
+2. VAE latents of the image resized to height x width, after noise augmentation
+   (image + noise_aug_strength * noise), repeated over frames (zeros prepended for guidance);
+3. Euler denoising: latents = initial noise * init_noise_sigma; per step, scale the latents,
+   concatenate the image latents on channels, run the UNet's stage graphs (streamed through
+   LayerStream, at most `window` resident), apply the per-frame guidance ramp, step;
+4. decode latents / scaling_factor with the VAE decoder, `decode_chunk` frames per call
+   (all frames by default, like diffusers; smaller chunks bound memory but SVD's temporal
+   decoder mixes frames inside a chunk, so chunked output is an approximation), and map
+   [-1, 1] -> [0, 1].
+
+Randomness: `seed` drives numpy's default_rng (noise-augmentation noise first, then the initial
+latents); pass `latents` [1, F, C, h, w] and `noise` [1, 3, H, W] to supply both explicitly
+(that is how the tests reproduce a diffusers run). Output: float32 frames [F, H, W, 3] in [0, 1].
+
+Example::
+
+    pipeline = edgekit.load("svd-pkg")                 # a VideoPipeline for video packages
+    frames = pipeline.generate("in.png", num_frames=4, steps=2, seed=0)
+    pipeline.stats.to_dict()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import InvalidArgumentError
+from edgekit.measure import peak_rss_mb
+from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.video.conditioning import (
+    Conditioning,
+    added_time_ids,
+    guidance_ramp,
+    guide,
+    with_unconditional,
+)
+from edgekit.runtimes.video.images import clip_input, read_image, vae_input
+from edgekit.runtimes.video.scheduler import EulerScheduler
+from edgekit.runtimes.video.unet import run_unet, unet_state
+from edgekit.video_manifest import VideoManifest
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class VideoStats:
+    """What the last `generate` did."""
+
+    frames: int = 0
+    height: int = 0
+    width: int = 0
+    steps: int = 0
+    decode_chunk: int = 0
+    guidance: bool = False
+    latency_ms: float = 0.0
+    denoise_ms: float = 0.0
+    decode_ms: float = 0.0
+    graphs_loaded: int = 0
+    max_resident_graphs: int = 0
+    window: int = 0
+    peak_rss_mb: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class VideoPipeline:
+    """A loaded video package. `generate` runs one image-to-video generation."""
+
+    def __init__(self, manifest: VideoManifest, backend: OrtBackend | None = None, window: int | None = None) -> None:
+        self.manifest = manifest
+        self.backend = backend or OrtBackend()
+        self.window = _positive("window", 2 if window is None else window)
+        self.scheduler = EulerScheduler(manifest.scheduler)
+        self.stats = VideoStats()
+
+    # --- pieces ----------------------------------------------------------------------------
+    def _run_single(self, role: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        graph = self.manifest.graph(role)
+        session = self.backend.load(self.manifest.root / graph.file)
+        try:
+            self.stats.graphs_loaded += 1
+            self.stats.max_resident_graphs = max(self.stats.max_resident_graphs, 1)
+            return session.run(feeds)[0]
+        finally:
+            session.release()
+
+    def encode_image(self, pixels: np.ndarray) -> np.ndarray:
+        """CLIP image embeddings [1, 1, D] of a [3, H, W] image in [0, 1]."""
+        c = self.manifest.conditioning
+        embeds = self._run_single("image_encoder", {"pixel_values": clip_input(pixels, c.clip_image_size,
+                                                                               c.image_mean, c.image_std)})
+        return embeds[:, None, :]
+
+    def decode(self, latents: np.ndarray, decode_chunk: int | None = None) -> np.ndarray:
+        """Frames [F, H, W, 3] in [0, 1] from denoised latents [1, F, C, h, w], `decode_chunk`
+        frames per decoder call (None: all at once)."""
+        c = self.manifest.conditioning
+        flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
+        chunk = flat.shape[0] if decode_chunk is None else _positive("decode_chunk", decode_chunk)
+        graph = self.manifest.graph("vae_decoder")
+        session = self.backend.load(self.manifest.root / graph.file)
+        self.stats.graphs_loaded += 1
+        try:
+            pieces = [session.run({"latents": np.ascontiguousarray(flat[i: i + chunk])})[0]
+                      for i in range(0, flat.shape[0], chunk)]
+        finally:
+            session.release()
+        frames = np.concatenate(pieces, axis=0)
+        return np.clip(frames / np.float32(2) + np.float32(0.5), 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
+
+    # --- the whole run ---------------------------------------------------------------------
+    def generate(self, image: Any, num_frames: int | None = None, steps: int | None = None, seed: int = 0,
+                 height: int | None = None, width: int | None = None, decode_chunk: int | None = None,
+                 fps: int | None = None, motion_bucket_id: int | None = None,
+                 noise_aug_strength: float | None = None, min_guidance_scale: float | None = None,
+                 max_guidance_scale: float | None = None, latents: np.ndarray | None = None,
+                 noise: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+        """Generate a video from `image`; returns float32 frames [F, H, W, 3] in [0, 1].
+
+        Unset arguments take the package's defaults (manifest `conditioning`). `latents`
+        [1, F, C, h, w] (unscaled standard normal) and `noise` [1, 3, H, W] replace the seeded
+        draws. Raises InvalidArgumentError for bad input (missing or non-RGB image, zero frames,
+        sizes that are not multiples of the package's size_multiple, wrong latents/noise shapes).
+        """
+        started = time.perf_counter()
+        c = self.manifest.conditioning
+        pixels = read_image(image)
+        frames = _positive("num_frames", c.num_frames if num_frames is None else num_frames)
+        steps = _positive("steps", c.num_inference_steps if steps is None else steps)
+        height = _positive("height", c.height if height is None else height)
+        width = _positive("width", c.width if width is None else width)
+        if height % c.size_multiple or width % c.size_multiple:
+            raise InvalidArgumentError(f"height and width must be multiples of {c.size_multiple} for this package, "
+                                       f"got {height}x{width}")
+        if decode_chunk is None:
+            decode_chunk = c.decode_chunk_size
+        chunk = frames if decode_chunk is None else min(_positive("decode_chunk", decode_chunk), frames)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+        conditioning = Conditioning(
+            fps=int(c.fps if fps is None else fps),
+            motion_bucket_id=int(c.motion_bucket_id if motion_bucket_id is None else motion_bucket_id),
+            noise_aug_strength=float(c.noise_aug_strength if noise_aug_strength is None else noise_aug_strength),
+            min_guidance_scale=float(c.min_guidance_scale if min_guidance_scale is None else min_guidance_scale),
+            max_guidance_scale=float(c.max_guidance_scale if max_guidance_scale is None else max_guidance_scale),
+        )
+        latent_shape = (1, frames, c.latent_channels, height // c.vae_scale_factor, width // c.vae_scale_factor)
+        rng = np.random.default_rng(int(seed))
+        noise = self._given("noise", noise, (1, 3, height, width), rng)
+        latents = self._given("latents", latents, latent_shape, rng)
+        self.stats = VideoStats(frames=frames, height=height, width=width, steps=steps, decode_chunk=chunk,
+                                guidance=conditioning.guidance, window=self.window)
+        report = progress or (lambda message, done, total: None)
+
+        report("encoding the image", 0, steps)
+        embeddings = with_unconditional(self.encode_image(pixels), conditioning)
+        augmented = vae_input(pixels, height, width) + np.float32(conditioning.noise_aug_strength) * noise
+        image_latents = self._run_single("vae_encoder", {"image": augmented.astype(np.float32)})
+        image_latents = with_unconditional(image_latents, conditioning)
+        image_latents = np.repeat(image_latents[:, None], frames, axis=1)
+        time_ids = added_time_ids(conditioning)
+        ramp = guidance_ramp(conditioning, frames)
+
+        schedule = self.scheduler.schedule(steps)
+        latents = (latents * schedule.init_noise_sigma).astype(np.float32)
+        denoise_start = time.perf_counter()
+        counters: dict[str, int] = {}
+        for i, t in enumerate(schedule.timesteps):
+            model_input = np.concatenate([latents] * conditioning.batch, axis=0)
+            model_input = np.concatenate([schedule.scale(model_input, i), image_latents], axis=2)
+            state = unet_state(model_input, np.full((conditioning.batch,), t, dtype=np.float32), embeddings,
+                               time_ids)
+            noise_pred = run_unet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
+                                  state, counters)
+            latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
+            report("denoising", i + 1, steps)
+        self.stats.denoise_ms = (time.perf_counter() - denoise_start) * 1000
+        self.stats.graphs_loaded += counters.get("graphs_loaded", 0)
+        self.stats.max_resident_graphs = max(self.stats.max_resident_graphs, counters.get("max_resident", 0))
+
+        decode_start = time.perf_counter()
+        report("decoding", steps, steps)
+        video = self.decode(latents, chunk)
+        self.stats.decode_ms = (time.perf_counter() - decode_start) * 1000
+        self.stats.latency_ms = (time.perf_counter() - started) * 1000
+        self.stats.peak_rss_mb = peak_rss_mb()
+        return video
+
+    @staticmethod
+    def _given(name: str, value: np.ndarray | None, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        if value is None:
+            return rng.standard_normal(shape, dtype=np.float32)
+        array = np.asarray(value, dtype=np.float32)
+        if array.shape != shape:
+            raise InvalidArgumentError(f"{name} has shape {tuple(array.shape)}, expected {shape} for this run")
+        return array
