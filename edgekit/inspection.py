@@ -8,7 +8,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from edgekit.manifest import Manifest
+from edgekit.manifest import GraphSpec, Manifest
+from edgekit.video_manifest import VideoManifest, load_any
 
 
 def _mib(size: float) -> str:
@@ -24,8 +25,40 @@ def resident_weight_bytes(manifest: Manifest, window: int) -> int:
     return max(sum(sizes[i : i + window]) for i in range(len(sizes) - window + 1))
 
 
+def _graph_table(graphs: tuple[GraphSpec, ...]) -> Table:
+    table = Table(title="graphs (execution order)")
+    for column in ("#", "name", "role", "size", "inputs", "outputs"):
+        table.add_column(column)
+    for position, graph in enumerate(graphs):
+        table.add_row(
+            str(position), graph.name, graph.role, _mib(graph.bytes),
+            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs),
+            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs),
+        )
+    return table
+
+
+def describe_video(manifest: VideoManifest) -> Group:
+    """A video package: its stages, the defaults a run uses, and the UNet's streamed weights."""
+    c = manifest.conditioning
+    header = Text(
+        f"{manifest.root}: task video · family {manifest.family} · {manifest.dtype} · "
+        f"format v{manifest.format_version}\n"
+        f"scheduler {manifest.scheduler.get('class_name', '?')} · defaults {c.num_frames} frames, "
+        f"{c.num_inference_steps} steps, {c.height}x{c.width} (multiples of {c.size_multiple}), fps {c.fps}, "
+        f"guidance {c.min_guidance_scale}-{c.max_guidance_scale}"
+    )
+    unet = [graph.bytes for graph in manifest.unet_graphs]
+    memory = Text(f"total {_mib(manifest.total_bytes)} on disk; UNet stages {_mib(sum(unet))}, the largest "
+                  f"{_mib(max(unet))} (streamed: window 2 maps at most two of them)")
+    return Group(header, _graph_table(manifest.graphs), memory)
+
+
 def describe(directory: str | Path) -> Group:
-    manifest = Manifest.load(directory)
+    loaded = load_any(directory)
+    if isinstance(loaded, VideoManifest):
+        return describe_video(loaded)
+    manifest: Manifest = loaded
     header = Text(
         f"{manifest.root}: task {manifest.task} · family {manifest.family} · {manifest.num_layers} layers · "
         f"hidden {manifest.hidden_size} · max length {manifest.max_length} · {manifest.dtype} · "
@@ -37,15 +70,7 @@ def describe(directory: str | Path) -> Group:
         + (f"\nper-depth heads at depths {[g.index for g in manifest.graphs_by_role('depth_head')]}"
            if manifest.graphs_by_role("depth_head") else "")
     )
-    graphs = Table(title="graphs (execution order)")
-    for column in ("#", "name", "role", "size", "inputs", "outputs"):
-        graphs.add_column(column)
-    for position, graph in enumerate(manifest.graphs):
-        graphs.add_row(
-            str(position), graph.name, graph.role, _mib(graph.bytes),
-            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.inputs),
-            ", ".join(f"{t.name}{list(t.shape)}" for t in graph.outputs),
-        )
+    graphs = _graph_table(manifest.graphs)
     bytes_per_value = 2 if manifest.dtype == "fp16" else 4
     hidden_per_candidate = bytes_per_value * manifest.max_length * manifest.hidden_size
     table = manifest.embedding_table

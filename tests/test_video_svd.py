@@ -19,6 +19,7 @@ import torch  # noqa: E402
 
 from edgekit.cli import app  # noqa: E402
 from edgekit.errors import InvalidArgumentError, NotAPackageError  # noqa: E402
+from edgekit.manifest import Manifest  # noqa: E402
 from edgekit.video_manifest import VideoManifest  # noqa: E402
 from tests.test_runtime_without_torch import BLOCKER  # noqa: E402
 
@@ -81,9 +82,11 @@ def test_export_writes_a_consistent_video_package(svd_package: Path) -> None:
     assert [spec.shape for spec in decoder.inputs] == [("frames", 4, "latent_height", "latent_width")]
     verified = runner.invoke(app, ["verify", str(svd_package)])
     assert verified.exit_code == 0 and f"{len(manifest.files())} files verified" in verified.output, verified.output
-    # a ranking-only reader refuses the package by task, in one line
     inspected = runner.invoke(app, ["inspect", str(svd_package)])
-    assert inspected.exit_code == 2 and "video package" in inspected.stderr
+    assert inspected.exit_code == 0 and "task video" in inspected.stdout and "vae_decoder" in inspected.stdout
+    # a ranking-only reader refuses the package by task, in one line
+    with pytest.raises(NotAPackageError, match="is a video package"):
+        Manifest.load(svd_package)
 
 
 def test_tampered_skip_wiring_is_refused(svd_package: Path, tmp_path: Path) -> None:
