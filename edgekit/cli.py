@@ -424,6 +424,48 @@ def bench_select_deep(
         append_markdown(markdown_file, section)
 
 
+@bench_app.command("video")
+@user_errors
+def bench_video(
+    package: Path = typer.Argument(None, help="Video package (default: the mid-size random SVD, built and cached)."),
+    frames: int = typer.Option(8, "--frames"),
+    size: tuple[int, int] = typer.Option((256, 256), "--size", help="Height and width in pixels."),
+    steps: int = typer.Option(2, "--steps"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    variants: str = typer.Option("diffusers,diffusers-memory,onnx-monolithic,edgekit,edgekit-chunked", "--variants"),
+    work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: peak RSS and latency per stage per variant."),
+) -> None:
+    """Image-to-video (SVD): diffusers, its memory switches, one ONNX graph per model and edgekit, per stage."""
+    from edgekit.bench import video
+    from edgekit.bench.select_report import append_markdown
+    from edgekit.errors import InvalidArgumentError
+
+    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in video.VARIANTS]
+    if unknown or not chosen:
+        raise InvalidArgumentError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
+                                   f"choose from {', '.join(video.VARIANTS)}")
+    if min(frames, steps, threads, *size) < 1 or seed < 0:
+        raise InvalidArgumentError("--frames, --steps, --threads and --size must be >= 1 and --seed >= 0")
+    options = {"work": work} if work is not None else {}
+    config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
+                              threads=threads, variants=chosen, **options)
+    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    section = video.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
+    stdout.print(section)
+    if json_out is not None:
+        video.save_json(report, json_out)
+    if markdown:
+        append_markdown(markdown_file, section)
+    if plot is not None:
+        video.plot(report, plot)
+
+
 def _mount_attention() -> None:
     """The attention benchmark's commands (their module imports torch only when a command runs)."""
     from edgekit.runtimes.attention.cli import attention, attention_cp

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import InvalidArgumentError
-from edgekit.measure import peak_rss_mb
+from edgekit.measure import current_rss_mb, peak_rss_mb
 from edgekit.runtimes.backend import OrtBackend
 from edgekit.runtimes.video.conditioning import (
     Conditioning,
@@ -53,7 +53,24 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class VideoStats:
-    """What the last `generate` did."""
+    """What the last `generate` did.
+
+    Stages: `encode` (CLIP image encoder + VAE encoder, with the input preprocessing), `denoise`
+    (every UNet step, scheduler included), `decode` (VAE decoder + the map to [0, 1]);
+    `latency_ms` is the whole call (about their sum). Memory, per stage:
+
+    * `stage_peak_rss_mb[s]`: the process's resident-set high-water mark (VmHWM) read when stage
+      `s` ends. It is cumulative (a high-water mark never goes down): it is the peak of stage `s`
+      only when it exceeds the previous stage's value; when it equals it, stage `s` peaked at or
+      below that. It counts everything in the process (imports, the caller's data), as does
+      `peak_rss_mb` (the same mark at the end of the call).
+    * `stage_start_rss_mb[s]`: the resident set (VmRSS) when stage `s` starts. Where stage `s` set
+      a new mark, `stage_peak_rss_mb[s] - stage_start_rss_mb[s]` is what it added at its peak on
+      top of what it found resident (e.g. memory an earlier stage left behind).
+
+    For an exact per-stage peak, reset the mark between stages (Linux: write "5" to
+    /proc/self/clear_refs), as `edgekit bench video` does from outside the runtime.
+    """
 
     frames: int = 0
     height: int = 0
@@ -62,12 +79,25 @@ class VideoStats:
     decode_chunk: int = 0
     guidance: bool = False
     latency_ms: float = 0.0
+    encode_ms: float = 0.0
     denoise_ms: float = 0.0
     decode_ms: float = 0.0
     graphs_loaded: int = 0
     max_resident_graphs: int = 0
     window: int = 0
     peak_rss_mb: float | None = None
+    stage_peak_rss_mb: dict[str, float | None] = field(default_factory=dict)
+    stage_start_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    def begin(self, stage: str) -> float:
+        """Mark the start of `stage`; returns the perf_counter start time."""
+        self.stage_start_rss_mb[stage] = round(current_rss_mb(), 1)
+        return time.perf_counter()
+
+    def end(self, stage: str, started: float) -> None:
+        """Mark the end of `stage` (its time in `<stage>_ms`, the high-water mark so far)."""
+        setattr(self, f"{stage}_ms", (time.perf_counter() - started) * 1000)
+        self.stage_peak_rss_mb[stage] = peak_rss_mb()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +199,7 @@ class VideoPipeline:
         report = progress or (lambda message, done, total: None)
 
         report("encoding the image", 0, steps)
+        encode_start = self.stats.begin("encode")
         embeddings = with_unconditional(self.encode_image(pixels), conditioning)
         augmented = vae_input(pixels, height, width) + np.float32(conditioning.noise_aug_strength) * noise
         image_latents = self._run_single("vae_encoder", {"image": augmented.astype(np.float32)})
@@ -176,10 +207,11 @@ class VideoPipeline:
         image_latents = np.repeat(image_latents[:, None], frames, axis=1)
         time_ids = added_time_ids(conditioning)
         ramp = guidance_ramp(conditioning, frames)
+        self.stats.end("encode", encode_start)
 
+        denoise_start = self.stats.begin("denoise")
         schedule = self.scheduler.schedule(steps)
         latents = (latents * schedule.init_noise_sigma).astype(np.float32)
-        denoise_start = time.perf_counter()
         counters: dict[str, int] = {}
         for i, t in enumerate(schedule.timesteps):
             model_input = np.concatenate([latents] * conditioning.batch, axis=0)
@@ -190,14 +222,14 @@ class VideoPipeline:
                                   state, counters)
             latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
             report("denoising", i + 1, steps)
-        self.stats.denoise_ms = (time.perf_counter() - denoise_start) * 1000
+        self.stats.end("denoise", denoise_start)
         self.stats.graphs_loaded += counters.get("graphs_loaded", 0)
         self.stats.max_resident_graphs = max(self.stats.max_resident_graphs, counters.get("max_resident", 0))
 
-        decode_start = time.perf_counter()
         report("decoding", steps, steps)
+        decode_start = self.stats.begin("decode")
         video = self.decode(latents, chunk)
-        self.stats.decode_ms = (time.perf_counter() - decode_start) * 1000
+        self.stats.end("decode", decode_start)
         self.stats.latency_ms = (time.perf_counter() - started) * 1000
         self.stats.peak_rss_mb = peak_rss_mb()
         return video

@@ -1,0 +1,342 @@
+"""`edgekit bench video`: image-to-video (SVD) with diffusers, one ONNX graph per model and edgekit,
+each variant in its own process, the same image, initial latents and noise for all.
+
+Variants (edgekit/bench/video_variant.py): diffusers (the reference), diffusers-memory,
+onnx-monolithic (the baseline of every ratio), edgekit, edgekit-chunked. Reported per variant and
+per stage (encode, denoise, decode): wall time and peak RSS (VmHWM reset at each stage start:
+the process's largest resident set during the stage); overall: the call's latency, load time
+and the process's peak; frames: max abs diff and PSNR against diffusers (edgekit-chunked also
+against edgekit's full decode); denoised latents: max abs diff against diffusers and against
+onnx-monolithic. Targets (issue 6): decode peak <= 0.20x onnx-monolithic's decode stage,
+denoise peak <= 0.50x onnx-monolithic's denoise stage with the denoised latents within
+1e-4 x max(1, max |reference|) (the package's parity convention), and end-to-end latency <= 1.2x onnx-monolithic's.
+
+With no package, the mid-size random SVD (models/video_svd.build_mid_svd: the real SVD VAE
+layout, a quarter-width UNet, a 2-layer CLIP) is built, exported and cached under `work`.
+
+Example::
+
+    report = run_video_bench(VideoBench(frames=8, height=256, width=256, steps=2))
+    report["ratios"]["decode_peak"]["edgekit-chunked"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.bench.subprocess_runner import VariantError
+from edgekit.bench.subprocess_runner import run_variant as _run_variant
+from edgekit.demo import cache_dir
+from edgekit.errors import BenchmarkError
+
+Progress = Callable[[str], None]
+VARIANT_MODULE = "edgekit.bench.video_variant"
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked")
+STAGES = ("encode", "denoise", "decode")
+REFERENCE, BASELINE = "diffusers", "onnx-monolithic"
+TARGETS = {"decode_peak": 0.20, "denoise_peak": 0.50, "denoise_max_abs_diff": 1e-4, "latency": 1.2}
+
+
+@dataclass(frozen=True)
+class VideoBench:
+    package: Path | None = None  # None: the mid-size SVD, built and cached under `work`
+    frames: int = 8
+    height: int = 256
+    width: int = 256
+    steps: int = 2
+    seed: int = 0
+    threads: int = 2
+    variants: tuple[str, ...] = VARIANTS
+    work: Path = field(default_factory=lambda: cache_dir() / "bench" / "video")
+    timeout_s: float = 3600.0
+
+
+def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path]:
+    """(diffusers source directory, package, whole-UNet graph), built when missing."""
+    from edgekit.exporters.monolithic_video import UNET_FILE, export_monolithic_svd
+    from edgekit.video_manifest import VideoManifest
+
+    if config.package is None:
+        from edgekit.exporters.video_svd import export_svd
+        from edgekit.models.video_svd import build_mid_svd
+
+        root = config.work / "mid-svd"
+        source, package = root / "diffusers", root / "package"
+        if not (source / "model_index.json").is_file():
+            progress(f"building the mid-size random SVD in {source}")
+            build_mid_svd(source)
+        if not (package / "manifest.json").is_file():
+            progress(f"exporting the package to {package}")
+            export_svd(source, package, overwrite=True)
+    else:
+        package = Path(config.package)
+        source = Path(VideoManifest.load(package).source["path"])
+        if not (source / "model_index.json").is_file():
+            from edgekit.errors import InvalidArgumentError
+
+            raise InvalidArgumentError(f"the package's source {source} is not a diffusers directory any more; "
+                                       "the diffusers variants and the whole-UNet baseline need it")
+        root = config.work / package.resolve().name
+    mono = root / "monolithic"
+    if not (mono / UNET_FILE).is_file():
+        progress(f"exporting the whole UNet as one graph to {mono}")
+        export_monolithic_svd(source, mono)
+    return source, package, mono / UNET_FILE
+
+
+def make_inputs(config: VideoBench, latent_channels: int, scale: int, path: Path) -> Path:
+    """The shared inputs: a smooth RGB test image, initial latents and noise-augmentation noise
+    (the first draw of torch.Generator().manual_seed(seed), as diffusers makes it)."""
+    import torch
+
+    y, x = np.mgrid[0:config.height, 0:config.width].astype(np.float32)
+    rng = np.random.default_rng(config.seed)
+    image = np.stack([0.5 + 0.4 * np.sin(x / 17 + k) * np.cos(y / 23 - k) for k in range(3)], axis=-1)
+    image = np.clip(image + 0.05 * rng.standard_normal(image.shape), 0, 1)
+    latents = torch.randn(1, config.frames, latent_channels, config.height // scale, config.width // scale,
+                          generator=torch.Generator().manual_seed(config.seed + 1))
+    noise = torch.randn(1, 3, config.height, config.width, generator=torch.Generator().manual_seed(config.seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, image=(image * 255).round().astype(np.uint8), latents=latents.numpy(), noise=noise.numpy(),
+             seed=np.int64(config.seed))
+    return path
+
+
+def psnr(actual: np.ndarray, reference: np.ndarray) -> float:
+    """PSNR in dB of frames in [0, 1] (inf when identical)."""
+    mse = float(np.mean((actual.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {"max_abs_diff": float(np.max(np.abs(a - b))), "psnr_db": psnr(a, b)}
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
+    """One variant in its own process; a failing child becomes a one-line BenchmarkError."""
+    try:
+        return _run_variant(VARIANT_MODULE, args, threads=threads, timeout_s=timeout_s)
+    except VariantError as error:
+        last = (error.stderr_tail.strip().splitlines() or [str(error)])[-1]
+        raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None
+
+
+def run_video_bench(config: VideoBench, progress: Progress = lambda message: None) -> dict[str, Any]:
+    from edgekit.video_manifest import VideoManifest
+
+    source, package, graph = prepare(config, progress)
+    manifest = VideoManifest.load(package)
+    c = manifest.conditioning
+    if config.height % c.size_multiple or config.width % c.size_multiple:
+        from edgekit.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"--size must be multiples of {c.size_multiple} for this package")
+    run_dir = config.work / "runs" / f"{package.resolve().name}-{config.frames}x{config.height}x{config.width}-s{config.steps}"
+    inputs = make_inputs(config, c.latent_channels, c.vae_scale_factor, run_dir / "inputs.npz")
+    common = ["--package", str(package), "--inputs", str(inputs), "--out-dir", str(run_dir),
+              "--steps", str(config.steps)]
+    extra = {"diffusers": ["--source", str(source)], "diffusers-memory": ["--source", str(source)],
+             "onnx-monolithic": ["--graph", str(graph)]}
+    results: dict[str, dict[str, Any]] = {}
+    for name in config.variants:
+        progress(name)
+        results[name] = run_variant(["--variant", name, *common, *extra.get(name, [])], config.threads,
+                                    config.timeout_s)
+    frames = {name: np.load(r["frames_file"]) for name, r in results.items()}
+    latents = {name: np.load(r["latents_file"]) for name, r in results.items()}
+    base = results.get(BASELINE)
+    variants = []
+    for name, r in results.items():
+        row: dict[str, Any] = {
+            "name": name, "latency_ms": r["latency_ms"], "load_ms": r.get("load_ms"),
+            "peak_rss_mb": r["peak_rss_mb"], "stages": r["stages"], "stage_peak_exact": r["stage_peak_exact"],
+            "stats": r.get("stats"), "switches": r.get("switches"),
+            "latents_max_abs": float(np.max(np.abs(latents[name]))),
+            "frames_file": r["frames_file"],
+        }
+        if REFERENCE in frames:
+            row["frames_vs_diffusers"] = _compare(frames[name], frames[REFERENCE])
+            row["latents_vs_diffusers"] = float(np.max(np.abs(latents[name] - latents[REFERENCE])))
+        if BASELINE in latents:
+            row["latents_vs_monolithic"] = float(np.max(np.abs(latents[name] - latents[BASELINE])))
+            row["frames_vs_monolithic"] = _compare(frames[name], frames[BASELINE])
+        if name == "edgekit-chunked" and "edgekit" in frames:
+            row["frames_vs_edgekit_full"] = _compare(frames[name], frames["edgekit"])
+        if base is not None:
+            row["ratios"] = {
+                "decode_peak": _ratio(r["stages"]["decode"]["peak_rss_mb"], base["stages"]["decode"]["peak_rss_mb"]),
+                "denoise_peak": _ratio(r["stages"]["denoise"]["peak_rss_mb"],
+                                       base["stages"]["denoise"]["peak_rss_mb"]),
+                "latency": _ratio(r["latency_ms"], base["latency_ms"]),
+                "latency_with_load": _ratio(r["latency_ms"] + (r.get("load_ms") or 0),
+                                            base["latency_ms"] + (base.get("load_ms") or 0)),
+                "peak": _ratio(r["peak_rss_mb"], base["peak_rss_mb"]),
+            }
+        variants.append(row)
+    return {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "model": {"source": str(source), "package": str(package), "unet_graph": str(graph),
+                  "unet_params": manifest.source.get("unet_params"), "vae_params": manifest.source.get("vae_params"),
+                  "package_mb": round(manifest.total_bytes / 2**20, 1),
+                  "unet_graph_mb": round(sum(p.stat().st_size for p in graph.parent.iterdir()
+                                             if p.name.startswith(graph.name)) / 2**20, 1),
+                  "guidance": c.max_guidance_scale > 1},
+        "targets": TARGETS,
+        "variants": variants,
+        "verdicts": verdicts(variants),
+    }
+
+
+def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked on the measured ratios (None: a variant was not run)."""
+    by = {v["name"]: v for v in variants}
+    out: dict[str, Any] = {}
+    chunked, full = by.get("edgekit-chunked"), by.get("edgekit")
+    if chunked and chunked.get("ratios"):
+        value = chunked["ratios"]["decode_peak"]
+        out["decode_peak"] = {"variant": "edgekit-chunked", "ratio": value, "target": TARGETS["decode_peak"],
+                              "met": value is not None and value <= TARGETS["decode_peak"],
+                              "psnr_vs_full_decode_db": (chunked.get("frames_vs_edgekit_full") or {}).get("psnr_db")}
+    if full and full.get("ratios"):
+        value = full["ratios"]["denoise_peak"]
+        diff = full.get("latents_vs_monolithic")
+        scale = max(1.0, (by.get(BASELINE) or full)["latents_max_abs"])
+        frames = (full.get("frames_vs_monolithic") or {}).get("max_abs_diff")
+        # the package's parity convention: max abs diff <= 1e-4 x max(1, max |reference|)
+        close = diff is not None and diff <= TARGETS["denoise_max_abs_diff"] * scale
+        out["denoise_peak"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["denoise_peak"],
+                               "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
+                               "frames_max_abs_diff": frames,
+                               "met": value is not None and value <= TARGETS["denoise_peak"] and close}
+        value = full["ratios"]["latency"]
+        out["latency"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["latency"],
+                          "met": value is not None and value <= TARGETS["latency"]}
+    return out
+
+
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def _db(value: float | None) -> str:
+    return "–" if value is None else ("inf" if math.isinf(value) else f"{value:.1f} dB")
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    """A section for docs/BENCHMARKS.md (fenced so a rerun replaces it)."""
+    from edgekit.bench.select_report import _cpu
+
+    cfg, model = report["config"], report["model"]
+    lines = ["<!-- bench:video:start -->",
+             "## Video: SVD image-to-video, diffusers vs one graph per model vs edgekit", "",
+             f"`{command}` · {_cpu()} · {cfg['threads']} threads per variant, each variant in its own process", "",
+             (f"Random weights: UNet {model['unet_params'] / 1e6:.1f}M parameters, VAE {model['vae_params'] / 1e6:.1f}M; "
+              f"package {model['package_mb']} MiB fp32, whole-UNet graph {model['unet_graph_mb']} MiB. "
+              f"{cfg['frames']} frames at {cfg['height']}x{cfg['width']}, {cfg['steps']} Euler steps, guidance "
+              f"{'on (UNet batch 2)' if model['guidance'] else 'off'}, seed {cfg['seed']}; every variant gets the same "
+              "image, initial latents and noise. Stage peaks: the process's VmHWM reset when the stage starts "
+              "and read when it ends (everything resident during the stage, weights held from earlier stages "
+              "included); overall peak includes loading. Latency: the generate call (loading excluded; "
+              "onnx-monolithic opens its four sessions before it)."), "",
+             "| variant | encode | denoise | decode | latency | load | peak RSS (encode / denoise / decode) | overall peak "
+             "| frames vs diffusers (max abs / PSNR) | latents vs one-graph |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for v in report["variants"]:
+        s = v["stages"]
+        frames = v.get("frames_vs_diffusers") or {}
+        lines.append(
+            f"| {v['name']} | {s['encode']['ms'] / 1000:.1f} s | {s['denoise']['ms'] / 1000:.1f} s | "
+            f"{s['decode']['ms'] / 1000:.1f} s | {v['latency_ms'] / 1000:.1f} s | {(v.get('load_ms') or 0) / 1000:.1f} s | "
+            f"{_mb(s['encode']['peak_rss_mb'])} / {_mb(s['denoise']['peak_rss_mb'])} / {_mb(s['decode']['peak_rss_mb'])} MiB | "
+            f"{_mb(v['peak_rss_mb'])} MiB | {frames.get('max_abs_diff', 0):.2g} / {_db(frames.get('psnr_db'))} | "
+            f"{v.get('latents_vs_monolithic', float('nan')):.2g} |")
+    lines += ["", "Ratios against onnx-monolithic (decode and denoise: that stage's peak RSS; latency: the generate call, "
+              "and with loading):", "",
+              "| variant | decode peak | denoise peak | overall peak | latency | latency incl. load |",
+              "|---|---|---|---|---|---|"]
+    for v in report["variants"]:
+        r = v.get("ratios") or {}
+        lines.append(f"| {v['name']} | {_x(r.get('decode_peak'))} | {_x(r.get('denoise_peak'))} | {_x(r.get('peak'))} | "
+                     f"{_x(r.get('latency'))} | {_x(r.get('latency_with_load'))} |")
+    chunked = next((v for v in report["variants"] if v["name"] == "edgekit-chunked"), None)
+    if chunked and chunked.get("frames_vs_edgekit_full"):
+        full = chunked["frames_vs_edgekit_full"]
+        lines += ["", f"edgekit-chunked (decode chunk 1) vs edgekit's full decode: max abs diff "
+                  f"{full['max_abs_diff']:.2g}, PSNR {_db(full['psnr_db'])} (SVD's temporal decoder mixes frames: "
+                  "chunked decoding is an approximation)."]
+    lines += ["", "Targets (issue 6):", ""]
+    names = {"decode_peak": "decode peak <= 0.20x onnx-monolithic's decode",
+             "denoise_peak": "denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
+             "latency": "end-to-end latency <= 1.2x onnx-monolithic"}
+    for key, verdict in report["verdicts"].items():
+        detail = f"{verdict['variant']} {_x(verdict['ratio'])}"
+        if verdict.get("latents_max_abs_diff") is not None:
+            detail += (f"; denoised latents max abs diff {verdict['latents_max_abs_diff']:.2g} (max |latents| "
+                       f"{verdict['latents_scale']:.3g}: {'within' if verdict['latents_close'] else 'outside'} "
+                       f"1e-4 x max(1, max |reference|)), frames {verdict['frames_max_abs_diff']:.2g}")
+        if verdict.get("psnr_vs_full_decode_db") is not None:
+            detail += f", PSNR vs the full decode {_db(verdict['psnr_vs_full_decode_db'])}"
+        lines.append(f"- {names[key]}: {detail} — **{'met' if verdict['met'] else 'not met'}**")
+    memory = next((v for v in report["variants"] if v.get("switches")), None)
+    if memory:
+        lines += ["", "diffusers-memory: decode_chunk_size=1 and unet.enable_forward_chunking(); "
+                  "enable_model_cpu_offload is GPU-only (it moves models between the GPU and the CPU) and is not applied."]
+    lines += ["<!-- bench:video:end -->", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Peak RSS per stage per variant (grouped bars) and latency per stage (stacked bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = report["variants"]
+    names = [v["name"] for v in variants]
+    x = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.26
+    for k, stage in enumerate(STAGES):
+        axes[0].bar(x + (k - 1) * width, [v["stages"][stage]["peak_rss_mb"] or 0 for v in variants], width, label=stage)
+    axes[0].set_xticks(x, names, rotation=20, ha="right")
+    axes[0].set_ylabel("peak RSS during the stage (MiB)")
+    axes[0].set_title("Peak RSS per stage")
+    axes[0].legend()
+    bottom = np.zeros(len(names))
+    for stage in STAGES:
+        values = np.array([v["stages"][stage]["ms"] / 1000 for v in variants])
+        axes[1].bar(x, values, 0.6, bottom=bottom, label=stage)
+        bottom += values
+    axes[1].set_xticks(x, names, rotation=20, ha="right")
+    axes[1].set_ylabel("seconds")
+    axes[1].set_title("Latency per stage")
+    axes[1].legend()
+    cfg = report["config"]
+    fig.suptitle(f"SVD {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, "
+                 f"{cfg['threads']} threads")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def save_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

@@ -1,0 +1,284 @@
+"""Child process of `edgekit bench video`: one variant, one JSON line out.
+
+    python -m edgekit.bench.video_variant --variant edgekit --package PKG --inputs IN.npz \
+        --out-dir DIR [--source SVD_DIR] [--graph MONO/unet.onnx] --threads 2
+
+Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-augmentation noise
+[1, 3, H, W] of IN.npz, the package's conditioning defaults and the same step count):
+
+  diffusers          StableVideoDiffusionPipeline as is (torch, fp32), latents given, noise the
+                     first draw of torch.Generator().manual_seed(seed) (checked against IN.npz)
+  diffusers-memory   the same with diffusers' CPU memory switches: decode_chunk_size=1 and
+                     unet.enable_forward_chunking(); enable_model_cpu_offload moves models
+                     between the GPU and the CPU, so it is GPU-only and not applied here
+  onnx-monolithic    one ONNX graph per model (whole UNet, VAE decoder, image encoder, VAE
+                     encoder), four sessions with onnxruntime's default options opened at load
+                     and kept open, driven by a numpy loop that reuses the runtime's
+                     scheduler and conditioning code
+  edgekit            the package through edgekit.load(PKG, window=2).generate, full decode
+  edgekit-chunked    the same with decode_chunk=1
+
+Per stage (encode = CLIP image encoder + VAE encoder; denoise = every UNet step with the
+scheduler; decode = VAE decoder): wall time and peak RSS. The peak of a stage is the process's
+VmHWM after resetting it (Linux: "5" > /proc/self/clear_refs) when the stage starts, read when it
+ends: the largest resident set of the whole process during that stage (weights still held
+from earlier stages included). Where the reset is refused the numbers are cumulative high-water
+marks and `stage_peak_exact` is false. `peak_rss_mb` is the largest value seen over the run,
+loading included. Frames [F, H, W, 3] and denoised latents are written to --out-dir as .npy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.measure import current_rss_mb, peak_rss_mb
+
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked")
+STAGES = ("encode", "denoise", "decode")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class StageMeter:
+    """Per-stage wall time and VmHWM peaks (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self.peak: dict[str, float | None] = {}
+        self.start_rss: dict[str, float] = {}
+        self.highest = peak_rss_mb() or 0.0
+        self.exact = True
+        self._open: dict[str, float] = {}
+
+    def begin(self, stage: str) -> None:
+        self.highest = max(self.highest, peak_rss_mb() or 0.0)
+        self.exact = _reset_peak() and self.exact
+        self.start_rss[stage] = round(current_rss_mb(), 1)
+        self._open[stage] = time.perf_counter()
+
+    def end(self, stage: str) -> None:
+        self.ms[stage] = (time.perf_counter() - self._open.pop(stage)) * 1000
+        self.peak[stage] = peak_rss_mb()
+        self.highest = max(self.highest, self.peak[stage] or 0.0)
+
+    def overall(self) -> float:
+        return max(self.highest, peak_rss_mb() or 0.0)
+
+
+def _conditioning(manifest: Any) -> dict[str, Any]:
+    c = manifest.conditioning
+    return {"fps": c.fps, "motion_bucket_id": c.motion_bucket_id, "noise_aug_strength": c.noise_aug_strength,
+            "min_guidance_scale": c.min_guidance_scale, "max_guidance_scale": c.max_guidance_scale}
+
+
+def _wrap(obj: Any, name: str, before: Any = None, after: Any = None) -> None:
+    """Replace obj.name with a call that runs `before(*args)` / `after(result, *args)` around it."""
+    original = getattr(obj, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if before:
+            before(*args, **kwargs)
+        result = original(*args, **kwargs)
+        if after:
+            after(result, *args, **kwargs)
+        return result
+
+    setattr(obj, name, wrapped)
+
+
+def run_diffusers(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
+                  meter: StageMeter, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    loaded = time.perf_counter()
+    pipeline = StableVideoDiffusionPipeline.from_pretrained(args.source)
+    pipeline.set_progress_bar_config(disable=True)
+    memory = args.variant == "diffusers-memory"
+    if memory:
+        pipeline.unet.enable_forward_chunking()
+        result["switches"] = {"decode_chunk_size": 1, "unet.enable_forward_chunking": True,
+                              "enable_model_cpu_offload": "not applied: it offloads between GPU and CPU (GPU-only)"}
+    result["load_ms"] = (time.perf_counter() - loaded) * 1000
+    image = inputs["image"]
+    _, frames, _, lh, lw = inputs["latents"].shape
+    height, width = image.shape[:2]
+    clip = int(pipeline.image_encoder.config.image_size)
+    # diffusers resizes a PIL image to 224 for CLIP but feeds a tensor to CLIP as is
+    given: Any = (torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+                  if (height, width) == (clip, clip) else Image.fromarray(image))
+    noise = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(int(inputs["seed"])))
+    if not np.array_equal(noise.numpy(), inputs["noise"]):
+        raise SystemExit("the noise in the inputs file is not the generator's first draw")
+    captured: dict[str, np.ndarray] = {}
+    _wrap(pipeline, "_encode_image", before=lambda *a, **k: meter.begin("encode"))
+    _wrap(pipeline, "_encode_vae_image", after=lambda r, *a, **k: (meter.end("encode"), meter.begin("denoise")))
+
+    def decode_start(latents: Any, *a: Any, **k: Any) -> None:
+        meter.end("denoise")
+        captured["latents"] = latents.detach().numpy().copy()
+        meter.begin("decode")
+
+    _wrap(pipeline, "decode_latents", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
+    started = time.perf_counter()
+    with torch.no_grad():
+        video = pipeline(given, height=height, width=width, num_frames=frames, num_inference_steps=args.steps,
+                         generator=torch.Generator().manual_seed(int(inputs["seed"])),
+                         latents=torch.from_numpy(inputs["latents"]).clone(), output_type="np",
+                         decode_chunk_size=1 if memory else frames, **_conditioning(manifest)).frames[0]
+    result["latency_ms"] = (time.perf_counter() - started) * 1000
+    return np.asarray(video, dtype=np.float32), captured["latents"].reshape(1, frames, -1, lh, lw)
+
+
+def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
+                meter: StageMeter, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    import edgekit
+
+    loaded = time.perf_counter()
+    pipeline = edgekit.load(args.package, window=2, threads=args.threads)
+    result["load_ms"] = (time.perf_counter() - loaded) * 1000
+    captured: dict[str, np.ndarray] = {}
+    _wrap(pipeline, "encode_image", before=lambda *a, **k: meter.begin("encode"))
+
+    def after_single(value: Any, role: str, *a: Any, **k: Any) -> None:
+        if role == "vae_encoder":
+            meter.end("encode")
+            meter.begin("denoise")
+
+    def decode_start(latents: np.ndarray, *a: Any, **k: Any) -> None:
+        meter.end("denoise")
+        captured["latents"] = latents.copy()
+        meter.begin("decode")
+
+    _wrap(pipeline, "_run_single", after=after_single)
+    _wrap(pipeline, "decode", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
+    frames = inputs["latents"].shape[1]
+    height, width = inputs["image"].shape[:2]
+    started = time.perf_counter()
+    video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
+                              decode_chunk=1 if args.variant == "edgekit-chunked" else frames,
+                              latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
+    result["latency_ms"] = (time.perf_counter() - started) * 1000
+    result["stats"] = pipeline.stats.to_dict()
+    return video, captured["latents"]
+
+
+def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
+                   meter: StageMeter, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+
+    from edgekit.runtimes.video.conditioning import (
+        Conditioning,
+        added_time_ids,
+        guidance_ramp,
+        guide,
+        with_unconditional,
+    )
+    from edgekit.runtimes.video.images import clip_input, read_image, vae_input
+    from edgekit.runtimes.video.scheduler import EulerScheduler
+
+    loaded = time.perf_counter()
+    options = ort.SessionOptions()  # onnxruntime's defaults: what an app gets
+    options.intra_op_num_threads = args.threads
+    options.log_severity_level = 3
+
+    def session(path: Path) -> Any:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    image_encoder = session(manifest.root / manifest.graph("image_encoder").file)
+    vae_encoder = session(manifest.root / manifest.graph("vae_encoder").file)
+    unet = session(Path(args.graph))
+    vae_decoder = session(manifest.root / manifest.graph("vae_decoder").file)
+    result["load_ms"] = (time.perf_counter() - loaded) * 1000
+    c = manifest.conditioning
+    conditioning = Conditioning(**_conditioning(manifest))
+    pixels = read_image(inputs["image"])
+    latents = inputs["latents"]
+    frames = latents.shape[1]
+    height, width = inputs["image"].shape[:2]
+
+    started = time.perf_counter()
+    meter.begin("encode")
+    embeds = image_encoder.run(None, {"pixel_values": clip_input(pixels, c.clip_image_size, c.image_mean,
+                                                                 c.image_std)})[0][:, None, :]
+    embeds = with_unconditional(embeds, conditioning)
+    augmented = (vae_input(pixels, height, width)
+                 + np.float32(conditioning.noise_aug_strength) * inputs["noise"]).astype(np.float32)
+    image_latents = with_unconditional(vae_encoder.run(None, {"image": augmented})[0], conditioning)
+    image_latents = np.repeat(image_latents[:, None], frames, axis=1)
+    time_ids = added_time_ids(conditioning)
+    ramp = guidance_ramp(conditioning, frames)
+    meter.end("encode")
+
+    meter.begin("denoise")
+    schedule = EulerScheduler(manifest.scheduler).schedule(args.steps)
+    latents = (latents * schedule.init_noise_sigma).astype(np.float32)
+    for i, t in enumerate(schedule.timesteps):
+        model_input = np.concatenate([latents] * conditioning.batch, axis=0)
+        model_input = np.concatenate([schedule.scale(model_input, i), image_latents], axis=2)
+        noise_pred = unet.run(None, {"sample": model_input.astype(np.float32),
+                                     "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
+                                     "encoder_hidden_states": embeds.astype(np.float32),
+                                     "added_time_ids": time_ids})[0]
+        latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
+    meter.end("denoise")
+
+    meter.begin("decode")
+    flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
+    decoded = vae_decoder.run(None, {"latents": np.ascontiguousarray(flat, dtype=np.float32)})[0]
+    video = np.clip(decoded / np.float32(2) + np.float32(0.5), 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
+    meter.end("decode")
+    result["latency_ms"] = (time.perf_counter() - started) * 1000
+    return video, latents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variant", choices=VARIANTS, required=True)
+    parser.add_argument("--package", required=True)
+    parser.add_argument("--inputs", required=True)
+    parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    parser.add_argument("--source", help="the diffusers directory (diffusers variants)")
+    parser.add_argument("--graph", help="the whole-UNet graph (onnx-monolithic)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    from edgekit.video_manifest import VideoManifest
+
+    manifest = VideoManifest.load(args.package)
+    with np.load(args.inputs) as data:
+        inputs = {key: data[key] for key in data.files}
+    meter = StageMeter()
+    result: dict[str, Any] = {"variant": args.variant, "threads": args.threads}
+    runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers, "onnx-monolithic": run_monolithic,
+              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit}[args.variant]
+    video, latents = runner(args, inputs, manifest, meter, result)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames_file, latents_file = out / f"{args.variant}-frames.npy", out / f"{args.variant}-latents.npy"
+    np.save(frames_file, video.astype(np.float32))
+    np.save(latents_file, np.asarray(latents, dtype=np.float32))
+    result.update(stages={stage: {"ms": meter.ms.get(stage), "peak_rss_mb": meter.peak.get(stage),
+                                  "start_rss_mb": meter.start_rss.get(stage)} for stage in STAGES},
+                  stage_peak_exact=meter.exact, peak_rss_mb=meter.overall(), frames_file=str(frames_file),
+                  latents_file=str(latents_file), shape=list(video.shape))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

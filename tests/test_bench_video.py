@@ -1,0 +1,76 @@
+"""`edgekit bench video` as a story: a tiny random SVD -> its package and the whole-UNet baseline
+graph -> five variants, each in its own process, on the same image, latents and noise -> a
+report with per-stage time and peak RSS, frame errors against diffusers and ratios against the
+one-graph baseline, as JSON, markdown and a PNG. No timing assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("diffusers")
+pytest.importorskip("matplotlib")
+
+from edgekit.cli import app  # noqa: E402
+
+runner = CliRunner()
+FRAMES, SIZE = 2, 32
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgekit.exporters.video_svd import export_svd
+    from edgekit.models.video_svd import build_tiny_svd
+
+    root = tmp_path_factory.mktemp("bench-video")
+    source = build_tiny_svd(root / "tiny-svd")
+    export_svd(source, root / "pkg")
+    return root / "pkg"
+
+
+def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_path: Path) -> None:
+    out, md, png = tmp_path / "report.json", tmp_path / "BENCH.md", tmp_path / "video.png"
+    md.write_text("# Benchmarks\n", encoding="utf-8")
+    result = runner.invoke(app, ["bench", "video", str(tiny_package), "--frames", str(FRAMES), "--size", str(SIZE),
+                                 str(SIZE), "--steps", "2", "--work", str(tmp_path / "work"), "--json", str(out),
+                                 "--markdown", "--markdown-file", str(md), "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    by = {v["name"]: v for v in report["variants"]}
+    assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked"]
+    for v in by.values():
+        assert set(v["stages"]) == {"encode", "denoise", "decode"}
+        for stage in v["stages"].values():
+            assert stage["ms"] > 0 and stage["peak_rss_mb"] > 0
+        assert v["peak_rss_mb"] >= max(s["peak_rss_mb"] for s in v["stages"].values())
+        assert set(v["ratios"]) >= {"decode_peak", "denoise_peak", "latency", "peak"}
+    assert by["onnx-monolithic"]["ratios"]["decode_peak"] == 1.0
+    # the same inputs give the same video: edgekit vs diffusers, and vs the one-graph baseline
+    assert by["diffusers"]["frames_vs_diffusers"]["max_abs_diff"] == 0
+    assert by["edgekit"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
+    assert by["edgekit"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
+    assert by["onnx-monolithic"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
+    # chunked decoding is measured against the full decode, not claimed exact
+    assert "psnr_db" in by["edgekit-chunked"]["frames_vs_edgekit_full"]
+    assert by["diffusers-memory"]["switches"]["decode_chunk_size"] == 1
+    assert "GPU-only" in by["diffusers-memory"]["switches"]["enable_model_cpu_offload"]
+    # the runtime's own per-stage stats
+    stats = by["edgekit"]["stats"]
+    assert stats["encode_ms"] > 0 and set(stats["stage_peak_rss_mb"]) == {"encode", "denoise", "decode"}
+    assert stats["stage_peak_rss_mb"]["decode"] <= stats["peak_rss_mb"]
+    assert set(report["verdicts"]) == {"decode_peak", "denoise_peak", "latency"}
+    frames = np.load(by["edgekit"]["frames_file"])
+    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
+    text = md.read_text()
+    assert text.startswith("# Benchmarks") and text.count("<!-- bench:video:start -->") == 1
+    assert "<!-- bench:video:end -->" in text and "edgekit-chunked" in text
+    assert png.stat().st_size > 1000
+
+
+def test_bench_video_refuses_unknown_variants(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "video", str(tmp_path), "--variants", "edgekit,torch-compile"])
+    assert result.exit_code == 2 and "torch-compile" in result.output
