@@ -44,6 +44,12 @@ def _share_cpu_arena() -> None:
     _shared_cpu_arena = True
 
 
+def _shrink_options() -> ort.RunOptions:
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 class OrtSession:
     """A loaded graph. `run` maps input names to arrays; `release` frees the session now."""
 
@@ -53,10 +59,14 @@ class OrtSession:
         self.input_names = tuple(item.name for item in session.get_inputs())
         self.output_names = tuple(item.name for item in session.get_outputs())
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]:
+        """Run the graph. shrink_arena: after this run, hand the CPU arena's free chunks back to
+        the OS (for the last run of a stage whose activations are much larger than what follows;
+        every run shrinking would make the next one allocate again)."""
         if self._session is None:
             raise RuntimeError(f"session for {self.path} was already released")
-        return self._session.run(None, {name: feeds[name] for name in self.input_names})
+        options = _shrink_options() if shrink_arena else None
+        return self._session.run(None, {name: feeds[name] for name in self.input_names}, options)
 
     def release(self) -> None:
         self._session = None

@@ -126,7 +126,9 @@ class VideoPipeline:
         try:
             self.stats.graphs_loaded += 1
             self.stats.max_resident_graphs = max(self.stats.max_resident_graphs, 1)
-            return session.run(feeds)[0]
+            # encoders run once, on full-size images: return their activations to the OS before the
+            # denoising starts (measured, mid-size SVD 256x256: 444 -> 224 MiB resident at denoise start)
+            return session.run(feeds, shrink_arena=True)[0]
         finally:
             session.release()
 
@@ -219,7 +221,7 @@ class VideoPipeline:
             state = unet_state(model_input, np.full((conditioning.batch,), t, dtype=np.float32), embeddings,
                                time_ids)
             noise_pred = run_unet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
-                                  state, counters)
+                                  state, counters, last_step=i == len(schedule.timesteps) - 1)
             latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
             report("denoising", i + 1, steps)
         self.stats.end("denoise", denoise_start)

@@ -20,14 +20,15 @@ from edgekit.runtimes.layer_stream import LayerStream
 
 
 class Session(Protocol):
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+    def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]: ...
     def release(self) -> None: ...
 
 
-def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray], num_frames: int) -> None:
+def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray], num_frames: int,
+                shrink_arena: bool = False) -> None:
     """Run one UNet stage graph on `state` in place (see the module docstring)."""
     feeds = {spec.name: state[spec.name] for spec in graph.inputs}
-    outputs = session.run(feeds)
+    outputs = session.run(feeds, shrink_arena=shrink_arena)
     for spec, value in zip(graph.outputs, outputs):
         if graph.role == "time_embedding":
             state["temb"] = np.repeat(value, num_frames, axis=0)
@@ -55,12 +56,14 @@ def unet_state(latent_model_input: np.ndarray, timestep: np.ndarray, encoder_hid
 
 
 def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Session], window: int,
-             state: dict[str, np.ndarray], counters: dict[str, int] | None = None) -> np.ndarray:
-    """Stream the UNet graphs over `state` (from `unet_state`); return noise_pred [B, F, C, h, w]."""
+             state: dict[str, np.ndarray], counters: dict[str, int] | None = None,
+             last_step: bool = False) -> np.ndarray:
+    """Stream the UNet graphs over `state` (from `unet_state`); return noise_pred [B, F, C, h, w].
+    last_step: after the final graph, hand the arena's free memory back to the OS before decoding."""
     batch, frames = state["image_only_indicator"].shape
     stream = LayerStream([root / graph.file for graph in graphs], load, window=window)
     for index, session in stream:
-        apply_graph(graphs[index], session, state, frames)
+        apply_graph(graphs[index], session, state, frames, shrink_arena=last_step and index == len(graphs) - 1)
     if counters is not None:
         counters["graphs_loaded"] = counters.get("graphs_loaded", 0) + stream.loads
         counters["max_resident"] = max(counters.get("max_resident", 0), stream.max_resident)
