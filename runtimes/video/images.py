@@ -135,7 +135,8 @@ def resize_antialias(image: np.ndarray, size: int) -> np.ndarray:
     blurred = _blur_axis(image.astype(np.float32), _gaussian_kernel(ks[1], sigmas[1]), axis=-1)
     blurred = _blur_axis(blurred, _gaussian_kernel(ks[0], sigmas[0]), axis=-2)
     rows, cols = _cubic_matrix(h, size), _cubic_matrix(w, size)
-    return np.einsum("oh,bchw,pw->bcop", rows, blurred, cols).astype(np.float32)
+    # two matrix products (an unoptimised 3-operand einsum took ~5.7 s for 256 -> 224 px)
+    return np.matmul(np.matmul(rows, blurred), cols.T).astype(np.float32)
 
 
 def clip_input(pixels: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
