@@ -137,6 +137,12 @@ def run(
     decode_chunk: int = typer.Option(None, "--decode-chunk",
                                      help="Video packages: frames per VAE decoder call (default: all; "
                                           "smaller saves memory, approximate)."),
+    decode_tile: int = typer.Option(None, "--decode-tile",
+                                    help="Video packages: decode in spatial tiles of N latent pixels "
+                                         "(x the VAE scale in output pixels; saves memory, approximate)."),
+    decode_tile_overlap: int = typer.Option(None, "--decode-tile-overlap",
+                                            help="Video packages: latent pixels neighbouring tiles share "
+                                                 "(default N/4; 0 <= M < N/2)."),
     seed: int = typer.Option(0, "--seed", help="Video packages: random seed."),
 ) -> None:
     """Rank candidates against a query, or (video packages) generate a video from an image."""
@@ -145,7 +151,8 @@ def run(
     from edgekit.video_manifest import VideoManifest, load_any
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
-                     "--width": width, "--decode-chunk": decode_chunk}
+                     "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
+                     "--decode-tile-overlap": decode_tile_overlap}
     if isinstance(load_any(package), VideoManifest):
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
@@ -155,7 +162,7 @@ def run(
                                        f"({', '.join(given) or '--plan/--prune/--order/--top-k'}) do not apply")
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
-                  as_json=as_json)
+                  as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -179,7 +186,8 @@ def run(
 
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
-              provider: str, threads: int | None, as_json: bool) -> None:
+              provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
+              decode_tile_overlap: int | None = None) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
@@ -195,7 +203,8 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     with _progress(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
-                                  decode_chunk=decode_chunk,
+                                  decode_chunk=decode_chunk, decode_tile=decode_tile,
+                                  decode_tile_overlap=decode_tile_overlap,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
     gif, pngs = save_video(video, out, fps=pipeline.manifest.conditioning.fps)
@@ -205,10 +214,12 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
                                "stats": stats}))
         return
     rss = f"{stats['peak_rss_mb']:.0f} MiB" if stats["peak_rss_mb"] is not None else "n/a"
+    tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
+             f"({stats['decode_tiles']} tiles)" if stats["decode_tile"] is not None else "")
     stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
                  f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
                  f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "
-                 f"{stats['max_resident_graphs']} · decode chunk {stats['decode_chunk']}")
+                 f"{stats['max_resident_graphs']} · decode chunk {stats['decode_chunk']}{tiles}")
 
 
 def print_ranking(ranking: Any, as_json: bool) -> None:
@@ -433,7 +444,8 @@ def bench_video(
     steps: int = typer.Option(2, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    variants: str = typer.Option("diffusers,diffusers-memory,onnx-monolithic,edgekit,edgekit-chunked", "--variants"),
+    variants: str = typer.Option("diffusers,diffusers-memory,onnx-monolithic,edgekit,edgekit-chunked,edgekit-tiled",
+                                 "--variants"),
     work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),

@@ -1,5 +1,5 @@
 """`edgekit bench video` as a story: a tiny random SVD -> its package and the whole-UNet baseline
-graph -> five variants, each in its own process, on the same image, latents and noise -> a
+graph -> six variants, each in its own process, on the same image, latents and noise -> a
 report with per-stage time and peak RSS, frame errors against diffusers and ratios against the
 one-graph baseline, as JSON, markdown and a PNG. No timing assertions."""
 
@@ -41,7 +41,8 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     by = {v["name"]: v for v in report["variants"]}
-    assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked"]
+    assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked",
+                        "edgekit-tiled"]
     for v in by.values():
         assert set(v["stages"]) == {"encode", "denoise", "decode"}
         for stage in v["stages"].values():
@@ -56,6 +57,12 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert by["onnx-monolithic"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
     # chunked decoding is measured against the full decode, not claimed exact
     assert "psnr_db" in by["edgekit-chunked"]["frames_vs_edgekit_full"]
+    # tiles of 16 latent pixels cover this 16 x 16 latent: edgekit-tiled is edgekit-chunked, bit for bit
+    assert by["edgekit-tiled"]["tile"] == {"tile": 16, "overlap": 4}
+    assert by["edgekit-tiled"]["frames_vs_edgekit_chunked"]["max_abs_diff"] == 0
+    assert by["edgekit-tiled"]["stats"]["decode_tiles"] == 1
+    assert report["verdicts"]["decode_peak"]["variant"] in ("edgekit-chunked", "edgekit-tiled")
+    assert set(report["verdicts"]["decode_peak"]["considered"]) == {"edgekit-chunked", "edgekit-tiled"}
     assert by["diffusers-memory"]["switches"]["decode_chunk_size"] == 1
     assert "GPU-only" in by["diffusers-memory"]["switches"]["enable_model_cpu_offload"]
     # the runtime's own per-stage stats

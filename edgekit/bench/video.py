@@ -2,14 +2,17 @@
 each variant in its own process, the same image, initial latents and noise for all.
 
 Variants (edgekit/bench/video_variant.py): diffusers (the reference), diffusers-memory,
-onnx-monolithic (the baseline of every ratio), edgekit, edgekit-chunked. Reported per variant and
-per stage (encode, denoise, decode): wall time and peak RSS (VmHWM reset at each stage start:
-the process's largest resident set during the stage); overall: the call's latency, load time
-and the process's peak; frames: max abs diff and PSNR against diffusers (edgekit-chunked also
-against edgekit's full decode); denoised latents: max abs diff against diffusers and against
-onnx-monolithic. Targets (issue 6): decode peak <= 0.20x onnx-monolithic's decode stage,
-denoise peak <= 0.50x onnx-monolithic's denoise stage with the denoised latents within
-1e-4 x max(1, max |reference|) (the package's parity convention), and end-to-end latency <= 1.2x onnx-monolithic's.
+onnx-monolithic (the baseline of every ratio), edgekit, edgekit-chunked (decode chunk 1),
+edgekit-tiled (decode chunk 1 + spatial decode tiles). Reported per variant and per stage
+(encode, denoise, decode): wall time and peak RSS (VmHWM reset at each stage start: the
+process's largest resident set during the stage); overall: the call's latency, load time and
+the process's peak; frames: max abs diff and PSNR against diffusers (edgekit-chunked and
+edgekit-tiled also against edgekit's full decode, edgekit-tiled also against edgekit-chunked);
+denoised latents: max abs diff against diffusers and against onnx-monolithic. Targets
+(issue 6): decode peak <= 0.20x onnx-monolithic's decode stage (the lower of edgekit-chunked and
+edgekit-tiled, named), denoise peak <= 0.50x onnx-monolithic's denoise stage with the denoised
+latents within 1e-4 x max(1, max |reference|) (the package's parity convention), and
+end-to-end latency <= 1.2x onnx-monolithic's.
 
 With no package, the mid-size random SVD (models/video_svd.build_mid_svd: the real SVD VAE
 layout, a quarter-width UNet, a 2-layer CLIP) is built, exported and cached under `work`.
@@ -38,7 +41,8 @@ from edgekit.errors import BenchmarkError
 
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.video_variant"
-VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked")
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled")
+DECODE_VARIANTS = ("edgekit-chunked", "edgekit-tiled")  # the decode target takes the lower decode peak
 STAGES = ("encode", "denoise", "decode")
 REFERENCE, BASELINE = "diffusers", "onnx-monolithic"
 TARGETS = {"decode_peak": 0.20, "denoise_peak": 0.50, "denoise_max_abs_diff": 1e-4, "latency": 1.2}
@@ -171,8 +175,12 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
         if BASELINE in latents:
             row["latents_vs_monolithic"] = float(np.max(np.abs(latents[name] - latents[BASELINE])))
             row["frames_vs_monolithic"] = _compare(frames[name], frames[BASELINE])
-        if name == "edgekit-chunked" and "edgekit" in frames:
+        if name in DECODE_VARIANTS and "edgekit" in frames:
             row["frames_vs_edgekit_full"] = _compare(frames[name], frames["edgekit"])
+        if name == "edgekit-tiled" and "edgekit-chunked" in frames:
+            row["frames_vs_edgekit_chunked"] = _compare(frames[name], frames["edgekit-chunked"])
+        if r.get("tile"):
+            row["tile"] = r["tile"]
         if base is not None:
             row["ratios"] = {
                 "decode_peak": _ratio(r["stages"]["decode"]["peak_rss_mb"], base["stages"]["decode"]["peak_rss_mb"]),
@@ -202,12 +210,16 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, checked on the measured ratios (None: a variant was not run)."""
     by = {v["name"]: v for v in variants}
     out: dict[str, Any] = {}
-    chunked, full = by.get("edgekit-chunked"), by.get("edgekit")
-    if chunked and chunked.get("ratios"):
-        value = chunked["ratios"]["decode_peak"]
-        out["decode_peak"] = {"variant": "edgekit-chunked", "ratio": value, "target": TARGETS["decode_peak"],
-                              "met": value is not None and value <= TARGETS["decode_peak"],
-                              "psnr_vs_full_decode_db": (chunked.get("frames_vs_edgekit_full") or {}).get("psnr_db")}
+    full = by.get("edgekit")
+    decoders = [by[name] for name in DECODE_VARIANTS
+                if name in by and (by[name].get("ratios") or {}).get("decode_peak") is not None]
+    if decoders:
+        best = min(decoders, key=lambda v: v["ratios"]["decode_peak"])
+        value = best["ratios"]["decode_peak"]
+        out["decode_peak"] = {"variant": best["name"], "ratio": value, "target": TARGETS["decode_peak"],
+                              "met": value <= TARGETS["decode_peak"],
+                              "psnr_vs_full_decode_db": (best.get("frames_vs_edgekit_full") or {}).get("psnr_db"),
+                              "considered": {v["name"]: v["ratios"]["decode_peak"] for v in decoders}}
     if full and full.get("ratios"):
         value = full["ratios"]["denoise_peak"]
         diff = full.get("latents_vs_monolithic")
@@ -279,6 +291,18 @@ def markdown(report: dict[str, Any], command: str) -> str:
         lines += ["", f"edgekit-chunked (decode chunk 1) vs edgekit's full decode: max abs diff "
                   f"{full['max_abs_diff']:.2g}, PSNR {_db(full['psnr_db'])} (SVD's temporal decoder mixes frames: "
                   "chunked decoding is an approximation)."]
+    tiled = next((v for v in report["variants"] if v["name"] == "edgekit-tiled"), None)
+    if tiled and tiled.get("frames_vs_edgekit_full"):
+        full, tile = tiled["frames_vs_edgekit_full"], tiled.get("tile") or {}
+        line = (f"edgekit-tiled (decode chunk 1, tiles of {tile.get('tile')} latent pixels sharing "
+                f"{tile.get('overlap')}) vs edgekit's full decode: max abs diff {full['max_abs_diff']:.2g}, "
+                f"PSNR {_db(full['psnr_db'])}")
+        if tiled.get("frames_vs_edgekit_chunked"):
+            step = tiled["frames_vs_edgekit_chunked"]
+            line += (f"; vs edgekit-chunked (the tiling alone): max abs diff {step['max_abs_diff']:.2g}, "
+                     f"PSNR {_db(step['psnr_db'])}")
+        lines += ["", line + " (GroupNorm statistics and the receptive field cross tile borders: tiling is an "
+                  "approximation too)."]
     lines += ["", "Targets (issue 6):", ""]
     names = {"decode_peak": "decode peak <= 0.20x onnx-monolithic's decode",
              "denoise_peak": "denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
@@ -291,6 +315,8 @@ def markdown(report: dict[str, Any], command: str) -> str:
                        f"1e-4 x max(1, max |reference|)), frames {verdict['frames_max_abs_diff']:.2g}")
         if verdict.get("psnr_vs_full_decode_db") is not None:
             detail += f", PSNR vs the full decode {_db(verdict['psnr_vs_full_decode_db'])}"
+        if len(verdict.get("considered") or {}) > 1:
+            detail += " (best of " + ", ".join(f"{k} {_x(v)}" for k, v in verdict["considered"].items()) + ")"
         lines.append(f"- {names[key]}: {detail} — **{'met' if verdict['met'] else 'not met'}**")
     memory = next((v for v in report["variants"] if v.get("switches")), None)
     if memory:

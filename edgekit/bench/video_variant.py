@@ -17,6 +17,8 @@ Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-au
                      scheduler and conditioning code
   edgekit            the package through edgekit.load(PKG, window=2).generate, full decode
   edgekit-chunked    the same with decode_chunk=1
+  edgekit-tiled      decode_chunk=1 and spatial decode tiles of 16 latent pixels sharing 4
+                     (128 / 32 output pixels with SVD's VAE), blended across the overlaps
 
 Per stage (encode = CLIP image encoder + VAE encoder; denoise = every UNet step with the
 scheduler; decode = VAE decoder): wall time and peak RSS. The peak of a stage is the process's
@@ -39,7 +41,8 @@ import numpy as np
 
 from edgekit.measure import current_rss_mb, peak_rss_mb
 
-VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked")
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled")
+TILE, TILE_OVERLAP = 16, 4  # edgekit-tiled: latent pixels (x the VAE scale, 8: 128 output pixels, 32 shared)
 STAGES = ("encode", "denoise", "decode")
 
 
@@ -170,8 +173,12 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
     started = time.perf_counter()
+    tiled = args.variant == "edgekit-tiled"
+    if tiled:
+        result["tile"] = {"tile": TILE, "overlap": TILE_OVERLAP}
     video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
-                              decode_chunk=1 if args.variant == "edgekit-chunked" else frames,
+                              decode_chunk=1 if args.variant in ("edgekit-chunked", "edgekit-tiled") else frames,
+                              decode_tile=TILE if tiled else None, decode_tile_overlap=TILE_OVERLAP if tiled else None,
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
@@ -266,7 +273,7 @@ def main() -> None:
     meter = StageMeter()
     result: dict[str, Any] = {"variant": args.variant, "threads": args.threads}
     runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers, "onnx-monolithic": run_monolithic,
-              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit}[args.variant]
+              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit, "edgekit-tiled": run_edgekit}[args.variant]
     video, latents = runner(args, inputs, manifest, meter, result)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,9 @@ The run reproduces diffusers' StableVideoDiffusionPipeline (0.42) step for step:
 4. decode latents / scaling_factor with the VAE decoder, `decode_chunk` frames per call
    (all frames by default, like diffusers; smaller chunks bound memory but SVD's temporal
    decoder mixes frames inside a chunk, so chunked output is an approximation), and map
-   [-1, 1] -> [0, 1].
+   [-1, 1] -> [0, 1]. Optionally each chunk is decoded in spatial tiles (`decode_tile` latent
+   pixels, `decode_tile_overlap` shared, linear-ramp blending: runtimes/video/tiles.py), which
+   bounds the decoder's activations per call; also an approximation.
 
 Randomness: `seed` drives numpy's default_rng (noise-augmentation noise first, then the initial
 latents); pass `latents` [1, F, C, h, w] and `noise` [1, 3, H, W] to supply both explicitly
@@ -45,6 +47,7 @@ from edgekit.runtimes.video.conditioning import (
 )
 from edgekit.runtimes.video.images import clip_input, read_image, vae_input
 from edgekit.runtimes.video.scheduler import EulerScheduler
+from edgekit.runtimes.video.tiles import blend_into, box_weights, check_tile
 from edgekit.runtimes.video.unet import run_unet, unet_state
 from edgekit.video_manifest import VideoManifest
 
@@ -77,6 +80,9 @@ class VideoStats:
     width: int = 0
     steps: int = 0
     decode_chunk: int = 0
+    decode_tile: int | None = None  # latent pixels; None: untiled
+    decode_tile_overlap: int | None = None
+    decode_tiles: int = 0  # tiles per decoder chunk (1: untiled)
     guidance: bool = False
     latency_ms: float = 0.0
     encode_ms: float = 0.0
@@ -139,18 +145,47 @@ class VideoPipeline:
                                                                                c.image_mean, c.image_std)})
         return embeds[:, None, :]
 
-    def decode(self, latents: np.ndarray, decode_chunk: int | None = None) -> np.ndarray:
+    def decode(self, latents: np.ndarray, decode_chunk: int | None = None, tile: int | None = None,
+               tile_overlap: int | None = None) -> np.ndarray:
         """Frames [F, H, W, 3] in [0, 1] from denoised latents [1, F, C, h, w], `decode_chunk`
-        frames per decoder call (None: all at once)."""
+        frames per decoder call (None: all at once).
+
+        `tile` (latent pixels, None: no tiles): when smaller than h or w, each chunk is decoded tile
+        by tile, `tile` x `tile` latent tiles sharing `tile_overlap` latent pixels with their
+        neighbours (None: tile // 4; must be in [0, tile/2)), blended with linear ramps across the
+        overlaps (runtimes/video/tiles.py). Tiling bounds the decoder's activations per call but is
+        an approximation (GroupNorm statistics and the receptive field cross tile borders); a tile
+        at least as large as the latent is the untiled decode, bit for bit.
+        """
         c = self.manifest.conditioning
         flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
         chunk = flat.shape[0] if decode_chunk is None else _positive("decode_chunk", decode_chunk)
+        lh, lw = flat.shape[-2:]
+        grid = None
+        if tile is not None:
+            tile, overlap = check_tile(tile, tile_overlap)
+            self.stats.decode_tile, self.stats.decode_tile_overlap = tile, overlap
+            if tile < lh or tile < lw:
+                grid = box_weights(lh, lw, tile, overlap, c.vae_scale_factor)
+        elif tile_overlap is not None:
+            raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
+        self.stats.decode_tiles = 1 if grid is None else len(grid)
         graph = self.manifest.graph("vae_decoder")
         session = self.backend.load(self.manifest.root / graph.file)
         self.stats.graphs_loaded += 1
         try:
-            pieces = [session.run({"latents": np.ascontiguousarray(flat[i: i + chunk])})[0]
-                      for i in range(0, flat.shape[0], chunk)]
+            pieces = []
+            for i in range(0, flat.shape[0], chunk):
+                part = flat[i: i + chunk]
+                if grid is None:
+                    pieces.append(session.run({"latents": np.ascontiguousarray(part)})[0])
+                    continue
+                scale = c.vae_scale_factor
+                canvas = np.zeros((part.shape[0], 3, lh * scale, lw * scale), dtype=np.float32)
+                for (y0, y1, x0, x1), wy, wx in grid:
+                    decoded = session.run({"latents": np.ascontiguousarray(part[..., y0:y1, x0:x1])})[0]
+                    blend_into(canvas, decoded, (y0, y1, x0, x1), wy, wx, scale)
+                pieces.append(canvas)
         finally:
             session.release()
         frames = np.concatenate(pieces, axis=0)
@@ -162,13 +197,16 @@ class VideoPipeline:
                  fps: int | None = None, motion_bucket_id: int | None = None,
                  noise_aug_strength: float | None = None, min_guidance_scale: float | None = None,
                  max_guidance_scale: float | None = None, latents: np.ndarray | None = None,
-                 noise: np.ndarray | None = None, progress: Progress | None = None) -> np.ndarray:
+                 noise: np.ndarray | None = None, progress: Progress | None = None,
+                 decode_tile: int | None = None, decode_tile_overlap: int | None = None) -> np.ndarray:
         """Generate a video from `image`; returns float32 frames [F, H, W, 3] in [0, 1].
 
         Unset arguments take the package's defaults (manifest `conditioning`). `latents`
         [1, F, C, h, w] (unscaled standard normal) and `noise` [1, 3, H, W] replace the seeded
         draws. Raises InvalidArgumentError for bad input (missing or non-RGB image, zero frames,
-        sizes that are not multiples of the package's size_multiple, wrong latents/noise shapes).
+        sizes that are not multiples of the package's size_multiple, wrong latents/noise shapes,
+        bad decode tile settings). `decode_tile` / `decode_tile_overlap`: spatial decode tiles
+        (see `decode`).
         """
         started = time.perf_counter()
         c = self.manifest.conditioning
@@ -183,6 +221,10 @@ class VideoPipeline:
         if decode_chunk is None:
             decode_chunk = c.decode_chunk_size
         chunk = frames if decode_chunk is None else min(_positive("decode_chunk", decode_chunk), frames)
+        if decode_tile is not None:
+            check_tile(decode_tile, decode_tile_overlap)
+        elif decode_tile_overlap is not None:
+            raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
         conditioning = Conditioning(
@@ -230,7 +272,7 @@ class VideoPipeline:
 
         report("decoding", steps, steps)
         decode_start = self.stats.begin("decode")
-        video = self.decode(latents, chunk)
+        video = self.decode(latents, chunk, decode_tile, decode_tile_overlap)
         self.stats.end("decode", decode_start)
         self.stats.latency_ms = (time.perf_counter() - started) * 1000
         self.stats.peak_rss_mb = peak_rss_mb()
