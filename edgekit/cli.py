@@ -2,51 +2,25 @@
 
 User mistakes (every `EdgekitError`) print one line on stderr and exit with code 2. Heavy,
 torch-side modules are imported inside the commands that need them, so `edgekit run` starts
-without torch. This module is the one place that sets up logging and progress bars.
+without torch. Shared pieces (consoles, one-line errors, progress bars) live in
+`edgekit.cli_common`; the `bench` commands in `edgekit.cli_bench`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
-from edgekit.errors import EdgekitError
+from edgekit.cli_bench import bench_app
+from edgekit.cli_common import progress_bar, stderr, stdout, user_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
-stdout = Console()
-stderr = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(command: F) -> F:
-    """Turn an EdgekitError into one line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except EdgekitError as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), console=stderr, disable=not enabled, transient=True)
 
 
 def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> Any:
@@ -69,7 +43,7 @@ def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> 
         raise MissingDependencyError(
             f"export needs the {extra} extra ({error.name} is missing); pip install 'edgekit[{extra}]'"
         ) from None
-    with _progress(show and stderr.is_terminal) as bar:
+    with progress_bar(show and stderr.is_terminal) as bar:
         task = bar.add_task("exporting", total=None)
 
         def report(message: str, done: int, total: int) -> None:
@@ -200,7 +174,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     if out.suffix.lower() != ".gif":
         raise InvalidArgumentError(f"--out {out} must end with .gif (PNG frames go to {out.stem}_frames/)")
     pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads)
-    with _progress(not as_json and stderr.is_terminal) as bar:
+    with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
                                   decode_chunk=decode_chunk, decode_tile=decode_tile,
@@ -270,7 +244,7 @@ def calibrate(
         raise InvalidArgumentError(f"--top-k must be a positive integer, got {top_k}")
     examples = read_examples(data)
     selector = edgekit.load(str(package), chunk=chunk, threads=threads)
-    with _progress(not as_json and stderr.is_terminal) as bar:
+    with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("exact runs (recording layer scores)", total=len(examples))
         traces = record_traces(selector.rank, examples, top_k,
                                progress=lambda done, total: bar.update(task, completed=done))
@@ -337,156 +311,9 @@ def demo(
                      "run `edgekit demo` again to see the runtime alone)")
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
 app.add_typer(bench_app, name="bench")
 models_app = typer.Typer(no_args_is_help=True, help="Build models from recipes (offline).")
 app.add_typer(models_app, name="models")
-
-
-@bench_app.command("select")
-@user_errors
-def bench_select(
-    package: Path = typer.Argument(..., help="Package directory."),
-    data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates", "relevant"?} per line.'),
-    top_k: int = typer.Option(10, "--top-k"),
-    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    batch: int = typer.Option(16, "--batch", help="Candidates per run for onnx-monolithic-batched."),
-    chunk: int = typer.Option(16, "--chunk", help="edgekit chunk size."),
-    queries: int = typer.Option(0, "--queries", help="Use only the first N queries (0: all)."),
-    split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
-    target_agreement: float = typer.Option(0.995, "--target-agreement"),
-    variants: str = typer.Option(",".join(BENCH_SELECT_VARIANTS), "--variants"),
-    sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
-    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
-    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the table in docs/BENCHMARKS.md."),
-    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
-    title: str = typer.Option("", "--title", help="Section title in the markdown (default: from the package)."),
-    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency vs agreement, peak RSS."),
-) -> None:
-    """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / pruned) on the same queries."""
-    from edgekit.bench import select_report
-    from edgekit.bench.select import SelectBench, run_select_bench
-    from edgekit.errors import InvalidArgumentError
-
-    try:
-        counts = tuple(int(x) for x in sweep.split(",") if x.strip())
-    except ValueError:
-        raise InvalidArgumentError(f"--memory-sweep {sweep!r}: expected comma-separated integers") from None
-    config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
-                         split=split, target_agreement=target_agreement, queries=queries,
-                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
-    report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    command = "edgekit " + " ".join(sys.argv[1:])
-    heading = title or f"Selection: {report['workload']['family']} {report['workload']['task']} package"
-    section = select_report.markdown(report, command, heading)
-    stdout.print(section)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        select_report.append_markdown(markdown_file, section)
-    if plot:
-        select_report.plot(report, plot)
-
-
-@bench_app.command("select-deep")
-@user_errors
-def bench_select_deep(
-    candidates: int = typer.Option(8, "--candidates"),
-    tokens: int = typer.Option(128, "--tokens", help="Sequence length of every candidate (prompt included)."),
-    top_k: int = typer.Option(5, "--top-k"),
-    queries: int = typer.Option(2, "--queries"),
-    repeat: int = typer.Option(2, "--repeat", help="Timed runs per query (after one warm-up)."),
-    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    budget_shares: str = typer.Option("0.25,0.09", "--budget-shares",
-                                      help="edgekit-budget runs: budgets as shares of the baseline's peak."),
-    work: Path = typer.Option(None, "--work", help="Where the model, package and graph are cached."),
-    provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (every variant)."),
-    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
-    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
-    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
-) -> None:
-    """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget) vs one ONNX graph."""
-    from edgekit.bench import deep
-    from edgekit.bench.select_report import append_markdown
-    from edgekit.errors import InvalidArgumentError
-
-    try:
-        shares = tuple(float(x) for x in budget_shares.split(",") if x.strip())
-    except ValueError:
-        raise InvalidArgumentError(f"--budget-shares {budget_shares!r}: expected comma-separated numbers") from None
-    if min(candidates, tokens, top_k, queries, repeat, threads) < 1 or not all(0 < x <= 1 for x in shares):
-        raise InvalidArgumentError("counts must be >= 1 and every budget share in (0, 1]")
-    if provider not in ("cpu", "cuda"):
-        raise InvalidArgumentError(f"--provider {provider!r}: use cpu or cuda")
-    from edgekit.runtimes.backend import OrtBackend
-
-    OrtBackend(provider)  # an unavailable provider is a one-line error here, not a failed child
-    options = {"work": work} if work is not None else {}
-    config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
-                            threads=threads, budget_shares=shares, **options)
-    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        append_markdown(markdown_file, section)
-
-
-@bench_app.command("video")
-@user_errors
-def bench_video(
-    package: Path = typer.Argument(None, help="Video package (default: the mid-size random SVD, built and cached)."),
-    frames: int = typer.Option(8, "--frames"),
-    size: tuple[int, int] = typer.Option((256, 256), "--size", help="Height and width in pixels."),
-    steps: int = typer.Option(2, "--steps"),
-    seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    variants: str = typer.Option("diffusers,diffusers-memory,onnx-monolithic,edgekit,edgekit-chunked,edgekit-tiled",
-                                 "--variants"),
-    work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
-    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
-    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
-    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
-    plot: Path = typer.Option(None, "--plot", help="Write a PNG: peak RSS and latency per stage per variant."),
-) -> None:
-    """Image-to-video (SVD): diffusers, its memory switches, one ONNX graph per model and edgekit, per stage."""
-    from edgekit.bench import video
-    from edgekit.bench.select_report import append_markdown
-    from edgekit.errors import InvalidArgumentError
-
-    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in video.VARIANTS]
-    if unknown or not chosen:
-        raise InvalidArgumentError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
-                                   f"choose from {', '.join(video.VARIANTS)}")
-    if min(frames, steps, threads, *size) < 1 or seed < 0:
-        raise InvalidArgumentError("--frames, --steps, --threads and --size must be >= 1 and --seed >= 0")
-    options = {"work": work} if work is not None else {}
-    config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
-                              threads=threads, variants=chosen, **options)
-    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = video.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        video.save_json(report, json_out)
-    if markdown:
-        append_markdown(markdown_file, section)
-    if plot is not None:
-        video.plot(report, plot)
-
-
-def _mount_attention() -> None:
-    """The attention benchmark's commands (their module imports torch only when a command runs)."""
-    from edgekit.runtimes.attention.cli import attention, attention_cp
-
-    bench_app.command("attention")(user_errors(attention))
-    bench_app.command("attention-cp")(user_errors(attention_cp))
-
-
-_mount_attention()
 
 
 @models_app.command("build")
@@ -511,7 +338,7 @@ def models_build(
                                      "pip install 'edgekit[export,demo]'") from None
     target = out or recipe_module.default_model_dir()
     options = {"steps": steps} if steps is not None else {}
-    with _progress(stderr.is_terminal) as bar:
+    with progress_bar(stderr.is_terminal) as bar:
         task = bar.add_task("training", total=None)
         path = recipe_module.build_minilm_cross_encoder(
             target, seed=seed, heads=heads, **options,
