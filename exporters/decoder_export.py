@@ -27,9 +27,9 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
-from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import (
     check_parity,
+    export_checked,
     max_diff,
     save_embedding_table,
     save_tokenizer,
@@ -110,9 +110,6 @@ def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.Tensor, root: Path,
                    tolerance: float, progress: Progress, half: bool) -> tuple[list[GraphSpec], dict[str, float]]:
-    from edgekit.runtimes.backend import OrtBackend
-
-    backend = OrtBackend("cpu")
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
     total = len(stages.layers) + 2
@@ -142,17 +139,8 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
             half_args = tuple(a.half() if half and a.is_floating_point() else a for a in args)
             if half and "attention_bias" in names:  # fp32 min overflows fp16: rebuild the bias
                 half_args = (half_args[0], _bias(mask, torch.float16), *half_args[2:])
-            try:
-                spec = export_graph(exported, half_args, root, f"graphs/{name}.onnx", names, [output], axes,
-                                    name=name, role=role, index=index)
-            except (RuntimeError, TypeError, ValueError) as error:
-                raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
-            session = backend.load(root / spec.file)
-            actual = session.run({n: a.numpy() for n, a in zip(names, half_args)})[0]
-            session.release()
-            diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())
-            check_parity(name, diff, scale, tolerance)
-            parity[name] = diff
+            spec, parity[name] = export_checked(module, args, exported, half_args, root, name, role, index, names,
+                                                output, axes, tolerance)
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity

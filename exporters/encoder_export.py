@@ -26,9 +26,9 @@ import torch
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
-from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import (
     check_parity,
+    export_checked,
     max_diff,
     save_embedding_table,
     save_tokenizer,
@@ -153,7 +153,6 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
     depth_heads: {depth: head module} scored on layer `depth`'s output, exported after the head
     as role "depth_head" with index = depth.
     """
-    backend = OrtBackend("cpu")
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
     depth_heads = depth_heads or {}
@@ -191,17 +190,8 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             axes[output] = {0: "batch"} if is_head else {0: "batch", 1: "sequence"}
             exported = copy.deepcopy(module).half() if half else module
             exported_args = tuple(a.half() if half and a.is_floating_point() else a for a in args)
-            try:
-                spec = export_graph(exported, exported_args, root, f"graphs/{name}.onnx", input_names, [output],
-                                    axes, name=name, role=role, index=index)
-            except (RuntimeError, TypeError, ValueError) as error:
-                raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
-            session = backend.load(root / spec.file)
-            actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
-            session.release()
-            diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())
-            check_parity(name, diff, scale, tolerance)
-            parity[name] = diff
+            spec, parity[name] = export_checked(module, args, exported, exported_args, root, name, role, index,
+                                                input_names, output, axes, tolerance)
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity

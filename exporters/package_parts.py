@@ -11,8 +11,8 @@ import torch
 
 from edgekit import __version__
 from edgekit.errors import ParityError, SourceModelError
-from edgekit.exporters.onnx_writer import OPSET
-from edgekit.manifest import EmbeddingTable, FileEntry
+from edgekit.exporters.onnx_writer import OPSET, export_graph
+from edgekit.manifest import EmbeddingTable, FileEntry, GraphSpec
 
 
 def max_diff(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
@@ -27,6 +27,28 @@ def check_parity(name: str, diff: float, scale: float, tolerance: float) -> None
             f"{name}: ONNX output differs from torch by {diff:.3g} (allowed {tolerance * scale:.3g}); "
             "the model uses an op edgekit cannot export faithfully; please report it"
         )
+
+
+def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], exported: torch.nn.Module,
+                   exported_args: tuple[torch.Tensor, ...], root: Path, name: str, role: str, index: int | None,
+                   input_names: list[str], output: str, axes: dict[str, dict[int, str]],
+                   tolerance: float) -> tuple[GraphSpec, float]:
+    """Export `exported` (the module itself, or its fp16 copy) on `exported_args` to
+    graphs/<name>.onnx, run it in onnxruntime and check it against `module(*args)` (fp32 torch);
+    returns the GraphSpec and the max abs diff. Raises SourceModelError / ParityError."""
+    from edgekit.runtimes.backend import OrtBackend
+
+    try:
+        spec = export_graph(exported, exported_args, root, f"graphs/{name}.onnx", input_names, [output], axes,
+                            name=name, role=role, index=index)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
+    session = OrtBackend("cpu").load(root / spec.file)
+    actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
+    session.release()
+    diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())
+    check_parity(name, diff, scale, tolerance)
+    return spec, diff
 
 
 def save_embedding_table(weight: torch.Tensor, root: Path, half: bool) -> EmbeddingTable:
