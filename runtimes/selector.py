@@ -113,7 +113,6 @@ class Selector:
         self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
         self._pinned: dict[Path, OrtSession] = {}
         self._loads = 0  # sessions created, all calls together
-        self._depth_heads_loaded = 0  # per-depth head sessions the last pass kept open
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
@@ -143,7 +142,7 @@ class Selector:
                                  self.embedding_table, self.manifest.padding_side, self.manifest.rotary)
             state = _Pass(len(texts), min(top_k, len(texts)))
             loads_before = self._loads
-            stream = self._forward(runner, state, policy, query_row, order, trace, window)
+            stream, depth_heads = self._forward(runner, state, policy, query_row, order, trace, window)
         results = self._results(state, texts)
         stats = RunStats(
             latency_ms=timing["ms"],
@@ -155,7 +154,7 @@ class Selector:
             graphs_loaded=self._loads - loads_before,  # sessions created by this call
             max_resident_graphs=(len(self._pinned) if self.keep_resident
                                  else stream.max_resident + (1 if policy is not None or trace else 0)
-                                 + self._depth_heads_loaded),
+                                 + depth_heads),
             window=window,
             chunk=chunk,
             chunks=runner.runs,
@@ -205,7 +204,9 @@ class Selector:
 
     # --- the pass ---------------------------------------------------------------------------
     def _forward(self, runner: ChunkRunner, state: _Pass, policy: Policy | None, query_row: int | None,
-                 order: str, trace: bool, window: int) -> LayerStream[OrtSession]:
+                 order: str, trace: bool, window: int) -> tuple[LayerStream[OrtSession], int]:
+        """Run the pass; returns the stream (for its residency count) and how many per-depth
+        head sessions it kept open besides."""
         graphs = self.manifest.stream_graphs
         head_path = self.manifest.root / graphs[-1].file
         body = [self.manifest.root / graph.file for graph in graphs[:-1]]
@@ -249,8 +250,7 @@ class Selector:
                 head.release()
             for session in depth_heads.values():
                 session.release()
-        self._depth_heads_loaded = len(depth_heads)
-        return stream
+        return stream, len(depth_heads)
 
     def _load(self, path: Path) -> OrtSession:
         """A fresh session (streaming), or the kept-open one when every graph fits the window."""
