@@ -32,7 +32,7 @@ def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> 
         if options.get("task") == "video":
             from edgekit.exporters.video_svd import export_svd
 
-            options = {"overwrite": options.get("overwrite", False)}
+            options = {"overwrite": options.get("overwrite", False), "op_groups": options.get("op_groups", False)}
 
             def export_model(source: str, out: Path, progress: Any, **kwargs: Any) -> Any:
                 return export_svd(source, out, progress=progress, **kwargs)
@@ -64,18 +64,25 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
     instruction: str = typer.Option(None, "--instruction",
                                     help="Decoder rerankers: the default instruction stored in the package."),
+    op_groups: bool = typer.Option(False, "--op-groups",
+                                   help="Video: export the UNet as operator groups that `edgekit run --slices N` "
+                                        "slices exactly (more, smaller graphs)."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package."""
-    if task == "video":
-        from edgekit.errors import InvalidArgumentError
+    from edgekit.errors import InvalidArgumentError
 
+    if task == "video":
         if dtype != "fp32" or max_length is not None or instruction is not None:
             raise InvalidArgumentError("--task video exports fp32 graphs and takes no --max-length or --instruction")
-        manifest = export_with_progress(source, out, show=True, task=task, overwrite=force)
+        manifest = export_with_progress(source, out, show=True, task=task, overwrite=force, op_groups=op_groups)
+        groups = (f", {len(manifest.op_groups)} operator groups, sliced vs unsliced "
+                  f"{manifest.parity['sliced_vs_unsliced_max_abs_diff']:.2g}" if manifest.op_groups else "")
         stdout.print(f"wrote {out} (video, {manifest.family}, {len(manifest.graphs)} graphs, "
                      f"{manifest.total_bytes / 2**20:.1f} MiB, chained UNet parity "
-                     f"{manifest.parity['unet_chained_max_abs_diff']:.2g})")
+                     f"{manifest.parity['unet_chained_max_abs_diff']:.2g}{groups})")
         return
+    if op_groups:
+        raise InvalidArgumentError("--op-groups is for --task video (operator groups of the SVD UNet)")
     manifest = export_with_progress(source, out, show=True, task=task, dtype=dtype, max_length=max_length,
                                     overwrite=force, instruction=instruction)
     stdout.print(f"wrote {out} ({manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
@@ -118,6 +125,9 @@ def run(
                                             help="Video packages: latent pixels neighbouring tiles share "
                                                  "(default N/4; 0 <= M < N/2)."),
     seed: int = typer.Option(0, "--seed", help="Video packages: random seed."),
+    slices: int = typer.Option(None, "--slices",
+                               help="Video packages exported with --op-groups: run each UNet operator group over "
+                                    "N slices of its axis (exact; saves memory)."),
 ) -> None:
     """Rank candidates against a query, or (video packages) generate a video from an image."""
     import edgekit
@@ -126,7 +136,7 @@ def run(
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
-                     "--decode-tile-overlap": decode_tile_overlap}
+                     "--decode-tile-overlap": decode_tile_overlap, "--slices": slices}
     if isinstance(load_any(package), VideoManifest):
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
@@ -136,7 +146,7 @@ def run(
                                        f"({', '.join(given) or '--plan/--prune/--order/--top-k'}) do not apply")
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
-                  as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap)
+                  as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -161,7 +171,7 @@ def run(
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
-              decode_tile_overlap: int | None = None) -> None:
+              decode_tile_overlap: int | None = None, slices: int | None = None) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
@@ -178,7 +188,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
                                   decode_chunk=decode_chunk, decode_tile=decode_tile,
-                                  decode_tile_overlap=decode_tile_overlap,
+                                  decode_tile_overlap=decode_tile_overlap, slices=slices,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
     gif, pngs = save_video(video, out, fps=pipeline.manifest.conditioning.fps)
@@ -190,6 +200,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     rss = f"{stats['peak_rss_mb']:.0f} MiB" if stats["peak_rss_mb"] is not None else "n/a"
     tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
              f"({stats['decode_tiles']} tiles)" if stats["decode_tile"] is not None else "")
+    tiles += f" · {stats['slices']} slices per operator group" if stats["slices"] > 1 else ""
     stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
                  f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
                  f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "

@@ -72,18 +72,52 @@ class VideoConditioning:
         return VideoConditioning(**values)
 
 
-# Graph roles of a video package, in execution order. down_block/up_block carry index 0..n-1.
-VIDEO_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "vae_decoder")
+# Graph roles of a video package, in execution order. down_block/up_block carry index 0..n-1; a
+# package exported with operator groups has unet_group 0..m-1 in place of the blocks.
+VIDEO_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
+               "vae_decoder")
+SLICE_AXES = ("frames", "pixels", "videos")
+
+
+@dataclass(frozen=True)
+class OpGroup:
+    """How the Feature Slicer may split one `unet_group` graph (docs/VIDEO.md, "Operator groups").
+
+    `axis`: what the group's ops are independent along: `frames` (units: the B*F frames),
+    `videos` (units: the B videos of the guidance batch) or `pixels` (units: the h*w token
+    positions). `inputs`/`outputs` map each tensor that is split to the dimension it is split on;
+    every other input goes whole to each slice; every output is split. A tensor's size along its dimension is a multiple
+    of the unit count (e.g. N = B*F rows for `videos`), and slice s takes the rows of its units.
+    `block` is the UNet block the group belongs to, `ops` the diffusers modules it runs, in order,
+    and `exact` why splitting along `axis` changes no arithmetic.
+    """
+
+    axis: str
+    inputs: dict[str, int]
+    outputs: dict[str, int]
+    block: str
+    ops: tuple[str, ...]
+    exact: str
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> OpGroup:
+        values = known(OpGroup, data)
+        values["inputs"] = {str(k): int(v) for k, v in values["inputs"].items()}
+        values["outputs"] = {str(k): int(v) for k, v in values["outputs"].items()}
+        values["ops"] = tuple(str(op) for op in values["ops"])
+        return OpGroup(**values)
 
 
 @dataclass(frozen=True)
 class VideoManifest:
     """The parsed manifest of an image-to-video package (task "video"); docs/VIDEO.md.
 
-    `graphs`: image_encoder, vae_encoder, time_embedding, down_block 0..n-1, mid_block,
-    up_block 0..n-1, vae_decoder. UNet block graphs exchange named tensors: an output
-    `X_out` replaces the running tensor `X`; outputs `skip_NN` are stored and consumed, once
-    each, by a later up_block listing `skip_NN` as an input. `scheduler` is the diffusers
+    `graphs`: image_encoder, vae_encoder, time_embedding, then the UNet as down_block 0..n-1,
+    mid_block, up_block 0..n-1, or (exported with operator groups) as unet_group 0..m-1, then
+    vae_decoder. UNet graphs exchange named tensors: an output `X_out` replaces the running
+    tensor `X`, any other output is stored under its name; each `skip_NN` is produced once and
+    consumed once by a later graph. `op_groups` (graph name -> OpGroup) says how each
+    unet_group may be sliced; empty for block packages. `scheduler` is the diffusers
     scheduler config (class in `_class_name`); `conditioning` the shape facts and defaults.
     """
 
@@ -96,6 +130,7 @@ class VideoManifest:
     source: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    op_groups: dict[str, OpGroup] = field(default_factory=dict)
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -126,6 +161,7 @@ class VideoManifest:
                 source=data.get("source", {}),
                 exporter=data.get("exporter", {}),
                 parity=data.get("parity", {}),
+                op_groups={str(name): OpGroup.from_dict(group) for name, group in data.get("op_groups", {}).items()},
                 root=root,
             )
             manifest.check_consistency()
@@ -143,29 +179,19 @@ class VideoManifest:
             raise ValueError(f"video family {self.family!r} is not one of {VIDEO_FAMILIES}")
         if self.dtype != "fp32":
             raise ValueError(f"video packages are fp32, not {self.dtype!r}")
-        n = self.num_blocks
         roles = [graph.role for graph in self.graphs]
-        expected = ["image_encoder", "vae_encoder", "time_embedding", *["down_block"] * n, "mid_block",
-                    *["up_block"] * n, "vae_decoder"]
-        if n < 1 or roles != expected:
-            raise ValueError(f"graph roles {roles} are not image_encoder, vae_encoder, time_embedding, "
-                             "n down blocks, mid_block, n up blocks, vae_decoder (n >= 1)")
-        for role in ("down_block", "up_block"):
-            if [graph.index for graph in self.graphs_by_role(role)] != list(range(n)):
-                raise ValueError(f"{role} graphs are not in order 0..{n - 1}")
-        produced: list[str] = []
-        for graph in self.graphs:
-            if graph.role == "down_block":
-                produced += [spec.name for spec in graph.outputs if spec.name.startswith("skip_")]
-        consumed: list[str] = []
-        for graph in self.graphs_by_role("up_block"):
-            needs = [spec.name for spec in graph.inputs if spec.name.startswith("skip_")]
-            if any(name not in produced or name in consumed for name in needs):
-                raise ValueError(f"{graph.name} takes skips {needs} that no down block produced or that are "
-                                 "already consumed")
-            consumed += needs
-        if sorted(consumed) != sorted(produced):
-            raise ValueError(f"skip connections {sorted(set(produced) - set(consumed))} are never consumed")
+        n, m = self.num_blocks, len(self.graphs_by_role("unet_group"))
+        blocks = ["down_block"] * n + ["mid_block"] + ["up_block"] * n
+        expected = ["image_encoder", "vae_encoder", "time_embedding", *(["unet_group"] * m if m else blocks),
+                    "vae_decoder"]
+        if (n < 1 and m < 1) or roles != expected:
+            raise ValueError(f"graph roles {roles} are not image_encoder, vae_encoder, time_embedding, then n down "
+                             "blocks, mid_block, n up blocks (n >= 1) or unet groups, then vae_decoder")
+        for role, count in (("down_block", n), ("up_block", n), ("unet_group", m)):
+            if [graph.index for graph in self.graphs_by_role(role)] != list(range(count)):
+                raise ValueError(f"{role} graphs are not in order 0..{count - 1}")
+        self._check_op_groups()
+        self._check_skips()
         if self.scheduler.get("_class_name") not in SCHEDULERS:
             raise ValueError(f"scheduler {self.scheduler.get('_class_name')!r} is not one of {SCHEDULERS}")
         if self.scheduler.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
@@ -180,6 +206,37 @@ class VideoManifest:
             raise ValueError(f"default size {c.height}x{c.width} is not a multiple of {c.size_multiple}")
         if len(c.image_mean) != 3 or len(c.image_std) != 3 or min(c.image_std) <= 0:
             raise ValueError("image_mean and image_std need three values (std positive)")
+
+    def _check_op_groups(self) -> None:
+        groups = {graph.name: graph for graph in self.graphs_by_role("unet_group")}
+        if set(groups) != set(self.op_groups):
+            raise ValueError(f"op_groups {sorted(self.op_groups)} do not match the unet_group graphs {sorted(groups)}")
+        for name, group in self.op_groups.items():
+            graph = groups[name]
+            if group.axis not in SLICE_AXES:
+                raise ValueError(f"{name}: slice axis {group.axis!r} is not one of {SLICE_AXES}")
+            for kind, names, specs in (("input", group.inputs, graph.inputs), ("output", group.outputs, graph.outputs)):
+                declared = {spec.name: len(spec.shape) for spec in specs}
+                for tensor, dim in names.items():
+                    if tensor not in declared or not 0 <= dim < declared[tensor]:
+                        raise ValueError(f"{name}: sliced {kind} {tensor!r} (dim {dim}) is not a dimension of an "
+                                         f"{kind} of its graph")
+            if not group.inputs or set(group.outputs) != {spec.name for spec in graph.outputs}:
+                raise ValueError(f"{name}: a group slices at least one input and every output")
+
+    def _check_skips(self) -> None:
+        """Every skip_NN a UNet graph produces is consumed exactly once, by a later graph."""
+        produced: set[str] = set()
+        consumed: set[str] = set()
+        for graph in self.unet_graphs:
+            needs = [spec.name for spec in graph.inputs if spec.name.startswith("skip_")]
+            if any(name not in produced or name in consumed for name in needs):
+                raise ValueError(f"{graph.name} takes skips {needs} that no earlier graph produced or that are "
+                                 "already consumed")
+            consumed.update(needs)
+            produced.update(spec.name for spec in graph.outputs if spec.name.startswith("skip_"))
+        if consumed != produced:
+            raise ValueError(f"skip connections {sorted(produced - consumed)} are never consumed")
 
     def to_dict(self) -> dict[str, Any]:
         return manifest_dict(self)

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -32,6 +33,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
 from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import check_parity, max_diff, versions
+from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
 from edgekit.exporters.video_stages import (
     DownBlockStage,
     ImageEncoderStage,
@@ -45,11 +47,13 @@ from edgekit.exporters.video_stages import (
 from edgekit.manifest import VIDEO_TASK, GraphSpec
 from edgekit.runtimes.backend import OrtBackend
 from edgekit.runtimes.video.unet import run_unet, unet_state
-from edgekit.video_manifest import VideoConditioning, VideoManifest
+from edgekit.video_manifest import OpGroup, VideoConditioning, VideoManifest
 
 Progress = Callable[[str, int, int], None]
 
 TOLERANCE = 1e-4  # per graph and chained, relative to max(1, max |reference|)
+SLICE_TOLERANCE = 1e-5  # sliced vs unsliced UNet (absolute): slicing is exact, so only kernel order differs
+CHECK_SLICES = 3  # the sliced check splits every group 3 ways (uneven where units are not a multiple of 3)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # diffusers' StableVideoDiffusionPipeline.__call__ defaults
@@ -157,6 +161,8 @@ def _axes(names: list[str]) -> dict[str, dict[int, str]]:
             axes[name] = {0: "batch_frames"}
         elif name == "image_only_indicator":
             axes[name] = {0: "batch", 1: "frames"}
+        elif name.startswith("tokens"):
+            axes[name] = {0: "batch_frames", 1: f"{name}_pixels"}
         else:
             axes[name] = _spatial(name)
     return axes
@@ -166,9 +172,11 @@ def _unet_feeds(names: list[str], values: dict[str, torch.Tensor]) -> tuple[torc
     return tuple(values[name] for name in names)
 
 
-def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: int = 0) -> list[StagePlan]:
+def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: int = 0,
+                groups: list[GroupPlan] | None = None) -> list[StagePlan]:
     """Stage plans with example inputs for each (batch, frames, latent_h, latent_w) in `shapes`,
-    produced by chaining the torch stages (so every stage sees realistic activations)."""
+    produced by chaining the torch stages (so every stage sees realistic activations). `groups`
+    (exporters/video_groups.plan_groups): the UNet as operator-group graphs instead of blocks."""
     unet, vae = src.unet, src.vae
     generator = torch.Generator().manual_seed(seed)
     size = int(src.image_encoder.config.image_size)
@@ -202,6 +210,16 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
                                                      generator=generator),
                 "image_only_indicator": torch.zeros(batch, frames),
             }
+            if groups is not None:
+                for group in groups:
+                    feeds = _unet_feeds(group.inputs, values)
+                    add(group.name, group.inputs, group.output_names, feeds)
+                    outputs = GroupModule(group)(*feeds)
+                    values.update(zip([name for name, _ in group.outputs],
+                                      outputs if isinstance(outputs, tuple) else (outputs,)))
+                add("vae_decoder", ["latents"], ["frames"],
+                    (torch.randn(frames, latent_channels, lh, lw, generator=generator),))
+                continue
             skips: list[str] = []
             for i, stage in enumerate(downs):
                 inputs = _block_inputs(stage.block, [])
@@ -232,11 +250,14 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
         "image_encoder": ("image_encoder", None, ImageEncoderStage(src.image_encoder)),
         "vae_encoder": ("vae_encoder", None, VaeEncoderStage(vae)),
         "time_embedding": ("time_embedding", None, time_stage),
-        **{f"down_block_{i}": ("down_block", i, stage) for i, stage in enumerate(downs)},
-        "mid_block": ("mid_block", None, mid),
-        **{f"up_block_{j}": ("up_block", j, stage) for j, stage in enumerate(ups)},
-        "vae_decoder": ("vae_decoder", None, VaeDecoderStage(vae)),
     }
+    if groups is not None:
+        modules.update({group.name: ("unet_group", k, GroupModule(group)) for k, group in enumerate(groups)})
+    else:
+        modules.update({f"down_block_{i}": ("down_block", i, stage) for i, stage in enumerate(downs)})
+        modules["mid_block"] = ("mid_block", None, mid)
+        modules.update({f"up_block_{j}": ("up_block", j, stage) for j, stage in enumerate(ups)})
+    modules["vae_decoder"] = ("vae_decoder", None, VaeDecoderStage(vae))
     fixed_axes = {
         "image_encoder": {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
         "vae_encoder": {"image": {0: "batch", 2: "height", 3: "width"},
@@ -276,9 +297,11 @@ def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBack
     return worst
 
 
-def _chained_unet_diff(src: SvdSource, graphs: list[GraphSpec], root: Path, backend: OrtBackend,
-                       shape: tuple[int, int, int, int]) -> float:
-    """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code."""
+def _chained_unet_diff(src: SvdSource, manifest: VideoManifest, backend: OrtBackend,
+                       shape: tuple[int, int, int, int]) -> tuple[float, float | None]:
+    """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code; with
+    operator groups also the Feature Slicer's run (CHECK_SLICES slices) vs the unsliced one.
+    Returns (chained max abs diff, sliced-vs-unsliced max abs diff or None)."""
     batch, frames, lh, lw = shape
     generator = torch.Generator().manual_seed(1)
     sample = torch.randn(batch, frames, int(src.unet.config.in_channels), lh, lw, generator=generator)
@@ -288,16 +311,35 @@ def _chained_unet_diff(src: SvdSource, graphs: list[GraphSpec], root: Path, back
     with torch.no_grad():
         expected = src.unet(sample, timestep, encoder_hidden_states=ehs, added_time_ids=time_ids,
                             return_dict=False)[0].numpy()
-    state = unet_state(sample.numpy(), np.full((batch,), 1.6, dtype=np.float32), ehs.numpy(), time_ids.numpy())
-    actual = run_unet(graphs, root, backend.load, 2, state)
+
+    def run(slices: int) -> np.ndarray:
+        state = unet_state(sample.numpy(), np.full((batch,), 1.6, dtype=np.float32), ehs.numpy(), time_ids.numpy())
+        return run_unet(manifest.unet_graphs, manifest.root, backend.load, 2, state, op_groups=manifest.op_groups,
+                        slices=slices)
+
+    actual = run(1)
     diff, scale = max_diff(actual, expected)
     check_parity("UNet stages chained", diff, scale, TOLERANCE)
-    return diff
+    if not manifest.op_groups:
+        return diff, None
+    sliced = float(np.max(np.abs(run(CHECK_SLICES) - actual)))
+    if not sliced <= SLICE_TOLERANCE:
+        raise SourceModelError(f"the UNet's operator groups run over {CHECK_SLICES} slices differ from the unsliced "
+                               f"run by {sliced:.3g} (> {SLICE_TOLERANCE}); slicing is not exact for this model")
+    return diff, sliced
+
+
+def _op_group(group: GroupPlan) -> OpGroup:
+    inputs, outputs = group.sliced_dims()
+    return OpGroup(axis=group.axis, inputs=inputs, outputs=outputs, block=group.block,
+                   ops=tuple(op.name for op in group.ops if op.axis is not None), exact=EXACT[group.axis])
 
 
 def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress: Progress | None = None,
-               seed: int = 0) -> VideoManifest:
-    """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest."""
+               seed: int = 0, op_groups: bool = False) -> VideoManifest:
+    """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest.
+    op_groups: export the UNet as operator-group graphs (exporters/video_groups.py) that the
+    runtime can slice (`generate(..., slices=N)`), instead of one graph per block."""
     source = Path(source)
     out = Path(out)
     check_destination(out, source, overwrite)
@@ -306,7 +348,8 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
     src = load_svd(source)
     unit = src.size_multiple // src.vae_scale_factor  # latent multiple
     shapes = [(2, 3, 2 * unit, 2 * unit), (1, 2, unit, 3 * unit)]
-    plans = plan_stages(src, shapes, seed=seed)
+    groups = plan_groups(src.unet) if op_groups else None
+    plans = plan_stages(src, shapes, seed=seed, groups=groups)
     backend = OrtBackend("cpu")
     diffs: dict[str, float] = {}
     with staged_directory(out, overwrite=overwrite) as staging:
@@ -318,8 +361,6 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
                                  plan.index)
             diffs[plan.name] = _check_stage(plan, graph, staging, backend)
             graphs.append(graph)
-        report("checking the chained UNet", len(plans), len(plans))
-        chained = _chained_unet_diff(src, graphs[2:-1], staging, backend, shapes[0])
         c = src.unet.config
         height = int(c.sample_size) * src.vae_scale_factor
         height = max(src.size_multiple, height - height % src.size_multiple)
@@ -340,11 +381,19 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
                     "unet_params": sum(p.numel() for p in src.unet.parameters()),
                     "vae_params": sum(p.numel() for p in src.vae.parameters())},
             exporter={**versions(), "diffusers": diffusers.__version__},
-            parity={"tolerance": TOLERANCE, "graphs_max_abs_diff": diffs, "unet_chained_max_abs_diff": chained,
-                    "shapes_checked": [list(shape) for shape in shapes]},
+            op_groups={group.name: _op_group(group) for group in groups or []},
             root=staging,
         )
         manifest.check_consistency()
+        report("checking the chained UNet", len(plans), len(plans))
+        chained, sliced = _chained_unet_diff(src, manifest, backend, shapes[0])
+        parity: dict[str, Any] = {"tolerance": TOLERANCE, "graphs_max_abs_diff": diffs,
+                                  "unet_chained_max_abs_diff": chained,
+                                  "shapes_checked": [list(shape) for shape in shapes]}
+        if sliced is not None:
+            parity.update(sliced_vs_unsliced_max_abs_diff=sliced, slice_tolerance=SLICE_TOLERANCE,
+                          slices_checked=CHECK_SLICES)
+        manifest = dataclasses.replace(manifest, parity=parity)
         manifest.save(staging)
         VideoManifest.load(staging)
     report("done", len(plans), len(plans))

@@ -83,6 +83,8 @@ class VideoStats:
     decode_tile: int | None = None  # latent pixels; None: untiled
     decode_tile_overlap: int | None = None
     decode_tiles: int = 0  # tiles per decoder chunk (1: untiled)
+    slices: int = 1  # Feature Slicer: slices per operator group (1: unsliced)
+    op_groups: int = 0  # unet_group graphs per UNet evaluation (0: a block package)
     guidance: bool = False
     latency_ms: float = 0.0
     encode_ms: float = 0.0
@@ -198,15 +200,19 @@ class VideoPipeline:
                  noise_aug_strength: float | None = None, min_guidance_scale: float | None = None,
                  max_guidance_scale: float | None = None, latents: np.ndarray | None = None,
                  noise: np.ndarray | None = None, progress: Progress | None = None,
-                 decode_tile: int | None = None, decode_tile_overlap: int | None = None) -> np.ndarray:
+                 decode_tile: int | None = None, decode_tile_overlap: int | None = None,
+                 slices: int | None = None) -> np.ndarray:
         """Generate a video from `image`; returns float32 frames [F, H, W, 3] in [0, 1].
 
         Unset arguments take the package's defaults (manifest `conditioning`). `latents`
         [1, F, C, h, w] (unscaled standard normal) and `noise` [1, 3, H, W] replace the seeded
         draws. Raises InvalidArgumentError for bad input (missing or non-RGB image, zero frames,
         sizes that are not multiples of the package's size_multiple, wrong latents/noise shapes,
-        bad decode tile settings). `decode_tile` / `decode_tile_overlap`: spatial decode tiles
-        (see `decode`).
+        bad decode tile settings, slices on a package without operator groups).
+        `decode_tile` / `decode_tile_overlap`: spatial decode tiles (see `decode`). `slices`
+        (packages exported with operator groups): run each UNet operator group over that many
+        slices of its axis (frames, videos or pixels; fewer where the axis has fewer units);
+        exact, it bounds the groups' activations (runtimes/video/unet.py).
         """
         started = time.perf_counter()
         c = self.manifest.conditioning
@@ -225,6 +231,10 @@ class VideoPipeline:
             check_tile(decode_tile, decode_tile_overlap)
         elif decode_tile_overlap is not None:
             raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
+        slices = 1 if slices is None else _positive("slices", slices)
+        if slices > 1 and not self.manifest.op_groups:
+            raise InvalidArgumentError(f"{self.manifest.root} has no operator groups to slice; re-export it with "
+                                       "`edgekit export DIR --task video --op-groups`, or drop --slices")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
         conditioning = Conditioning(
@@ -239,7 +249,8 @@ class VideoPipeline:
         noise = self._given("noise", noise, (1, 3, height, width), rng)
         latents = self._given("latents", latents, latent_shape, rng)
         self.stats = VideoStats(frames=frames, height=height, width=width, steps=steps, decode_chunk=chunk,
-                                guidance=conditioning.guidance, window=self.window)
+                                guidance=conditioning.guidance, window=self.window, slices=slices,
+                                op_groups=len(self.manifest.op_groups))
         report = progress or (lambda message, done, total: None)
 
         report("encoding the image", 0, steps)
@@ -263,7 +274,8 @@ class VideoPipeline:
             state = unet_state(model_input, np.full((conditioning.batch,), t, dtype=np.float32), embeddings,
                                time_ids)
             noise_pred = run_unet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
-                                  state, counters, last_step=i == len(schedule.timesteps) - 1)
+                                  state, counters, last_step=i == len(schedule.timesteps) - 1,
+                                  op_groups=self.manifest.op_groups, slices=slices)
             latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
             report("denoising", i + 1, steps)
         self.stats.end("denoise", denoise_start)

@@ -1,15 +1,23 @@
-"""One UNet evaluation from a video package's stage graphs, streamed through LayerStream.
+"""One UNet evaluation from a video package's stage graphs, streamed through LayerStream, with the
+Feature Slicer for packages exported with operator groups.
 
 Dataflow contract (docs/VIDEO.md): a dict `state` of named float32 arrays. Each graph is fed
 the inputs it lists, by name, from `state`; an output named `X_out` replaces `state[X]`, any
-other output is stored under its own name. A skip tensor (`skip_NN`) is dropped from `state`
-as soon as the up block that consumes it has run, so at most the skips still pending are held.
-The time_embedding graph's output [B, T] is repeated over frames into `temb` [B*F, T].
+other output is stored under its own name. A tensor is dropped from `state` as soon as no later
+graph of the step reads it (a skip right after the graph that consumes it), so at most the
+tensors still pending are held. The time_embedding graph's output [B, T] is repeated over
+frames into `temb` [B*F, T].
+
+Feature Slicer: a `unet_group` graph with an OpGroup runs `slices` times, each on the rows of a
+contiguous run of its axis' units (frames, videos or pixels) in every input the OpGroup lists,
+the other inputs whole; each sliced output is written into its place in one preallocated array.
+The group's ops are independent along that axis (the exporter checks it), so the merged result
+equals the unsliced run; only the group's activations shrink to about 1/slices.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +25,7 @@ import numpy as np
 
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.layer_stream import LayerStream
+from edgekit.video_manifest import OpGroup
 
 
 class Session(Protocol):
@@ -24,11 +33,58 @@ class Session(Protocol):
     def release(self) -> None: ...
 
 
+def _slice_bounds(group: OpGroup, feeds: dict[str, np.ndarray], slices: int) -> list[tuple[int, int]]:
+    """[start, stop) unit ranges of each slice: units = the smallest size among the sliced inputs
+    (B for `videos`, whose N-row tensors hold F rows per unit)."""
+    units = min(feeds[name].shape[dim] for name, dim in group.inputs.items())
+    count = max(1, min(slices, units))
+    edges = [round(k * units / count) for k in range(count + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _run_sliced(graph: GraphSpec, group: OpGroup, session: Session, feeds: dict[str, np.ndarray], slices: int,
+                shrink_arena: bool) -> list[np.ndarray]:
+    bounds = _slice_bounds(group, feeds, slices)
+    if len(bounds) == 1:
+        return session.run(feeds, shrink_arena=shrink_arena)
+    units = bounds[-1][1]
+    merged: list[np.ndarray | None] = [None] * len(graph.outputs)
+    for number, (start, stop) in enumerate(bounds):
+        part = dict(feeds)
+        for name, dim in group.inputs.items():
+            rows = feeds[name].shape[dim] // units
+            index = [slice(None)] * feeds[name].ndim
+            index[dim] = slice(start * rows, stop * rows)
+            part[name] = np.ascontiguousarray(feeds[name][tuple(index)])
+        outputs = session.run(part, shrink_arena=shrink_arena and number == len(bounds) - 1)
+        for k, (spec, value) in enumerate(zip(graph.outputs, outputs)):
+            dim = group.outputs[spec.name]  # the manifest check: every output of a group is split
+            rows = value.shape[dim] // (stop - start)
+            if merged[k] is None:
+                shape = list(value.shape)
+                shape[dim] = rows * units
+                merged[k] = np.empty(shape, dtype=value.dtype)
+            index = [slice(None)] * value.ndim
+            index[dim] = slice(start * rows, stop * rows)
+            merged[k][tuple(index)] = value  # type: ignore[index]
+    return [value for value in merged if value is not None]  # all set: every slice writes every output
+
+
 def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray], num_frames: int,
-                shrink_arena: bool = False) -> None:
-    """Run one UNet stage graph on `state` in place (see the module docstring)."""
+                shrink_arena: bool = False, group: OpGroup | None = None, slices: int = 1,
+                later_reads: frozenset[str] | None = None) -> None:
+    """Run one UNet stage graph on `state` in place (see the module docstring). `group`: its
+    OpGroup, run over `slices` slices when > 1. `later_reads`: the names later graphs read (None:
+    keep every input except the skips it consumed)."""
     feeds = {spec.name: state[spec.name] for spec in graph.inputs}
-    outputs = session.run(feeds, shrink_arena=shrink_arena)
+    if group is not None and slices > 1:
+        outputs = _run_sliced(graph, group, session, feeds, slices, shrink_arena)
+    else:
+        outputs = session.run(feeds, shrink_arena=shrink_arena)
+    del feeds
+    for spec in graph.inputs:
+        if (spec.name not in later_reads) if later_reads is not None else spec.name.startswith("skip_"):
+            state.pop(spec.name, None)
     for spec, value in zip(graph.outputs, outputs):
         if graph.role == "time_embedding":
             state["temb"] = np.repeat(value, num_frames, axis=0)
@@ -36,9 +92,6 @@ def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray]
             state[spec.name[: -len("_out")]] = value
         else:
             state[spec.name] = value
-    for spec in graph.inputs:
-        if spec.name.startswith("skip_"):
-            del state[spec.name]
 
 
 def unet_state(latent_model_input: np.ndarray, timestep: np.ndarray, encoder_hidden_states: np.ndarray,
@@ -57,13 +110,24 @@ def unet_state(latent_model_input: np.ndarray, timestep: np.ndarray, encoder_hid
 
 def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Session], window: int,
              state: dict[str, np.ndarray], counters: dict[str, int] | None = None,
-             last_step: bool = False) -> np.ndarray:
+             last_step: bool = False, op_groups: Mapping[str, OpGroup] | None = None,
+             slices: int = 1) -> np.ndarray:
     """Stream the UNet graphs over `state` (from `unet_state`); return noise_pred [B, F, C, h, w].
-    last_step: after the final graph, hand the arena's free memory back to the OS before decoding."""
+    last_step: after the final graph, hand the arena's free memory back to the OS before decoding.
+    op_groups / slices: run each graph that has an OpGroup over `slices` slices of its axis."""
     batch, frames = state["image_only_indicator"].shape
+    groups = op_groups or {}
+    later: list[frozenset[str]] = []
+    reads: set[str] = set()
+    for graph in reversed(graphs):
+        later.append(frozenset(reads))
+        reads.update(spec.name for spec in graph.inputs)
+    later.reverse()
     stream = LayerStream([root / graph.file for graph in graphs], load, window=window)
     for index, session in stream:
-        apply_graph(graphs[index], session, state, frames, shrink_arena=last_step and index == len(graphs) - 1)
+        graph = graphs[index]
+        apply_graph(graph, session, state, frames, shrink_arena=last_step and index == len(graphs) - 1,
+                    group=groups.get(graph.name), slices=slices, later_reads=later[index])
     if counters is not None:
         counters["graphs_loaded"] = counters.get("graphs_loaded", 0) + stream.loads
         counters["max_resident"] = max(counters.get("max_resident", 0), stream.max_resident)
