@@ -1,5 +1,5 @@
 """`edgekit bench video` as a story: a tiny random SVD -> its package and the whole-UNet baseline
-graph -> six variants, each in its own process, on the same image, latents and noise -> a
+graph (and the package exported with operator groups) -> eight variants, each in its own process, on the same image, latents and noise -> a
 report with per-stage time and peak RSS, frame errors against diffusers and ratios against the
 one-graph baseline, as JSON, markdown and a PNG. No timing assertions."""
 
@@ -42,7 +42,7 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     report = json.loads(out.read_text())
     by = {v["name"]: v for v in report["variants"]}
     assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked",
-                        "edgekit-tiled"]
+                        "edgekit-tiled", "edgekit-groups", "edgekit-sliced"]
     for v in by.values():
         assert set(v["stages"]) == {"encode", "denoise", "decode"}
         for stage in v["stages"].values():
@@ -69,7 +69,16 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     stats = by["edgekit"]["stats"]
     assert stats["encode_ms"] > 0 and set(stats["stage_peak_rss_mb"]) == {"encode", "denoise", "decode"}
     assert stats["stage_peak_rss_mb"]["decode"] <= stats["peak_rss_mb"]
-    assert set(report["verdicts"]) == {"decode_peak", "denoise_peak", "latency"}
+    assert set(report["verdicts"]) == {"decode_peak", "denoise_peak", "latency", "denoise_peak_sliced"}
+    # the Feature Slicer: the grouped package, unsliced and sliced 4 ways, makes diffusers' video; the
+    # sliced run is compared with the unsliced one (one-frame slices round differently in onnxruntime's
+    # kernels, ~1e-6 per UNet call, which this random tiny UNet amplifies; tests/test_video_slicing.py
+    # checks exactness per UNet evaluation)
+    assert by["edgekit-sliced"]["stats"]["slices"] == 4 and by["edgekit-groups"]["stats"]["slices"] == 1
+    assert by["edgekit-sliced"]["stats"]["op_groups"] > 0
+    assert by["edgekit-groups"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
+    assert by["edgekit-sliced"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
+    assert 0 <= by["edgekit-sliced"]["latents_vs_unsliced"] <= 1e-3
     frames = np.load(by["edgekit"]["frames_file"])
     assert frames.shape == (FRAMES, SIZE, SIZE, 3)
     text = md.read_text()

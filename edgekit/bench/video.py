@@ -3,7 +3,8 @@ each variant in its own process, the same image, initial latents and noise for a
 
 Variants (edgekit/bench/video_variant.py): diffusers (the reference), diffusers-memory,
 onnx-monolithic (the baseline of every ratio), edgekit, edgekit-chunked (decode chunk 1),
-edgekit-tiled (decode chunk 1 + spatial decode tiles). Reported per variant and per stage
+edgekit-tiled (decode chunk 1 + spatial decode tiles), edgekit-groups (the package exported with
+--op-groups, unsliced) and edgekit-sliced (its groups run over `slices` slices). Reported per variant and per stage
 (encode, denoise, decode): wall time and peak RSS (VmHWM reset at each stage start: the
 process's largest resident set during the stage); overall: the call's latency, load time and
 the process's peak; frames: max abs diff and PSNR against diffusers (edgekit-chunked and
@@ -12,7 +13,8 @@ denoised latents: max abs diff against diffusers and against onnx-monolithic. Ta
 (issue 6): decode peak <= 0.20x onnx-monolithic's decode stage (the lower of edgekit-chunked and
 edgekit-tiled, named), denoise peak <= 0.50x onnx-monolithic's denoise stage with the denoised
 latents within 1e-4 x max(1, max |reference|) (the package's parity convention), and
-end-to-end latency <= 1.2x onnx-monolithic's.
+end-to-end latency <= 1.2x onnx-monolithic's. The Feature Slicer's verdict: the same denoise
+target for edgekit-sliced, with its latents also compared with edgekit-groups' (unsliced).
 
 With no package, the mid-size random SVD (models/video_svd.build_mid_svd: the real SVD VAE
 layout, a quarter-width UNet, a 2-layer CLIP) is built, exported and cached under `work`.
@@ -41,7 +43,9 @@ from edgekit.errors import BenchmarkError
 
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.video_variant"
-VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled")
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
+            "edgekit-groups", "edgekit-sliced")
+GROUPED_VARIANTS = ("edgekit-groups", "edgekit-sliced")  # run on the package exported with --op-groups
 DECODE_VARIANTS = ("edgekit-chunked", "edgekit-tiled")  # the decode target takes the lower decode peak
 STAGES = ("encode", "denoise", "decode")
 REFERENCE, BASELINE = "diffusers", "onnx-monolithic"
@@ -60,10 +64,13 @@ class VideoBench:
     variants: tuple[str, ...] = VARIANTS
     work: Path = field(default_factory=lambda: cache_dir() / "bench" / "video")
     timeout_s: float = 3600.0
+    slices: int = 4  # edgekit-sliced
 
 
-def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path]:
-    """(diffusers source directory, package, whole-UNet graph), built when missing."""
+def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, Path]:
+    """(diffusers source directory, package, whole-UNet graph, operator-group package), built when
+    missing (the operator-group package only when a grouped variant is asked for; a given package
+    exported with --op-groups serves as both)."""
     from edgekit.exporters.monolithic_video import UNET_FILE, export_monolithic_svd
     from edgekit.video_manifest import VideoManifest
 
@@ -92,7 +99,13 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path]:
     if not (mono / UNET_FILE).is_file():
         progress(f"exporting the whole UNet as one graph to {mono}")
         export_monolithic_svd(source, mono)
-    return source, package, mono / UNET_FILE
+    grouped = package if VideoManifest.load(package).op_groups else root / "package-groups"
+    if any(name in GROUPED_VARIANTS for name in config.variants) and not (grouped / "manifest.json").is_file():
+        from edgekit.exporters.video_svd import export_svd
+
+        progress(f"exporting the package with operator groups to {grouped}")
+        export_svd(source, grouped, overwrite=True, op_groups=True)
+    return source, package, mono / UNET_FILE, grouped
 
 
 def make_inputs(config: VideoBench, latent_channels: int, scale: int, path: Path) -> Path:
@@ -139,7 +152,7 @@ def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, An
 def run_video_bench(config: VideoBench, progress: Progress = lambda message: None) -> dict[str, Any]:
     from edgekit.video_manifest import VideoManifest
 
-    source, package, graph = prepare(config, progress)
+    source, package, graph, grouped = prepare(config, progress)
     manifest = VideoManifest.load(package)
     c = manifest.conditioning
     if config.height % c.size_multiple or config.width % c.size_multiple:
@@ -148,15 +161,16 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
         raise InvalidArgumentError(f"--size must be multiples of {c.size_multiple} for this package")
     run_dir = config.work / "runs" / f"{package.resolve().name}-{config.frames}x{config.height}x{config.width}-s{config.steps}"
     inputs = make_inputs(config, c.latent_channels, c.vae_scale_factor, run_dir / "inputs.npz")
-    common = ["--package", str(package), "--inputs", str(inputs), "--out-dir", str(run_dir),
-              "--steps", str(config.steps)]
+    common = ["--inputs", str(inputs), "--out-dir", str(run_dir), "--steps", str(config.steps),
+              "--slices", str(config.slices)]
     extra = {"diffusers": ["--source", str(source)], "diffusers-memory": ["--source", str(source)],
              "onnx-monolithic": ["--graph", str(graph)]}
     results: dict[str, dict[str, Any]] = {}
     for name in config.variants:
         progress(name)
-        results[name] = run_variant(["--variant", name, *common, *extra.get(name, [])], config.threads,
-                                    config.timeout_s)
+        chosen = grouped if name in GROUPED_VARIANTS else package
+        results[name] = run_variant(["--variant", name, "--package", str(chosen), *common, *extra.get(name, [])],
+                                    config.threads, config.timeout_s)
     frames = {name: np.load(r["frames_file"]) for name, r in results.items()}
     latents = {name: np.load(r["latents_file"]) for name, r in results.items()}
     base = results.get(BASELINE)
@@ -179,6 +193,9 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
             row["frames_vs_edgekit_full"] = _compare(frames[name], frames["edgekit"])
         if name == "edgekit-tiled" and "edgekit-chunked" in frames:
             row["frames_vs_edgekit_chunked"] = _compare(frames[name], frames["edgekit-chunked"])
+        if name == "edgekit-sliced" and "edgekit-groups" in latents:
+            row["latents_vs_unsliced"] = float(np.max(np.abs(latents[name] - latents["edgekit-groups"])))
+            row["frames_vs_unsliced"] = _compare(frames[name], frames["edgekit-groups"])
         if r.get("tile"):
             row["tile"] = r["tile"]
         if base is not None:
@@ -195,6 +212,7 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
     return {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "model": {"source": str(source), "package": str(package), "unet_graph": str(graph),
+                  "grouped_package": str(grouped) if any(n in GROUPED_VARIANTS for n in config.variants) else None,
                   "unet_params": manifest.source.get("unet_params"), "vae_params": manifest.source.get("vae_params"),
                   "package_mb": round(manifest.total_bytes / 2**20, 1),
                   "unet_graph_mb": round(sum(p.stat().st_size for p in graph.parent.iterdir()
@@ -234,6 +252,17 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
         value = full["ratios"]["latency"]
         out["latency"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["latency"],
                           "met": value is not None and value <= TARGETS["latency"]}
+    sliced = by.get("edgekit-sliced")
+    if sliced and sliced.get("ratios") and sliced.get("latents_vs_monolithic") is not None:
+        value, diff = sliced["ratios"]["denoise_peak"], sliced["latents_vs_monolithic"]
+        scale = max(1.0, (by.get(BASELINE) or sliced)["latents_max_abs"])
+        close = diff <= TARGETS["denoise_max_abs_diff"] * scale
+        out["denoise_peak_sliced"] = {"variant": "edgekit-sliced", "ratio": value, "target": TARGETS["denoise_peak"],
+                                      "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
+                                      "frames_max_abs_diff": (sliced.get("frames_vs_monolithic") or {}).get("max_abs_diff"),
+                                      "latents_vs_unsliced": sliced.get("latents_vs_unsliced"),
+                                      "latency_ratio": sliced["ratios"]["latency"],
+                                      "met": value is not None and value <= TARGETS["denoise_peak"] and close}
     return out
 
 
@@ -306,13 +335,19 @@ def markdown(report: dict[str, Any], command: str) -> str:
     lines += ["", "Targets (issue 6):", ""]
     names = {"decode_peak": "decode peak <= 0.20x onnx-monolithic's decode",
              "denoise_peak": "denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
-             "latency": "end-to-end latency <= 1.2x onnx-monolithic"}
+             "latency": "end-to-end latency <= 1.2x onnx-monolithic",
+             "denoise_peak_sliced": "Feature Slicer: denoise peak <= 0.50x onnx-monolithic's denoise at max abs "
+                                    "diff <= 1e-4"}
     for key, verdict in report["verdicts"].items():
         detail = f"{verdict['variant']} {_x(verdict['ratio'])}"
         if verdict.get("latents_max_abs_diff") is not None:
             detail += (f"; denoised latents max abs diff {verdict['latents_max_abs_diff']:.2g} (max |latents| "
                        f"{verdict['latents_scale']:.3g}: {'within' if verdict['latents_close'] else 'outside'} "
                        f"1e-4 x max(1, max |reference|)), frames {verdict['frames_max_abs_diff']:.2g}")
+        if verdict.get("latents_vs_unsliced") is not None:
+            detail += (f"; {report['config']['slices']} slices per group: denoised latents vs edgekit-groups "
+                       f"(unsliced) max abs diff {verdict['latents_vs_unsliced']:.2g}, latency "
+                       f"{_x(verdict['latency_ratio'])}")
         if verdict.get("psnr_vs_full_decode_db") is not None:
             detail += f", PSNR vs the full decode {_db(verdict['psnr_vs_full_decode_db'])}"
         if len(verdict.get("considered") or {}) > 1:

@@ -19,6 +19,9 @@ Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-au
   edgekit-chunked    the same with decode_chunk=1
   edgekit-tiled      decode_chunk=1 and spatial decode tiles of 16 latent pixels sharing 4
                      (128 / 32 output pixels with SVD's VAE), blended across the overlaps
+  edgekit-groups     a package exported with --op-groups (the UNet as operator groups), unsliced,
+                     full decode: what grouping alone costs
+  edgekit-sliced     the same package with every group run over --slices slices of its axis
 
 Per stage (encode = CLIP image encoder + VAE encoder; denoise = every UNet step with the
 scheduler; decode = VAE decoder): wall time and peak RSS. The peak of a stage is the process's
@@ -41,7 +44,8 @@ import numpy as np
 
 from edgekit.measure import current_rss_mb, peak_rss_mb
 
-VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled")
+VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
+            "edgekit-groups", "edgekit-sliced")
 TILE, TILE_OVERLAP = 16, 4  # edgekit-tiled: latent pixels (x the VAE scale, 8: 128 output pixels, 32 shared)
 STAGES = ("encode", "denoise", "decode")
 
@@ -179,6 +183,7 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
                               decode_chunk=1 if args.variant in ("edgekit-chunked", "edgekit-tiled") else frames,
                               decode_tile=TILE if tiled else None, decode_tile_overlap=TILE_OVERLAP if tiled else None,
+                              slices=args.slices if args.variant == "edgekit-sliced" else None,
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
@@ -264,6 +269,7 @@ def main() -> None:
     parser.add_argument("--source", help="the diffusers directory (diffusers variants)")
     parser.add_argument("--graph", help="the whole-UNet graph (onnx-monolithic)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=4, help="edgekit-sliced: slices per operator group")
     args = parser.parse_args()
     from edgekit.video_manifest import VideoManifest
 
@@ -273,7 +279,8 @@ def main() -> None:
     meter = StageMeter()
     result: dict[str, Any] = {"variant": args.variant, "threads": args.threads}
     runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers, "onnx-monolithic": run_monolithic,
-              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit, "edgekit-tiled": run_edgekit}[args.variant]
+              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit, "edgekit-tiled": run_edgekit,
+              "edgekit-groups": run_edgekit, "edgekit-sliced": run_edgekit}[args.variant]
     video, latents = runner(args, inputs, manifest, meter, result)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
