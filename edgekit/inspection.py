@@ -44,13 +44,19 @@ def describe_video(manifest: VideoManifest) -> Group:
     header = Text(
         f"{manifest.root}: task video · family {manifest.family} · {manifest.dtype} · "
         f"format v{manifest.format_version}\n"
-        f"scheduler {manifest.scheduler.get('class_name', '?')} · defaults {c.num_frames} frames, "
+        f"scheduler {manifest.scheduler.get('_class_name', '?')} · defaults {c.num_frames} frames, "
         f"{c.num_inference_steps} steps, {c.height}x{c.width} (multiples of {c.size_multiple}), fps {c.fps}, "
         f"guidance {c.min_guidance_scale}-{c.max_guidance_scale}"
     )
     unet = [graph.bytes for graph in manifest.unet_graphs]
     memory = Text(f"total {_mib(manifest.total_bytes)} on disk; UNet stages {_mib(sum(unet))}, the largest "
                   f"{_mib(max(unet))} (streamed: window 2 maps at most two of them)")
+    if manifest.op_groups:
+        axes = [group.axis for group in manifest.op_groups.values()]
+        memory.append(f"\noperator groups: {len(axes)} ("
+                      + ", ".join(f"{axes.count(axis)} along {axis}" for axis in sorted(set(axes)))
+                      + f"); `edgekit run --slices N` splits each along its axis (sliced vs unsliced at export: "
+                      f"{manifest.parity.get('sliced_vs_unsliced_max_abs_diff', 'n/a')})")
     return Group(header, _graph_table(manifest.graphs), memory)
 
 

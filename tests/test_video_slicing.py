@@ -78,6 +78,9 @@ def test_groups_record_their_axis_and_why_slicing_is_exact(grouped: Path) -> Non
     parity = manifest.parity
     assert parity["unet_chained_max_abs_diff"] <= 1e-4
     assert parity["sliced_vs_unsliced_max_abs_diff"] <= 1e-5 and parity["slices_checked"] == 3
+    inspected = runner.invoke(app, ["inspect", str(grouped)])
+    assert inspected.exit_code == 0 and f"operator groups: {len(groups)}" in inspected.stdout
+    assert "EulerDiscreteScheduler" in inspected.stdout
 
 
 def test_a_group_with_an_unknown_axis_or_a_foreign_tensor_is_refused(grouped: Path, tmp_path: Path) -> None:
