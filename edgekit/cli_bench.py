@@ -119,6 +119,7 @@ def bench_video(
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
     variants: str = typer.Option(",".join(VIDEO_VARIANTS), "--variants"),
     slices: int = typer.Option(4, "--slices", help="edgekit-sliced: slices per operator group."),
+    repeat: int = typer.Option(1, "--repeat", help="Rounds (every variant once per round); medians and ranges."),
     work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
@@ -135,11 +136,12 @@ def bench_video(
     if unknown or not chosen:
         raise InvalidArgumentError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
                                    f"choose from {', '.join(video.VARIANTS)}")
-    if min(frames, steps, threads, slices, *size) < 1 or seed < 0:
-        raise InvalidArgumentError("--frames, --steps, --threads, --slices and --size must be >= 1 and --seed >= 0")
+    if min(frames, steps, threads, slices, repeat, *size) < 1 or seed < 0:
+        raise InvalidArgumentError("--frames, --steps, --threads, --slices, --repeat and --size must be >= 1 "
+                                   "and --seed >= 0")
     options = {"work": work} if work is not None else {}
     config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
-                              threads=threads, variants=chosen, slices=slices, **options)
+                              threads=threads, variants=chosen, slices=slices, repeat=repeat, **options)
     report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
     section = video.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
     stdout.print(section)

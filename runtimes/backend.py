@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edgekit.errors import IntegrityError, InvalidArgumentError, ProviderUnavailableError
+from edgekit.measure import trim_heap
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -61,12 +62,15 @@ class OrtSession:
 
     def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]:
         """Run the graph. shrink_arena: after this run, hand the CPU arena's free chunks back to
-        the OS (for the last run of a stage whose activations are much larger than what follows;
+        the OS, heap included (for the last run of a stage whose activations are much larger than what follows;
         every run shrinking would make the next one allocate again)."""
         if self._session is None:
             raise RuntimeError(f"session for {self.path} was already released")
         options = _shrink_options() if shrink_arena else None
-        return self._session.run(None, {name: feeds[name] for name in self.input_names}, options)
+        outputs = self._session.run(None, {name: feeds[name] for name in self.input_names}, options)
+        if shrink_arena:
+            trim_heap()  # the arena's chunks go back to malloc; make malloc hand them to the OS
+        return outputs
 
     def release(self) -> None:
         self._session = None

@@ -90,3 +90,21 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
 def test_bench_video_refuses_unknown_variants(tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "video", str(tmp_path), "--variants", "edgekit,torch-compile"])
     assert result.exit_code == 2 and "torch-compile" in result.output
+
+
+def test_rounds_report_medians_and_each_rounds_ratio_range() -> None:
+    from edgekit.bench.video import _ratio_range, median_run
+
+    def run(latency: float, decode_peak: float) -> dict:
+        stages = {stage: {"ms": latency / 3, "peak_rss_mb": decode_peak if stage == "decode" else 100.0}
+                  for stage in ("encode", "denoise", "decode")}
+        return {"latency_ms": latency, "load_ms": 5.0, "peak_rss_mb": decode_peak, "stages": stages, "frames_file": "f"}
+
+    variant = [run(10, 200), run(30, 100), run(20, 150)]
+    baseline = [run(10, 1000), run(20, 1000), run(20, 500)]
+    merged = median_run(variant)
+    assert merged["latency_ms"] == 20 and merged["stages"]["decode"]["peak_rss_mb"] == 150
+    assert merged["frames_file"] == "f" and variant[0]["latency_ms"] == 10  # the runs are not modified
+    spread = _ratio_range(variant, baseline)
+    assert spread["decode_peak"] == [0.1, 0.3]  # round by round: 0.2, 0.1, 0.3
+    assert spread["latency"] == [1.0, 1.5]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class VideoBench:
     work: Path = field(default_factory=lambda: cache_dir() / "bench" / "video")
     timeout_s: float = 3600.0
     slices: int = 4  # edgekit-sliced
+    repeat: int = 1  # rounds: every variant once per round; times, peaks and ratios are medians over rounds
 
 
 def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, Path]:
@@ -140,6 +142,32 @@ def _ratio(value: float | None, base: float | None) -> float | None:
     return None if value is None or not base else value / base
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's result over rounds: the first run with its latency, load time, overall peak
+    and per-stage time and peak replaced by their medians (outputs are deterministic)."""
+    merged = json.loads(json.dumps(runs[0]))
+    for key in ("latency_ms", "load_ms", "peak_rss_mb"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        merged[key] = statistics.median(values) if values else None
+    for stage in STAGES:
+        for key in ("ms", "peak_rss_mb"):
+            values = [r["stages"][stage][key] for r in runs if r["stages"][stage].get(key) is not None]
+            merged["stages"][stage][key] = statistics.median(values) if values else None
+    return merged
+
+
+def _ratio_range(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """[min, max] over rounds of each round's ratio to the baseline's run in the same round."""
+    def per_round(get: Callable[[dict[str, Any]], float | None]) -> list[float]:
+        values = [_ratio(get(r), get(b)) for r, b in zip(runs, base)]
+        found = [v for v in values if v is not None]
+        return [min(found), max(found)] if found else []
+
+    return {"decode_peak": per_round(lambda r: r["stages"]["decode"]["peak_rss_mb"]),
+            "denoise_peak": per_round(lambda r: r["stages"]["denoise"]["peak_rss_mb"]),
+            "latency": per_round(lambda r: r["latency_ms"])}
+
+
 def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
     """One variant in its own process; a failing child becomes a one-line BenchmarkError."""
     try:
@@ -165,12 +193,14 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
               "--slices", str(config.slices)]
     extra = {"diffusers": ["--source", str(source)], "diffusers-memory": ["--source", str(source)],
              "onnx-monolithic": ["--graph", str(graph)]}
-    results: dict[str, dict[str, Any]] = {}
-    for name in config.variants:
-        progress(name)
-        chosen = grouped if name in GROUPED_VARIANTS else package
-        results[name] = run_variant(["--variant", name, "--package", str(chosen), *common, *extra.get(name, [])],
-                                    config.threads, config.timeout_s)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in config.variants}
+    for round_ in range(config.repeat):
+        for name in config.variants:
+            progress(name if config.repeat == 1 else f"{name} (round {round_ + 1}/{config.repeat})")
+            chosen = grouped if name in GROUPED_VARIANTS else package
+            runs[name].append(run_variant(["--variant", name, "--package", str(chosen), *common,
+                                           *extra.get(name, [])], config.threads, config.timeout_s))
+    results = {name: median_run(found) for name, found in runs.items()}
     frames = {name: np.load(r["frames_file"]) for name, r in results.items()}
     latents = {name: np.load(r["latents_file"]) for name, r in results.items()}
     base = results.get(BASELINE)
@@ -198,6 +228,9 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
             row["frames_vs_unsliced"] = _compare(frames[name], frames["edgekit-groups"])
         if r.get("tile"):
             row["tile"] = r["tile"]
+        if base is not None and len(runs[name]) > 1:
+            row["runs"] = len(runs[name])
+            row["ratio_range"] = _ratio_range(runs[name], runs[BASELINE])
         if base is not None:
             row["ratios"] = {
                 "decode_peak": _ratio(r["stages"]["decode"]["peak_rss_mb"], base["stages"]["decode"]["peak_rss_mb"]),
@@ -235,6 +268,7 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
         best = min(decoders, key=lambda v: v["ratios"]["decode_peak"])
         value = best["ratios"]["decode_peak"]
         out["decode_peak"] = {"variant": best["name"], "ratio": value, "target": TARGETS["decode_peak"],
+                              "range": (best.get("ratio_range") or {}).get("decode_peak"),
                               "met": value <= TARGETS["decode_peak"],
                               "psnr_vs_full_decode_db": (best.get("frames_vs_edgekit_full") or {}).get("psnr_db"),
                               "considered": {v["name"]: v["ratios"]["decode_peak"] for v in decoders}}
@@ -246,6 +280,7 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
         # the package's parity convention: max abs diff <= 1e-4 x max(1, max |reference|)
         close = diff is not None and diff <= TARGETS["denoise_max_abs_diff"] * scale
         out["denoise_peak"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["denoise_peak"],
+                               "range": (full.get("ratio_range") or {}).get("denoise_peak"),
                                "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
                                "frames_max_abs_diff": frames,
                                "met": value is not None and value <= TARGETS["denoise_peak"] and close}
@@ -258,6 +293,7 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
         scale = max(1.0, (by.get(BASELINE) or sliced)["latents_max_abs"])
         close = diff <= TARGETS["denoise_max_abs_diff"] * scale
         out["denoise_peak_sliced"] = {"variant": "edgekit-sliced", "ratio": value, "target": TARGETS["denoise_peak"],
+                                      "range": (sliced.get("ratio_range") or {}).get("denoise_peak"),
                                       "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
                                       "frames_max_abs_diff": (sliced.get("frames_vs_monolithic") or {}).get("max_abs_diff"),
                                       "latents_vs_unsliced": sliced.get("latents_vs_unsliced"),
@@ -293,7 +329,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
               "image, initial latents and noise. Stage peaks: the process's VmHWM reset when the stage starts "
               "and read when it ends (everything resident during the stage, weights held from earlier stages "
               "included); overall peak includes loading. Latency: the generate call (loading excluded; "
-              "onnx-monolithic opens its four sessions before it)."), "",
+              "onnx-monolithic opens its four sessions before it)."
+              + (f" Times and peaks are medians over {cfg.get('repeat', 1)} rounds." if cfg.get("repeat", 1) > 1 else "")),
+             "",
              "| variant | encode | denoise | decode | latency | load | peak RSS (encode / denoise / decode) | overall peak "
              "| frames vs diffusers (max abs / PSNR) | latents vs one-graph |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -306,14 +344,21 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"{_mb(s['encode']['peak_rss_mb'])} / {_mb(s['denoise']['peak_rss_mb'])} / {_mb(s['decode']['peak_rss_mb'])} MiB | "
             f"{_mb(v['peak_rss_mb'])} MiB | {frames.get('max_abs_diff', 0):.2g} / {_db(frames.get('psnr_db'))} | "
             f"{v.get('latents_vs_monolithic', float('nan')):.2g} |")
+    rounds = cfg.get("repeat", 1)
     lines += ["", "Ratios against onnx-monolithic (decode and denoise: that stage's peak RSS; latency: the generate call, "
-              "and with loading):", "",
+              "and with loading)" + (f"; medians over {rounds} rounds (each round runs every variant once), "
+                                     "in brackets the lowest and highest round's ratio" if rounds > 1 else "") + ":", "",
               "| variant | decode peak | denoise peak | overall peak | latency | latency incl. load |",
               "|---|---|---|---|---|---|"]
     for v in report["variants"]:
-        r = v.get("ratios") or {}
-        lines.append(f"| {v['name']} | {_x(r.get('decode_peak'))} | {_x(r.get('denoise_peak'))} | {_x(r.get('peak'))} | "
-                     f"{_x(r.get('latency'))} | {_x(r.get('latency_with_load'))} |")
+        r, spread = v.get("ratios") or {}, v.get("ratio_range") or {}
+
+        def cell(key: str, r: dict[str, Any] = r, spread: dict[str, list[float]] = spread) -> str:
+            low_high = spread.get(key)
+            return _x(r.get(key)) + (f" ({low_high[0]:.2f}–{low_high[1]:.2f})" if low_high else "")
+
+        lines.append(f"| {v['name']} | {cell('decode_peak')} | {cell('denoise_peak')} | {_x(r.get('peak'))} | "
+                     f"{cell('latency')} | {_x(r.get('latency_with_load'))} |")
     chunked = next((v for v in report["variants"] if v["name"] == "edgekit-chunked"), None)
     if chunked and chunked.get("frames_vs_edgekit_full"):
         full = chunked["frames_vs_edgekit_full"]
@@ -340,6 +385,9 @@ def markdown(report: dict[str, Any], command: str) -> str:
                                     "diff <= 1e-4"}
     for key, verdict in report["verdicts"].items():
         detail = f"{verdict['variant']} {_x(verdict['ratio'])}"
+        if verdict.get("range"):
+            low, high = verdict["range"]
+            detail += f" (rounds: {low:.2f}–{high:.2f}{'; not met in every round' if high > verdict['target'] else ''})"
         if verdict.get("latents_max_abs_diff") is not None:
             detail += (f"; denoised latents max abs diff {verdict['latents_max_abs_diff']:.2g} (max |latents| "
                        f"{verdict['latents_scale']:.3g}: {'within' if verdict['latents_close'] else 'outside'} "

@@ -19,7 +19,6 @@ its forward.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import statistics
 import threading
 import time
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from edgekit.measure import trim_heap
 from edgekit.runtimes.attention.kernels import AttentionKernel
 from edgekit.runtimes.attention.problem import Inputs, Pass, Problem, Status, dtype_name, make_inputs
 from edgekit.runtimes.attention.reference import (
@@ -95,12 +95,6 @@ def summarize(ms: list[float]) -> Timing:
     return Timing(statistics.median(ms), q[0], q[3])
 
 
-def _trim_heap() -> None:
-    """Return freed heap pages to the OS (glibc only; a no-op elsewhere)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 @contextlib.contextmanager
 def peak_memory(device: torch.device) -> Iterator[list[float]]:
     """Yields a one-element list that holds the peak MB above the start once the block exits."""
@@ -115,7 +109,7 @@ def peak_memory(device: torch.device) -> Iterator[list[float]]:
         return
     import psutil
 
-    _trim_heap()
+    trim_heap()
     proc = psutil.Process()
     start = peak = proc.memory_info().rss
     stop = threading.Event()
