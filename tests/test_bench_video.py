@@ -1,5 +1,5 @@
 """`edgekit bench video` as a story: a tiny random SVD -> its package and the whole-UNet baseline
-graph (and the package exported with operator groups) -> eight variants, each in its own process, on the same image, latents and noise -> a
+graph (and the package exported with operator groups) -> nine variants, each in its own process, on the same image, latents and noise -> a
 report with per-stage time and peak RSS, frame errors against diffusers and ratios against the
 one-graph baseline, as JSON, markdown and a PNG. No timing assertions."""
 
@@ -42,7 +42,7 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     report = json.loads(out.read_text())
     by = {v["name"]: v for v in report["variants"]}
     assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked",
-                        "edgekit-tiled", "edgekit-groups", "edgekit-sliced"]
+                        "edgekit-tiled", "edgekit-groups", "edgekit-sliced", "edgekit-lean"]
     for v in by.values():
         assert set(v["stages"]) == {"encode", "denoise", "decode"}
         for stage in v["stages"].values():
@@ -61,8 +61,8 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert by["edgekit-tiled"]["tile"] == {"tile": 16, "overlap": 4}
     assert by["edgekit-tiled"]["frames_vs_edgekit_chunked"]["max_abs_diff"] == 0
     assert by["edgekit-tiled"]["stats"]["decode_tiles"] == 1
-    assert report["verdicts"]["decode_peak"]["variant"] in ("edgekit-chunked", "edgekit-tiled")
-    assert set(report["verdicts"]["decode_peak"]["considered"]) == {"edgekit-chunked", "edgekit-tiled"}
+    assert report["verdicts"]["decode_peak"]["variant"] in ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")
+    assert set(report["verdicts"]["decode_peak"]["considered"]) == {"edgekit-chunked", "edgekit-tiled", "edgekit-lean"}
     assert by["diffusers-memory"]["switches"]["decode_chunk_size"] == 1
     assert "GPU-only" in by["diffusers-memory"]["switches"]["enable_model_cpu_offload"]
     # the runtime's own per-stage stats
@@ -79,6 +79,11 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert by["edgekit-groups"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
     assert by["edgekit-sliced"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
     assert 0 <= by["edgekit-sliced"]["latents_vs_unsliced"] <= 1e-3
+    # edgekit-lean: the sliced denoise with the tiled decode (tiles cover this latent: the chunked decode)
+    lean = by["edgekit-lean"]["stats"]
+    assert (lean["slices"], lean["decode_chunk"], lean["decode_tile"]) == (4, 1, 16)
+    assert by["edgekit-lean"]["frames_vs_edgekit_full"]["max_abs_diff"] == pytest.approx(
+        by["edgekit-chunked"]["frames_vs_edgekit_full"]["max_abs_diff"], abs=1e-3)
     frames = np.load(by["edgekit"]["frames_file"])
     assert frames.shape == (FRAMES, SIZE, SIZE, 3)
     text = md.read_text()

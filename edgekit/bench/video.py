@@ -4,7 +4,8 @@ each variant in its own process, the same image, initial latents and noise for a
 Variants (edgekit/bench/video_variant.py): diffusers (the reference), diffusers-memory,
 onnx-monolithic (the baseline of every ratio), edgekit, edgekit-chunked (decode chunk 1),
 edgekit-tiled (decode chunk 1 + spatial decode tiles), edgekit-groups (the package exported with
---op-groups, unsliced) and edgekit-sliced (its groups run over `slices` slices). Reported per variant and per stage
+--op-groups, unsliced), edgekit-sliced (its groups run over `slices` slices) and edgekit-lean
+(edgekit-sliced with edgekit-tiled's decode). Reported per variant and per stage
 (encode, denoise, decode): wall time and peak RSS (VmHWM reset at each stage start: the
 process's largest resident set during the stage); overall: the call's latency, load time and
 the process's peak; frames: max abs diff and PSNR against diffusers (edgekit-chunked and
@@ -45,9 +46,9 @@ from edgekit.errors import BenchmarkError
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.video_variant"
 VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
-            "edgekit-groups", "edgekit-sliced")
-GROUPED_VARIANTS = ("edgekit-groups", "edgekit-sliced")  # run on the package exported with --op-groups
-DECODE_VARIANTS = ("edgekit-chunked", "edgekit-tiled")  # the decode target takes the lower decode peak
+            "edgekit-groups", "edgekit-sliced", "edgekit-lean")
+GROUPED_VARIANTS = ("edgekit-groups", "edgekit-sliced", "edgekit-lean")  # run on the package exported with --op-groups
+DECODE_VARIANTS = ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")  # the decode target takes the lower decode peak
 STAGES = ("encode", "denoise", "decode")
 REFERENCE, BASELINE = "diffusers", "onnx-monolithic"
 TARGETS = {"decode_peak": 0.20, "denoise_peak": 0.50, "denoise_max_abs_diff": 1e-4, "latency": 1.2}
@@ -223,7 +224,7 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
             row["frames_vs_edgekit_full"] = _compare(frames[name], frames["edgekit"])
         if name == "edgekit-tiled" and "edgekit-chunked" in frames:
             row["frames_vs_edgekit_chunked"] = _compare(frames[name], frames["edgekit-chunked"])
-        if name == "edgekit-sliced" and "edgekit-groups" in latents:
+        if name in ("edgekit-sliced", "edgekit-lean") and "edgekit-groups" in latents:
             row["latents_vs_unsliced"] = float(np.max(np.abs(latents[name] - latents["edgekit-groups"])))
             row["frames_vs_unsliced"] = _compare(frames[name], frames["edgekit-groups"])
         if r.get("tile"):

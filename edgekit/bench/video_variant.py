@@ -22,6 +22,8 @@ Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-au
   edgekit-groups     a package exported with --op-groups (the UNet as operator groups), unsliced,
                      full decode: what grouping alone costs
   edgekit-sliced     the same package with every group run over --slices slices of its axis
+  edgekit-lean       edgekit-sliced's denoise with edgekit-tiled's decode (chunk 1 + tiles):
+                     every memory switch at once
 
 Per stage (encode = CLIP image encoder + VAE encoder; denoise = every UNet step with the
 scheduler; decode = VAE decoder): wall time and peak RSS. The peak of a stage is the process's
@@ -45,7 +47,7 @@ import numpy as np
 from edgekit.measure import current_rss_mb, peak_rss_mb
 
 VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
-            "edgekit-groups", "edgekit-sliced")
+            "edgekit-groups", "edgekit-sliced", "edgekit-lean")
 TILE, TILE_OVERLAP = 16, 4  # edgekit-tiled: latent pixels (x the VAE scale, 8: 128 output pixels, 32 shared)
 STAGES = ("encode", "denoise", "decode")
 
@@ -177,13 +179,14 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
     started = time.perf_counter()
-    tiled = args.variant == "edgekit-tiled"
+    tiled = args.variant in ("edgekit-tiled", "edgekit-lean")
     if tiled:
         result["tile"] = {"tile": TILE, "overlap": TILE_OVERLAP}
     video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
-                              decode_chunk=1 if args.variant in ("edgekit-chunked", "edgekit-tiled") else frames,
+                              decode_chunk=1 if args.variant in ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")
+                              else frames,
                               decode_tile=TILE if tiled else None, decode_tile_overlap=TILE_OVERLAP if tiled else None,
-                              slices=args.slices if args.variant == "edgekit-sliced" else None,
+                              slices=args.slices if args.variant in ("edgekit-sliced", "edgekit-lean") else None,
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
@@ -280,7 +283,7 @@ def main() -> None:
     result: dict[str, Any] = {"variant": args.variant, "threads": args.threads}
     runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers, "onnx-monolithic": run_monolithic,
               "edgekit": run_edgekit, "edgekit-chunked": run_edgekit, "edgekit-tiled": run_edgekit,
-              "edgekit-groups": run_edgekit, "edgekit-sliced": run_edgekit}[args.variant]
+              "edgekit-groups": run_edgekit, "edgekit-sliced": run_edgekit, "edgekit-lean": run_edgekit}[args.variant]
     video, latents = runner(args, inputs, manifest, meter, result)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
