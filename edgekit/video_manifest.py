@@ -72,6 +72,12 @@ class VideoConditioning:
         return VideoConditioning(**values)
 
 
+def _op_groups(data: Any) -> dict[str, OpGroup]:
+    if not isinstance(data, dict):
+        raise TypeError(f"op_groups must be an object (graph name -> op group), got {type(data).__name__}")
+    return {str(name): OpGroup.from_dict(group) for name, group in data.items()}
+
+
 # Graph roles of a video package, in execution order. down_block/up_block carry index 0..n-1; a
 # package exported with operator groups has unet_group 0..m-1 in place of the blocks.
 VIDEO_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
@@ -101,11 +107,19 @@ class OpGroup:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> OpGroup:
+        """Parse one entry; TypeError/ValueError name what is malformed."""
         values = known(OpGroup, data)
-        values["inputs"] = {str(k): int(v) for k, v in values["inputs"].items()}
-        values["outputs"] = {str(k): int(v) for k, v in values["outputs"].items()}
-        values["ops"] = tuple(str(op) for op in values["ops"])
-        return OpGroup(**values)
+        for key in ("inputs", "outputs"):
+            dims = values[key]
+            if not isinstance(dims, dict) or any(type(v) is not int for v in dims.values()):
+                raise TypeError(f"op group {key} must map tensor names to integer dimensions, got {dims!r}")
+        ops = values["ops"]
+        if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
+            raise TypeError(f"op group ops must be a list of module names, got {ops!r}")
+        if not isinstance(values["axis"], str) or not isinstance(values["exact"], str):
+            raise TypeError("op group axis and exact must be strings")
+        return OpGroup(axis=values["axis"], inputs=dict(values["inputs"]), outputs=dict(values["outputs"]),
+                       block=str(values["block"]), ops=tuple(ops), exact=values["exact"])
 
 
 @dataclass(frozen=True)
@@ -161,12 +175,12 @@ class VideoManifest:
                 source=data.get("source", {}),
                 exporter=data.get("exporter", {}),
                 parity=data.get("parity", {}),
-                op_groups={str(name): OpGroup.from_dict(group) for name, group in data.get("op_groups", {}).items()},
+                op_groups=_op_groups(data.get("op_groups", {})),
                 root=root,
             )
             manifest.check_consistency()
             return manifest
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
             raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
 
     @property
@@ -223,6 +237,17 @@ class VideoManifest:
                                          f"{kind} of its graph")
             if not group.inputs or set(group.outputs) != {spec.name for spec in graph.outputs}:
                 raise ValueError(f"{name}: a group slices at least one input and every output")
+            # what the runtime's unit rule needs: frames and videos split dimension 0 (N rows, or B
+            # for image_only_indicator, which a videos group must split so its units are whole
+            # videos), pixels split dimension 1 of the tokens
+            expected_dim = 1 if group.axis == "pixels" else 0
+            if any(dim != expected_dim for dim in (*group.inputs.values(), *group.outputs.values())):
+                raise ValueError(f"{name}: a {group.axis} group splits dimension {expected_dim} of its tensors")
+            reads_indicator = any(spec.name == "image_only_indicator" for spec in graph.inputs)
+            if group.axis == "videos" and "image_only_indicator" not in group.inputs:
+                raise ValueError(f"{name}: a videos group must split image_only_indicator (its units are videos)")
+            if group.axis == "frames" and reads_indicator:
+                raise ValueError(f"{name}: a frames group cannot read image_only_indicator (it would mix videos)")
 
     def _check_skips(self) -> None:
         """Every skip_NN a UNet graph produces is consumed exactly once, by a later graph."""

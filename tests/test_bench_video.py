@@ -78,7 +78,7 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert by["edgekit-sliced"]["stats"]["op_groups"] > 0
     assert by["edgekit-groups"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
     assert by["edgekit-sliced"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
-    assert 0 <= by["edgekit-sliced"]["latents_vs_unsliced"] <= 1e-3
+    assert by["edgekit-sliced"]["latents_vs_unsliced"] <= 1e-3
     # edgekit-lean: the sliced denoise with the tiled decode (tiles cover this latent: the chunked decode)
     lean = by["edgekit-lean"]["stats"]
     assert (lean["slices"], lean["decode_chunk"], lean["decode_tile"]) == (4, 1, 16)

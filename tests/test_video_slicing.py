@@ -83,16 +83,55 @@ def test_groups_record_their_axis_and_why_slicing_is_exact(grouped: Path) -> Non
     assert "EulerDiscreteScheduler" in inspected.stdout
 
 
-def test_a_group_with_an_unknown_axis_or_a_foreign_tensor_is_refused(grouped: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda d, g: d["op_groups"][g].update(axis="channels"), "slice axis 'channels'"),
+    (lambda d, g: d["op_groups"][g]["inputs"].update(not_an_input=0), "not_an_input"),
+    (lambda d, g: d.update(op_groups=[]), "op_groups must be an object"),
+    (lambda d, g: d["op_groups"][g].update(inputs=["hidden_states"]), "integer dimensions"),
+    (lambda d, g: d["op_groups"][g].update(outputs=None), "integer dimensions"),
+    (lambda d, g: d["op_groups"][g].update(ops="abc"), "list of module names"),
+    (lambda d, g: d["op_groups"][g]["inputs"].update(hidden_states=True), "integer dimensions"),
+])
+def test_a_malformed_op_group_is_refused_in_one_line(grouped: Path, tmp_path: Path, edit, needle: str) -> None:
     data = json.loads((grouped / "manifest.json").read_text())
-    name = next(iter(data["op_groups"]))
-    data["op_groups"][name]["axis"] = "channels"
-    with pytest.raises(NotAPackageError, match="slice axis 'channels'"):
+    edit(data, next(iter(data["op_groups"])))
+    with pytest.raises(NotAPackageError, match="malformed") as caught:
+        VideoManifest.from_dict(data, tmp_path)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_group_split_on_the_wrong_dimension_is_refused(grouped: Path, tmp_path: Path) -> None:
+    """The runtime's unit rule needs videos groups to split image_only_indicator and pixels groups
+    to split dimension 1: a manifest saying otherwise would run wrong slices, so it is refused."""
+    data = json.loads((grouped / "manifest.json").read_text())
+    videos = next(name for name, g in data["op_groups"].items() if g["axis"] == "videos")
+    del data["op_groups"][videos]["inputs"]["image_only_indicator"]
+    with pytest.raises(NotAPackageError, match="must split image_only_indicator"):
         VideoManifest.from_dict(data, tmp_path)
     data = json.loads((grouped / "manifest.json").read_text())
-    data["op_groups"][name]["inputs"]["not_an_input"] = 0
-    with pytest.raises(NotAPackageError, match="not_an_input"):
+    pixels = next(name for name, g in data["op_groups"].items() if g["axis"] == "pixels")
+    data["op_groups"][pixels]["inputs"]["tokens"] = 0
+    with pytest.raises(NotAPackageError, match="splits dimension 1"):
         VideoManifest.from_dict(data, tmp_path)
+
+
+def test_tensors_are_dropped_once_dead(grouped: Path) -> None:
+    """Liveness over one step: a transformer's tokens die with its last group, a skip with its
+    consumer, and only noise_pred survives the last graph."""
+    from edgekit.runtimes.video.unet import live_names
+
+    manifest = VideoManifest.load(grouped)
+    graphs = manifest.unet_graphs
+    live = live_names(graphs)
+    for graph, after in zip(graphs, live):
+        ops = manifest.op_groups[graph.name].ops if graph.name in manifest.op_groups else ()
+        if any(op.endswith(".proj_out") for op in ops):
+            assert "tokens" not in after, graph.name
+        for spec in graph.inputs:
+            if spec.name.startswith("skip_"):
+                assert spec.name not in after, graph.name
+    assert live[-1] == frozenset()
+    assert all("hidden_states" in after for after in live[1:-1])
 
 
 # --- generation ----------------------------------------------------------------------------
@@ -176,16 +215,15 @@ def test_each_group_really_runs_in_slices_along_its_axis(grouped: Path) -> None:
     pipeline = edgekit.load(str(grouped))
     pipeline.backend = RecordingBackend()  # type: ignore[assignment]
     pipeline.generate(np.zeros((SIZE, SIZE, 3), np.float32), num_frames=FRAMES, steps=1, slices=2, seed=0)
-    n = 2 * FRAMES  # classifier-free guidance: 2 videos
+    pipeline.generate(np.zeros((SIZE, SIZE, 3), np.float32), num_frames=FRAMES, steps=1, slices=1, seed=0)
     for name, group in VideoManifest.load(grouped).op_groups.items():
-        runs = calls[name]
-        assert len(runs) == 2, name
-        dim, tensor = (1, "tokens") if group.axis == "pixels" else (0, "hidden_states")
-        sizes = [run[tensor][dim] for run in runs]
-        whole = {"frames": n, "videos": n}.get(group.axis, sum(sizes))
-        assert sum(sizes) == whole and sizes[0] == sizes[1], (name, sizes)
+        sliced, whole = calls[name][:2], calls[name][2]  # slices=2 first, then the unsliced run
+        assert len(calls[name]) == 3, name
+        for tensor, dim in group.inputs.items():
+            sizes = [run[tensor][dim] for run in sliced]
+            assert sum(sizes) == whole[tensor][dim] and sizes[0] == sizes[1], (name, tensor, sizes)
         if group.axis == "videos":  # whole videos: all F frames of one video per slice
-            assert [run["image_only_indicator"] for run in runs] == [(1, FRAMES)] * 2
+            assert [run["image_only_indicator"] for run in sliced] == [(1, FRAMES)] * 2
 
 
 def test_cli_run_with_slices_reports_them(grouped: Path, tmp_path: Path) -> None:

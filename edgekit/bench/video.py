@@ -347,8 +347,10 @@ def markdown(report: dict[str, Any], command: str) -> str:
             f"{v.get('latents_vs_monolithic', float('nan')):.2g} |")
     rounds = cfg.get("repeat", 1)
     lines += ["", "Ratios against onnx-monolithic (decode and denoise: that stage's peak RSS; latency: the generate call, "
-              "and with loading)" + (f"; medians over {rounds} rounds (each round runs every variant once), "
-                                     "in brackets the lowest and highest round's ratio" if rounds > 1 else "") + ":", "",
+              "and with loading)" + (f"; over {rounds} rounds (each round runs every variant once): the variant's "
+                                     "median over the baseline's median, in brackets the lowest and highest "
+                                     "ratio of one round's run to the baseline's run in the same round"
+                                     if rounds > 1 else "") + ":", "",
               "| variant | decode peak | denoise peak | overall peak | latency | latency incl. load |",
               "|---|---|---|---|---|---|"]
     for v in report["variants"]:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidArgumentError
-from edgekit.measure import current_rss_mb, peak_rss_mb
+from edgekit.measure import current_rss_mb, peak_rss_mb, trim_heap
 from edgekit.runtimes.backend import OrtBackend
 from edgekit.runtimes.video.conditioning import (
     Conditioning,
@@ -139,6 +139,7 @@ class VideoPipeline:
             return session.run(feeds, shrink_arena=True)[0]
         finally:
             session.release()
+            trim_heap()  # what the released session held goes back to the OS too
 
     def encode_image(self, pixels: np.ndarray) -> np.ndarray:
         """CLIP image embeddings [1, 1, D] of a [3, H, W] image in [0, 1]."""

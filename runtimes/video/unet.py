@@ -3,8 +3,9 @@ Feature Slicer for packages exported with operator groups.
 
 Dataflow contract (docs/VIDEO.md): a dict `state` of named float32 arrays. Each graph is fed
 the inputs it lists, by name, from `state`; an output named `X_out` replaces `state[X]`, any
-other output is stored under its own name. A tensor is dropped from `state` as soon as no later
-graph of the step reads it (a skip right after the graph that consumes it), so at most the
+other output is stored under its own name. A tensor is dropped from `state` as soon as it is
+dead: no later graph reads it before one rewrites it (a skip right after the graph that
+consumes it, a transformer's `tokens` after its last group), so at most the
 tensors still pending are held. The time_embedding graph's output [B, T] is repeated over
 frames into `temb` [B*F, T].
 
@@ -72,10 +73,11 @@ def _run_sliced(graph: GraphSpec, group: OpGroup, session: Session, feeds: dict[
 
 def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray], num_frames: int,
                 shrink_arena: bool = False, group: OpGroup | None = None, slices: int = 1,
-                later_reads: frozenset[str] | None = None) -> None:
+                live_after: frozenset[str] | None = None) -> None:
     """Run one UNet stage graph on `state` in place (see the module docstring). `group`: its
-    OpGroup, run over `slices` slices when > 1. `later_reads`: the names later graphs read (None:
-    keep every input except the skips it consumed)."""
+    OpGroup, run over `slices` slices when > 1. `live_after`: the names a later graph reads before
+    rewriting them (`live_names`); the inputs not among them are dropped (None: drop only the
+    skips it consumed)."""
     feeds = {spec.name: state[spec.name] for spec in graph.inputs}
     if group is not None and slices > 1:
         outputs = _run_sliced(graph, group, session, feeds, slices, shrink_arena)
@@ -83,15 +85,31 @@ def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray]
         outputs = session.run(feeds, shrink_arena=shrink_arena)
     del feeds
     for spec in graph.inputs:
-        if (spec.name not in later_reads) if later_reads is not None else spec.name.startswith("skip_"):
+        if (spec.name not in live_after) if live_after is not None else spec.name.startswith("skip_"):
             state.pop(spec.name, None)
     for spec, value in zip(graph.outputs, outputs):
         if graph.role == "time_embedding":
-            state["temb"] = np.repeat(value, num_frames, axis=0)
-        elif spec.name.endswith("_out"):
-            state[spec.name[: -len("_out")]] = value
-        else:
-            state[spec.name] = value
+            value = np.repeat(value, num_frames, axis=0)
+        state[_state_name(graph, spec.name)] = value
+
+
+def _state_name(graph: GraphSpec, output: str) -> str:
+    """The dataflow name an output is stored under (see apply_graph)."""
+    if graph.role == "time_embedding":
+        return "temb"
+    return output[: -len("_out")] if output.endswith("_out") else output
+
+
+def live_names(graphs: Sequence[GraphSpec]) -> list[frozenset[str]]:
+    """For each graph, the names still needed after it: read by a later graph before any later
+    graph writes them again (a backward liveness pass over the step)."""
+    live: set[str] = set()
+    after: list[frozenset[str]] = []
+    for graph in reversed(graphs):
+        after.append(frozenset(live))
+        live -= {_state_name(graph, spec.name) for spec in graph.outputs}
+        live |= {spec.name for spec in graph.inputs}
+    return after[::-1]
 
 
 def unet_state(latent_model_input: np.ndarray, timestep: np.ndarray, encoder_hidden_states: np.ndarray,
@@ -117,17 +135,12 @@ def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Ses
     op_groups / slices: run each graph that has an OpGroup over `slices` slices of its axis."""
     batch, frames = state["image_only_indicator"].shape
     groups = op_groups or {}
-    later: list[frozenset[str]] = []
-    reads: set[str] = set()
-    for graph in reversed(graphs):
-        later.append(frozenset(reads))
-        reads.update(spec.name for spec in graph.inputs)
-    later.reverse()
+    live = live_names(graphs)
     stream = LayerStream([root / graph.file for graph in graphs], load, window=window)
     for index, session in stream:
         graph = graphs[index]
         apply_graph(graph, session, state, frames, shrink_arena=last_step and index == len(graphs) - 1,
-                    group=groups.get(graph.name), slices=slices, later_reads=later[index])
+                    group=groups.get(graph.name), slices=slices, live_after=live[index])
     if counters is not None:
         counters["graphs_loaded"] = counters.get("graphs_loaded", 0) + stream.loads
         counters["max_resident"] = max(counters.get("max_resident", 0), stream.max_resident)
