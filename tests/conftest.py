@@ -68,3 +68,12 @@ def minilm_package(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -
     out = tmp_path_factory.mktemp("pkg") / "minilm"
     export_encoder(str(minilm_dir), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Stable Video Diffusion pipeline (diffusers layout), built once per session."""
+    pytest.importorskip("diffusers")
+    from edgekit.models.video_svd import build_tiny_svd
+
+    return build_tiny_svd(tmp_path_factory.mktemp("svd") / "tiny-svd")

@@ -22,13 +22,11 @@ FRAMES, SIZE = 2, 32
 
 
 @pytest.fixture(scope="module")
-def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgekit.exporters.video_svd import export_svd
-    from edgekit.models.video_svd import build_tiny_svd
 
     root = tmp_path_factory.mktemp("bench-video")
-    source = build_tiny_svd(root / "tiny-svd")
-    export_svd(source, root / "pkg")
+    export_svd(tiny_svd, root / "pkg")
     return root / "pkg"
 
 

@@ -25,13 +25,6 @@ OPTIONS = {"min_guidance_scale": 1.0, "max_guidance_scale": 2.5, "fps": 7, "moti
            "noise_aug_strength": 0.02}
 
 
-@pytest.fixture(scope="module")
-def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.models.video_svd import build_tiny_svd
-
-    return build_tiny_svd(tmp_path_factory.mktemp("svd") / "tiny-svd")
-
-
 def _export(source: Path, out: Path, *extra: str) -> Path:
     result = runner.invoke(app, ["export", str(source), "--task", "video", "--out", str(out), *extra])
     assert result.exit_code == 0, result.output

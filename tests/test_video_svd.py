@@ -28,13 +28,6 @@ FRAMES, SIZE = 4, 32
 
 
 @pytest.fixture(scope="module")
-def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.models.video_svd import build_tiny_svd
-
-    return build_tiny_svd(tmp_path_factory.mktemp("svd") / "tiny-svd")
-
-
-@pytest.fixture(scope="module")
 def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("svd-pkg") / "pkg"
     result = runner.invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(out)])

@@ -94,14 +94,11 @@ def test_default_overlap_is_a_quarter_tile() -> None:
 
 # --- on the tiny SVD package -----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def svd_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("diffusers")
+def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgekit.exporters.video_svd import export_svd
-    from edgekit.models.video_svd import build_tiny_svd
 
     root = tmp_path_factory.mktemp("svd-tiles")
-    source = build_tiny_svd(root / "tiny-svd")
-    export_svd(source, root / "pkg")
+    export_svd(tiny_svd, root / "pkg")
     return root / "pkg"
 
 

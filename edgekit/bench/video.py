@@ -258,6 +258,21 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
     }
 
 
+def _denoise_verdict(row: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The denoise target for one variant: its denoise peak ratio, with its denoised latents
+    within the package's parity convention of the baseline's (max abs diff <= 1e-4 x max(1,
+    max |reference|))."""
+    value = row["ratios"]["denoise_peak"]
+    diff = row.get("latents_vs_monolithic")
+    scale = max(1.0, (by.get(BASELINE) or row)["latents_max_abs"])
+    close = diff is not None and diff <= TARGETS["denoise_max_abs_diff"] * scale
+    return {"variant": row["name"], "ratio": value, "target": TARGETS["denoise_peak"],
+            "range": (row.get("ratio_range") or {}).get("denoise_peak"),
+            "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
+            "frames_max_abs_diff": (row.get("frames_vs_monolithic") or {}).get("max_abs_diff"),
+            "met": value is not None and value <= TARGETS["denoise_peak"] and close}
+
+
 def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, checked on the measured ratios (None: a variant was not run)."""
     by = {v["name"]: v for v in variants}
@@ -274,32 +289,15 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
                               "psnr_vs_full_decode_db": (best.get("frames_vs_edgekit_full") or {}).get("psnr_db"),
                               "considered": {v["name"]: v["ratios"]["decode_peak"] for v in decoders}}
     if full and full.get("ratios"):
-        value = full["ratios"]["denoise_peak"]
-        diff = full.get("latents_vs_monolithic")
-        scale = max(1.0, (by.get(BASELINE) or full)["latents_max_abs"])
-        frames = (full.get("frames_vs_monolithic") or {}).get("max_abs_diff")
-        # the package's parity convention: max abs diff <= 1e-4 x max(1, max |reference|)
-        close = diff is not None and diff <= TARGETS["denoise_max_abs_diff"] * scale
-        out["denoise_peak"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["denoise_peak"],
-                               "range": (full.get("ratio_range") or {}).get("denoise_peak"),
-                               "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
-                               "frames_max_abs_diff": frames,
-                               "met": value is not None and value <= TARGETS["denoise_peak"] and close}
+        out["denoise_peak"] = _denoise_verdict(full, by)
         value = full["ratios"]["latency"]
         out["latency"] = {"variant": "edgekit", "ratio": value, "target": TARGETS["latency"],
                           "met": value is not None and value <= TARGETS["latency"]}
     sliced = by.get("edgekit-sliced")
     if sliced and sliced.get("ratios") and sliced.get("latents_vs_monolithic") is not None:
-        value, diff = sliced["ratios"]["denoise_peak"], sliced["latents_vs_monolithic"]
-        scale = max(1.0, (by.get(BASELINE) or sliced)["latents_max_abs"])
-        close = diff <= TARGETS["denoise_max_abs_diff"] * scale
-        out["denoise_peak_sliced"] = {"variant": "edgekit-sliced", "ratio": value, "target": TARGETS["denoise_peak"],
-                                      "range": (sliced.get("ratio_range") or {}).get("denoise_peak"),
-                                      "latents_max_abs_diff": diff, "latents_scale": scale, "latents_close": close,
-                                      "frames_max_abs_diff": (sliced.get("frames_vs_monolithic") or {}).get("max_abs_diff"),
+        out["denoise_peak_sliced"] = {**_denoise_verdict(sliced, by),
                                       "latents_vs_unsliced": sliced.get("latents_vs_unsliced"),
-                                      "latency_ratio": sliced["ratios"]["latency"],
-                                      "met": value is not None and value <= TARGETS["denoise_peak"] and close}
+                                      "latency_ratio": sliced["ratios"]["latency"]}
     return out
 
 

@@ -48,6 +48,9 @@ from edgekit.measure import current_rss_mb, peak_rss_mb
 
 VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
             "edgekit-groups", "edgekit-sliced", "edgekit-lean")
+CHUNK_ONE = ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")  # decode one frame per call
+TILED = ("edgekit-tiled", "edgekit-lean")
+SLICED = ("edgekit-sliced", "edgekit-lean")
 TILE, TILE_OVERLAP = 16, 4  # edgekit-tiled: latent pixels (x the VAE scale, 8: 128 output pixels, 32 shared)
 STAGES = ("encode", "denoise", "decode")
 
@@ -179,14 +182,13 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
     started = time.perf_counter()
-    tiled = args.variant in ("edgekit-tiled", "edgekit-lean")
+    tiled = args.variant in TILED
     if tiled:
         result["tile"] = {"tile": TILE, "overlap": TILE_OVERLAP}
     video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
-                              decode_chunk=1 if args.variant in ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")
-                              else frames,
+                              decode_chunk=1 if args.variant in CHUNK_ONE else frames,
                               decode_tile=TILE if tiled else None, decode_tile_overlap=TILE_OVERLAP if tiled else None,
-                              slices=args.slices if args.variant in ("edgekit-sliced", "edgekit-lean") else None,
+                              slices=args.slices if args.variant in SLICED else None,
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
@@ -281,9 +283,8 @@ def main() -> None:
         inputs = {key: data[key] for key in data.files}
     meter = StageMeter()
     result: dict[str, Any] = {"variant": args.variant, "threads": args.threads}
-    runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers, "onnx-monolithic": run_monolithic,
-              "edgekit": run_edgekit, "edgekit-chunked": run_edgekit, "edgekit-tiled": run_edgekit,
-              "edgekit-groups": run_edgekit, "edgekit-sliced": run_edgekit, "edgekit-lean": run_edgekit}[args.variant]
+    runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers,
+              "onnx-monolithic": run_monolithic}.get(args.variant, run_edgekit)  # every other variant is edgekit
     video, latents = runner(args, inputs, manifest, meter, result)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -68,16 +68,15 @@ def _run_sliced(graph: GraphSpec, group: OpGroup, session: Session, feeds: dict[
             index = [slice(None)] * value.ndim
             index[dim] = slice(start * rows, stop * rows)
             merged[k][tuple(index)] = value  # type: ignore[index]
-    return [value for value in merged if value is not None]  # all set: every slice writes every output
+    return merged  # type: ignore[return-value]  # all set: every slice writes every output
 
 
 def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray], num_frames: int,
                 shrink_arena: bool = False, group: OpGroup | None = None, slices: int = 1,
-                live_after: frozenset[str] | None = None) -> None:
+                live_after: frozenset[str] = frozenset()) -> None:
     """Run one UNet stage graph on `state` in place (see the module docstring). `group`: its
     OpGroup, run over `slices` slices when > 1. `live_after`: the names a later graph reads before
-    rewriting them (`live_names`); the inputs not among them are dropped (None: drop only the
-    skips it consumed)."""
+    rewriting them (`live_names`); the inputs not among them are dropped."""
     feeds = {spec.name: state[spec.name] for spec in graph.inputs}
     if group is not None and slices > 1:
         outputs = _run_sliced(graph, group, session, feeds, slices, shrink_arena)
@@ -85,7 +84,7 @@ def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray]
         outputs = session.run(feeds, shrink_arena=shrink_arena)
     del feeds
     for spec in graph.inputs:
-        if (spec.name not in live_after) if live_after is not None else spec.name.startswith("skip_"):
+        if spec.name not in live_after:
             state.pop(spec.name, None)
     for spec, value in zip(graph.outputs, outputs):
         if graph.role == "time_embedding":
