@@ -17,6 +17,22 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+
+def _check_layout() -> None:
+    """edgekit/exporters, edgekit/runtimes and edgekit/models are symlinks to the top-level folders
+    in a checkout; a checkout made without symlink support turns them into small text files."""
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    broken = [name for name in ("exporters", "runtimes", "models") if not (here / name).is_dir()]
+    if broken:
+        raise ImportError(f"edgekit/{broken[0]} is not a directory: this checkout lost its symlinks (edgekit/"
+                          f"{broken[0]} -> ../{broken[0]}); clone again with symlinks enabled (git config "
+                          "core.symlinks true; on Windows, developer mode) or install the wheel")
+
+
+_check_layout()
+
 if TYPE_CHECKING:
     from edgekit.runtimes.selector import Selector
     from edgekit.runtimes.video import VideoPipeline
@@ -36,11 +52,11 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     options; the decode chunk is a `generate` argument).
     """
     from edgekit.errors import InvalidArgumentError
+    from edgekit.manifest import Manifest
     from edgekit.runtimes.backend import OrtBackend
-    from edgekit.video_manifest import VideoManifest, load_any
 
-    manifest = load_any(directory)
-    if isinstance(manifest, VideoManifest):
+    manifest = Manifest.load(directory)
+    if manifest.task == "video":
         from edgekit.runtimes.video import VideoPipeline
 
         if chunk is not None or memory_budget_mb is not None:

@@ -75,8 +75,8 @@ def export(
         if dtype != "fp32" or max_length is not None or instruction is not None:
             raise InvalidArgumentError("--task video exports fp32 graphs and takes no --max-length or --instruction")
         manifest = export_with_progress(source, out, show=True, task=task, overwrite=force, op_groups=op_groups)
-        groups = (f", {len(manifest.op_groups)} operator groups, sliced vs unsliced "
-                  f"{manifest.parity['sliced_vs_unsliced_max_abs_diff']:.2g}" if manifest.op_groups else "")
+        groups = (f", {len(manifest.video.op_groups)} operator groups, sliced vs unsliced "
+                  f"{manifest.parity['sliced_vs_unsliced_max_abs_diff']:.2g}" if manifest.video.op_groups else "")
         stdout.print(f"wrote {out} (video, {manifest.family}, {len(manifest.graphs)} graphs, "
                      f"{manifest.total_bytes / 2**20:.1f} MiB, chained UNet parity "
                      f"{manifest.parity['unet_chained_max_abs_diff']:.2g}{groups})")
@@ -132,12 +132,12 @@ def run(
     """Rank candidates against a query, or (video packages) generate a video from an image."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
-    from edgekit.video_manifest import VideoManifest, load_any
+    from edgekit.manifest import Manifest
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
                      "--decode-tile-overlap": decode_tile_overlap, "--slices": slices}
-    if isinstance(load_any(package), VideoManifest):
+    if Manifest.load(package).task == "video":
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
         given = [name for name, value in ranking_options.items() if value is not None]
@@ -191,7 +191,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
                                   decode_tile_overlap=decode_tile_overlap, slices=slices,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
-    gif, pngs = save_video(video, out, fps=pipeline.manifest.conditioning.fps)
+    gif, pngs = save_video(video, out, fps=pipeline.svd.fps)
     stats = pipeline.stats.to_dict()
     if as_json:
         typer.echo(json.dumps({"gif": str(gif), "frames_dir": str(pngs[0].parent), "frames": len(pngs),
@@ -260,10 +260,10 @@ def calibrate(
         traces = record_traces(selector.rank, examples, top_k,
                                progress=lambda done, total: bar.update(task, completed=done))
     manifest = selector.manifest
-    result = search(traces, top_k, target_agreement, manifest.scoring.kind, manifest.num_layers)
+    result = search(traces, top_k, target_agreement, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
     updated = write_calibration(manifest, result, top_k, target_agreement, data, len(examples))
     if as_json:
-        typer.echo(json.dumps({"calibration": updated.calibration}))
+        typer.echo(json.dumps({"calibration": updated.ranking.calibration}))
         return
     if result.threshold is None:
         stdout.print(f"no pruning setting kept agreement >= {target_agreement} on {len(examples)} queries; "
@@ -287,9 +287,9 @@ def inspect(package: Path = typer.Argument(..., help="Package directory.")) -> N
 @user_errors
 def verify(package: Path = typer.Argument(..., help="Package directory.")) -> None:
     """Re-hash every file of a package; exit 2 naming each file that fails."""
-    from edgekit.video_manifest import load_any
+    from edgekit.manifest import Manifest
 
-    manifest = load_any(package)
+    manifest = Manifest.load(package)
     manifest.verify()
     stdout.print(f"ok: {len(manifest.files())} files verified in {package}")
 

@@ -1,31 +1,19 @@
-"""The manifest of a video package (task "video", SVD family): graphs, conditioning defaults
-and the scheduler config. docs/VIDEO.md documents it; the shared format rules (format name,
-version, file entries, integrity) are those of `edgekit.manifest`.
+"""The `video` section of a v2 manifest: what only video packages need (scheduler, generic
+conditioning, operator groups) and, under the family's own key, the family's details (`svd`).
+docs/FORMAT.md and docs/VIDEO.md document it.
+
+Graph roles of a video package: `image_encoder`, `vae_encoder`, `time_embedding`, the UNet as
+`down_block` 0..n-1, `mid_block`, `up_block` 0..n-1 or (exported with operator groups) as
+`unet_group` 0..m-1, and `vae_decoder`. Graphs are found by role and index, never by position.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from edgekit.errors import NotAPackageError
-from edgekit.manifest import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    MANIFEST_FILE,
-    VIDEO_TASK,
-    FileEntry,
-    GraphSpec,
-    Manifest,
-    check_format,
-    check_present,
-    known,
-    manifest_dict,
-    read_manifest_data,
-    save_manifest,
-    verify_entries,
-)
+from edgekit.package_files import FileEntry, GraphSpec, known
 
 VIDEO_FAMILIES = ("svd",)
 SCHEDULERS = ("EulerDiscreteScheduler",)
@@ -34,30 +22,18 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "original_sample")
 
 @dataclass(frozen=True)
 class VideoConditioning:
-    """Shape facts and per-call defaults of an image-to-video package (SVD family).
+    """Shape facts and per-call defaults every video family has.
 
-    Defaults (`num_frames`, `num_inference_steps`, `fps`, `motion_bucket_id`,
-    `noise_aug_strength`, `min_guidance_scale`, `max_guidance_scale`, `height`, `width`,
-    `decode_chunk_size` (None: all frames at once)) are what a run uses when the caller gives
-    none; they are diffusers' StableVideoDiffusionPipeline defaults unless the exporter was told
-    otherwise. Shape facts: `clip_image_size` (the image encoder's fixed input side),
-    `image_mean`/`image_std` (CLIP normalisation), `latent_channels`, `vae_scale_factor`
-    (pixels per latent), `scaling_factor` (latents are divided by it before decoding) and
-    `size_multiple` (height and width must be multiples of it).
+    Defaults (`num_frames`, `num_inference_steps`, `height`, `width`, `decode_chunk_size` (None:
+    all frames at once)) are what a run uses when the caller gives none. Shape facts:
+    `latent_channels`, `vae_scale_factor` (pixels per latent), `scaling_factor` (latents are
+    divided by it before decoding) and `size_multiple` (height and width must be multiples of it).
     """
 
     num_frames: int
     num_inference_steps: int
     height: int
     width: int
-    fps: int
-    motion_bucket_id: int
-    noise_aug_strength: float
-    min_guidance_scale: float
-    max_guidance_scale: float
-    clip_image_size: int
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
     latent_channels: int
     vae_scale_factor: int
     scaling_factor: float
@@ -66,10 +42,33 @@ class VideoConditioning:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> VideoConditioning:
-        values = known(VideoConditioning, data)
+        return VideoConditioning(**known(VideoConditioning, data))
+
+
+@dataclass(frozen=True)
+class SvdConditioning:
+    """The SVD family's own conditioning (manifest `video.svd`): diffusers'
+    StableVideoDiffusionPipeline defaults (`fps`, `motion_bucket_id`, `noise_aug_strength`, the
+    guidance ramp `min_guidance_scale`..`max_guidance_scale`) unless the exporter was told
+    otherwise, and the CLIP image encoder's input: `clip_image_size` (fixed side) and
+    `image_mean`/`image_std` (normalisation)."""
+
+    fps: int
+    motion_bucket_id: int
+    noise_aug_strength: float
+    min_guidance_scale: float
+    max_guidance_scale: float
+    clip_image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SvdConditioning:
+        values = known(SvdConditioning, data)
         values["image_mean"] = tuple(float(x) for x in values["image_mean"])
         values["image_std"] = tuple(float(x) for x in values["image_std"])
-        return VideoConditioning(**values)
+        return SvdConditioning(**values)
+
 
 
 def _op_groups(data: Any) -> dict[str, OpGroup]:
@@ -123,106 +122,78 @@ class OpGroup:
 
 
 @dataclass(frozen=True)
-class VideoManifest:
-    """The parsed manifest of an image-to-video package (task "video"); docs/VIDEO.md.
+class VideoSection:
+    """Everything a video package needs beyond its graphs (docs/FORMAT.md, "video").
 
-    `graphs`: image_encoder, vae_encoder, time_embedding, then the UNet as down_block 0..n-1,
-    mid_block, up_block 0..n-1, or (exported with operator groups) as unet_group 0..m-1, then
-    vae_decoder. UNet graphs exchange named tensors: an output `X_out` replaces the running
-    tensor `X`, any other output is stored under its name; each `skip_NN` is produced once and
-    consumed once by a later graph. `op_groups` (graph name -> OpGroup) says how each
-    unet_group may be sliced; empty for block packages. `scheduler` is the diffusers
-    scheduler config (class in `_class_name`); `conditioning` the shape facts and defaults.
+    UNet graphs exchange named tensors: an output `X_out` replaces the running tensor `X`, any
+    other output is stored under its name; each `skip_NN` is produced once and consumed once by a
+    later graph. `op_groups` (graph name -> OpGroup) says how each unet_group may be sliced;
+    empty for block packages. `scheduler` is the diffusers scheduler config (class in
+    `_class_name`); `conditioning` the generic shape facts and defaults; `svd` the SVD family's
+    own details (present exactly when the family is "svd").
     """
 
-    task: str
-    family: str
-    dtype: str
-    graphs: tuple[GraphSpec, ...]
     scheduler: dict[str, Any]
     conditioning: VideoConditioning
-    source: dict[str, Any] = field(default_factory=dict)
-    exporter: dict[str, Any] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
     op_groups: dict[str, OpGroup] = field(default_factory=dict)
-    root: Path = Path(".")
-    format: str = FORMAT_NAME
-    format_version: int = FORMAT_VERSION
+    svd: SvdConditioning | None = None
 
     @staticmethod
-    def load(directory: str | Path) -> VideoManifest:
-        """Read and check a video package: format, version, consistency, files present with
-        their recorded sizes. Hashes are checked by `verify()`."""
-        root = Path(directory)
-        manifest = VideoManifest.from_dict(read_manifest_data(root), root)
-        check_present(root, manifest.files())
-        return manifest
+    def from_dict(data: dict[str, Any]) -> VideoSection:
+        if not isinstance(data.get("scheduler"), dict):
+            raise TypeError("video.scheduler must be an object (a diffusers scheduler config)")
+        return VideoSection(
+            scheduler=dict(data["scheduler"]),
+            conditioning=VideoConditioning.from_dict(data["conditioning"]),
+            op_groups=_op_groups(data.get("op_groups", {})),
+            svd=SvdConditioning.from_dict(data["svd"]) if data.get("svd") is not None else None,
+        )
 
-    @staticmethod
-    def from_dict(data: dict[str, Any], root: Path) -> VideoManifest:
-        check_format(data, root)
-        if data.get("task") != VIDEO_TASK:
-            raise NotAPackageError(f"{root} is a {data.get('task')!r} package, not a video one; "
-                                   "rank with it through `edgekit run PKG --query ...`")
-        try:
-            manifest = VideoManifest(
-                task=data["task"],
-                family=data["family"],
-                dtype=data["dtype"],
-                graphs=tuple(GraphSpec.from_dict(graph) for graph in data["graphs"]),
-                scheduler=dict(data["scheduler"]),
-                conditioning=VideoConditioning.from_dict(data["conditioning"]),
-                source=data.get("source", {}),
-                exporter=data.get("exporter", {}),
-                parity=data.get("parity", {}),
-                op_groups=_op_groups(data.get("op_groups", {})),
-                root=root,
-            )
-            manifest.check_consistency()
-            return manifest
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
-            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
+    def files(self) -> list[FileEntry]:
+        return []  # every file of a video package belongs to a graph
 
-    @property
-    def num_blocks(self) -> int:
-        return len(self.graphs_by_role("down_block"))
-
-    def check_consistency(self) -> None:
+    def check(self, family: str, graphs_by_role: Callable[[str], list[GraphSpec]],
+              unet_graphs: list[GraphSpec]) -> None:
         """Raise ValueError when fields contradict each other or what this runtime can execute."""
-        if self.family not in VIDEO_FAMILIES:
-            raise ValueError(f"video family {self.family!r} is not one of {VIDEO_FAMILIES}")
-        if self.dtype != "fp32":
-            raise ValueError(f"video packages are fp32, not {self.dtype!r}")
-        roles = [graph.role for graph in self.graphs]
-        n, m = self.num_blocks, len(self.graphs_by_role("unet_group"))
-        blocks = ["down_block"] * n + ["mid_block"] + ["up_block"] * n
-        expected = ["image_encoder", "vae_encoder", "time_embedding", *(["unet_group"] * m if m else blocks),
-                    "vae_decoder"]
-        if (n < 1 and m < 1) or roles != expected:
-            raise ValueError(f"graph roles {roles} are not image_encoder, vae_encoder, time_embedding, then n down "
-                             "blocks, mid_block, n up blocks (n >= 1) or unet groups, then vae_decoder")
+        if family not in VIDEO_FAMILIES:
+            raise ValueError(f"video family {family!r} is not one of {VIDEO_FAMILIES}")
+        if family == "svd" and self.svd is None:
+            raise ValueError("an svd package needs its family section video.svd")
+        singles = ("image_encoder", "vae_encoder", "time_embedding", "vae_decoder")
+        for role in singles:
+            if len(graphs_by_role(role)) != 1:
+                raise ValueError(f"a video package has exactly one {role!r} graph")
+        n, m = len(graphs_by_role("down_block")), len(graphs_by_role("unet_group"))
+        blocks_ok = n >= 1 and len(graphs_by_role("up_block")) == n and len(graphs_by_role("mid_block")) == 1
+        if (m >= 1) == blocks_ok or (m >= 1 and (n or graphs_by_role("mid_block") or graphs_by_role("up_block"))):
+            raise ValueError("the UNet is either n down blocks, a mid_block and n up blocks (n >= 1), or unet "
+                             "groups, not both")
         for role, count in (("down_block", n), ("up_block", n), ("unet_group", m)):
-            if [graph.index for graph in self.graphs_by_role(role)] != list(range(count)):
-                raise ValueError(f"{role} graphs are not in order 0..{count - 1}")
-        self._check_op_groups()
-        self._check_skips()
+            if [graph.index for graph in graphs_by_role(role)] != list(range(count)):
+                raise ValueError(f"{role} graphs must have indices 0..{count - 1}")
+        self._check_op_groups(graphs_by_role("unet_group"))
+        _check_skips(unet_graphs)
         if self.scheduler.get("_class_name") not in SCHEDULERS:
             raise ValueError(f"scheduler {self.scheduler.get('_class_name')!r} is not one of {SCHEDULERS}")
         if self.scheduler.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {self.scheduler.get('prediction_type')!r} is not one of "
                              f"{PREDICTION_TYPES}")
         c = self.conditioning
-        sizes = (c.num_frames, c.num_inference_steps, c.height, c.width, c.clip_image_size, c.latent_channels,
-                 c.vae_scale_factor, c.size_multiple)
-        if any(not isinstance(v, int) or v < 1 for v in sizes) or c.scaling_factor <= 0:
+        sizes = (c.num_frames, c.num_inference_steps, c.height, c.width, c.latent_channels, c.vae_scale_factor,
+                 c.size_multiple)
+        if any(type(v) is not int or v < 1 for v in sizes) or not c.scaling_factor > 0:
             raise ValueError("conditioning sizes must be positive integers and scaling_factor positive")
         if c.height % c.size_multiple or c.width % c.size_multiple:
             raise ValueError(f"default size {c.height}x{c.width} is not a multiple of {c.size_multiple}")
-        if len(c.image_mean) != 3 or len(c.image_std) != 3 or min(c.image_std) <= 0:
-            raise ValueError("image_mean and image_std need three values (std positive)")
+        if self.svd is not None:
+            s = self.svd
+            if type(s.clip_image_size) is not int or s.clip_image_size < 1:
+                raise ValueError("video.svd.clip_image_size must be a positive integer")
+            if len(s.image_mean) != 3 or len(s.image_std) != 3 or min(s.image_std) <= 0:
+                raise ValueError("image_mean and image_std need three values (std positive)")
 
-    def _check_op_groups(self) -> None:
-        groups = {graph.name: graph for graph in self.graphs_by_role("unet_group")}
+    def _check_op_groups(self, unet_groups: list[GraphSpec]) -> None:
+        groups = {graph.name: graph for graph in unet_groups}
         if set(groups) != set(self.op_groups):
             raise ValueError(f"op_groups {sorted(self.op_groups)} do not match the unet_group graphs {sorted(groups)}")
         for name, group in self.op_groups.items():
@@ -249,59 +220,17 @@ class VideoManifest:
             if group.axis == "frames" and reads_indicator:
                 raise ValueError(f"{name}: a frames group cannot read image_only_indicator (it would mix videos)")
 
-    def _check_skips(self) -> None:
-        """Every skip_NN a UNet graph produces is consumed exactly once, by a later graph."""
-        produced: set[str] = set()
-        consumed: set[str] = set()
-        for graph in self.unet_graphs:
-            needs = [spec.name for spec in graph.inputs if spec.name.startswith("skip_")]
-            if any(name not in produced or name in consumed for name in needs):
-                raise ValueError(f"{graph.name} takes skips {needs} that no earlier graph produced or that are "
-                                 "already consumed")
-            consumed.update(needs)
-            produced.update(spec.name for spec in graph.outputs if spec.name.startswith("skip_"))
-        if consumed != produced:
-            raise ValueError(f"skip connections {sorted(produced - consumed)} are never consumed")
 
-    def to_dict(self) -> dict[str, Any]:
-        return manifest_dict(self)
-
-    def save(self, directory: Path) -> Path:
-        return save_manifest(self, directory)
-
-    def files(self) -> list[FileEntry]:
-        """Every file the package lists: each graph's .onnx file and its external data."""
-        return [entry for graph in self.graphs for entry in graph.files]
-
-    def verify(self) -> None:
-        """Re-hash every listed file; raise IntegrityError naming each file that fails."""
-        verify_entries(self.root, self.files())
-
-    def graphs_by_role(self, role: str) -> list[GraphSpec]:
-        return [graph for graph in self.graphs if graph.role == role]
-
-    def graph(self, role: str) -> GraphSpec:
-        """The single graph of `role` (image_encoder, vae_encoder, time_embedding, mid_block, vae_decoder)."""
-        (found,) = self.graphs_by_role(role)
-        return found
-
-    @property
-    def unet_graphs(self) -> tuple[GraphSpec, ...]:
-        """time_embedding, down blocks, mid block, up blocks: what one denoising step runs, in order."""
-        return self.graphs[2:-1]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(entry.bytes for entry in self.files())
-
-
-def load_any(directory: str | Path) -> Manifest | VideoManifest:
-    """Read a package of any task: a VideoManifest for "video", else a (ranking) Manifest."""
-    root = Path(directory)
-    data = read_manifest_data(root)
-    if isinstance(data, dict) and data.get("task") == VIDEO_TASK:
-        manifest: Manifest | VideoManifest = VideoManifest.from_dict(data, root)
-    else:
-        manifest = Manifest.from_dict(data, root)
-    check_present(root, manifest.files())
-    return manifest
+def _check_skips(unet_graphs: list[GraphSpec]) -> None:
+    """Every skip_NN a UNet graph produces is consumed exactly once, by a later graph."""
+    produced: set[str] = set()
+    consumed: set[str] = set()
+    for graph in unet_graphs:
+        needs = [spec.name for spec in graph.inputs if spec.name.startswith("skip_")]
+        if any(name not in produced or name in consumed for name in needs):
+            raise ValueError(f"{graph.name} takes skips {needs} that no earlier graph produced or that are "
+                             "already consumed")
+        consumed.update(needs)
+        produced.update(spec.name for spec in graph.outputs if spec.name.startswith("skip_"))
+    if consumed != produced:
+        raise ValueError(f"skip connections {sorted(produced - consumed)} are never consumed")

@@ -9,7 +9,7 @@ transformers model on prompts built the model card's way -> move the package int
 Example::
 
     manifest = export_decoder("path/to/qwen3-reranker", Path("pkg"), instruction="Find code that ...")
-    manifest.prompt.instruction, manifest.scoring.label_tokens
+    manifest.ranking.prompt.instruction, manifest.ranking.scoring.label_tokens
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from edgekit.exporters.package_parts import (
     versions,
 )
 from edgekit.exporters.source import SourceInfo
-from edgekit.manifest import GraphSpec, Manifest, PromptSpec, RotarySpec, Scoring, TokenizerSpec
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
+from edgekit.ranking_manifest import PromptSpec, RankingSection, RotarySpec, Scoring, TokenizerSpec
 
 EXAMPLE_DOCUMENTS = EXAMPLE_CANDIDATES  # the same texts the encoder exporter checks with
 TOLERANCE = 1e-4  # fp32 graphs vs torch, relative to max(1, |output|)
@@ -157,8 +158,8 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
     runtime = np.zeros(len(documents))
     for result in ranking:
         runtime[result.index] = result.score
-    assert manifest.prompt is not None
-    ids = prompt_ids(tokenizer, manifest.prompt, EXAMPLE_QUERY, documents, manifest.max_length)
+    assert manifest.ranking.prompt is not None
+    ids = prompt_ids(tokenizer, manifest.ranking.prompt, EXAMPLE_QUERY, documents, manifest.ranking.max_length)
     expected = reference_scores(stages, *left_padded(ids, int(tokenizer.pad_token_id))).numpy()
     diff, scale = max_diff(runtime, expected)
     check_parity("chained package", diff, scale, tolerance)
@@ -194,25 +195,27 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         manifest = Manifest(
             task="rerank",
             family=str(config.model_type),
-            max_length=length,
-            hidden_size=int(config.hidden_size),
-            num_layers=len(stages.layers),
             dtype=dtype,
             graphs=tuple(graphs),
-            tokenizer=TokenizerSpec(files=save_tokenizer(tokenizer, root, info.path),
-                                    pad_token_id=int(tokenizer.pad_token_id), pair=False, type_ids=False),
-            scoring=Scoring(kind="probability", label_tokens=stages.label_tokens,
-                            num_labels=1 if SEQ_CLS in info.architectures else None),
+            ranking=RankingSection(
+                max_length=length,
+                hidden_size=int(config.hidden_size),
+                num_layers=len(stages.layers),
+                tokenizer=TokenizerSpec(files=save_tokenizer(tokenizer, root, info.path),
+                                        pad_token_id=int(tokenizer.pad_token_id), pair=False, type_ids=False),
+                scoring=Scoring(kind="probability", label_tokens=stages.label_tokens,
+                                num_labels=1 if SEQ_CLS in info.architectures else None),
+                embedding_table=save_embedding_table(stages.table, root, half),
+                padding_side="left",
+                prompt=prompt,
+                rotary=rotary,
+                dims={"num_attention_heads": int(config.num_attention_heads),
+                      "num_key_value_heads": int(config.num_key_value_heads), "head_dim": rotary.dim,
+                      "intermediate_size": int(config.intermediate_size), "vocab_size": int(config.vocab_size)},
+            ),
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
             exporter=versions(),
             parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
-            embedding_table=save_embedding_table(stages.table, root, half),
-            padding_side="left",
-            prompt=prompt,
-            rotary=rotary,
-            dims={"num_attention_heads": int(config.num_attention_heads),
-                  "num_key_value_heads": int(config.num_key_value_heads), "head_dim": rotary.dim,
-                  "intermediate_size": int(config.intermediate_size), "vocab_size": int(config.vocab_size)},
             root=root,
         )
         manifest.save(root)

@@ -35,9 +35,10 @@ from edgekit.exporters.package_parts import (
     versions,
 )
 from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
-from edgekit.manifest import GraphSpec, Manifest, Scoring, TokenizerSpec
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import DECODER_MODEL_TYPES
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
+from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backend import OrtBackend
 
 Progress = Callable[[str, int, int], None]
@@ -262,22 +263,25 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
         manifest = Manifest(
             task=info.task,
             family=family.name,
-            max_length=length,
-            hidden_size=int(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.dim),
-            num_layers=len(stages.layers),
             dtype=dtype,
             graphs=tuple(graphs),
-            tokenizer=TokenizerSpec(
-                files=token_files,
-                pad_token_id=int(tokenizer.pad_token_id),
-                pair=info.task == TASK_RERANK,
-                type_ids="token_type_ids" in tokenizer.model_input_names,
+            ranking=RankingSection(
+                max_length=length,
+                hidden_size=int(model.config.hidden_size if hasattr(model.config, "hidden_size")
+                                else model.config.dim),
+                num_layers=len(stages.layers),
+                tokenizer=TokenizerSpec(
+                    files=token_files,
+                    pad_token_id=int(tokenizer.pad_token_id),
+                    pair=info.task == TASK_RERANK,
+                    type_ids="token_type_ids" in tokenizer.model_input_names,
+                ),
+                scoring=scoring,
+                embedding_table=table,
             ),
-            scoring=scoring,
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
             exporter=versions(),
             parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
-            embedding_table=table,
             root=root,
         )
         manifest.save(root)

@@ -27,8 +27,8 @@ from edgekit.exporters.decoder import DecoderStages, reference_scores, split_dec
 from edgekit.exporters.decoder_export import left_padded, load_decoder, prompt_ids, rotary_spec
 from edgekit.exporters.onnx_writer import OPSET
 from edgekit.exporters.source import inspect_source
-from edgekit.manifest import PromptSpec, RotarySpec
 from edgekit.models.decoders import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, TEMPLATE
+from edgekit.ranking_manifest import PromptSpec, RotarySpec
 from edgekit.runtimes.backend import OrtBackend
 
 TOLERANCE = 1e-4

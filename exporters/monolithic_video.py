@@ -72,7 +72,7 @@ def export_monolithic_svd(source: str | Path, out: Path) -> dict[str, Any]:
             "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch"}, "added_time_ids": {0: "batch"},
             "noise_pred": {0: "batch", 1: "frames", 3: "latent_height", 4: "latent_width"}}
     graph = export_graph(module, examples[0], out, UNET_FILE, UNET_INPUTS, ["noise_pred"], axes, "unet", "unet")
-    session = OrtBackend("cpu").load(out / graph.file)
+    session = OrtBackend("cpu").load(out / graph.path)
     worst = 0.0
     try:
         for example in examples:

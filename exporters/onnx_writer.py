@@ -82,6 +82,8 @@ def export_graph(
         name=name,
         role=role,
         index=index,
+        format="onnx",
+        path=relative_file,
         files=tuple(files),
         inputs=_tensor_specs(list(model.graph.input)),
         outputs=_tensor_specs(list(model.graph.output)),

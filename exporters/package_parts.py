@@ -12,7 +12,8 @@ import torch
 from edgekit import __version__
 from edgekit.errors import ParityError, SourceModelError
 from edgekit.exporters.onnx_writer import OPSET, export_graph
-from edgekit.manifest import EmbeddingTable, FileEntry, GraphSpec
+from edgekit.manifest import FileEntry, GraphSpec
+from edgekit.ranking_manifest import EmbeddingTable
 
 
 def max_diff(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
@@ -43,7 +44,7 @@ def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], expo
                             name=name, role=role, index=index)
     except (RuntimeError, TypeError, ValueError) as error:
         raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
-    session = OrtBackend("cpu").load(root / spec.file)
+    session = OrtBackend("cpu").load(root / spec.path)
     actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
     session.release()
     diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())

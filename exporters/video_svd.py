@@ -44,10 +44,10 @@ from edgekit.exporters.video_stages import (
     VaeEncoderStage,
     has_cross_attention,
 )
-from edgekit.manifest import VIDEO_TASK, GraphSpec
+from edgekit.manifest import VIDEO_TASK, GraphSpec, Manifest
 from edgekit.runtimes.backend import OrtBackend
 from edgekit.runtimes.video.unet import run_unet, unet_state
-from edgekit.video_manifest import OpGroup, VideoConditioning, VideoManifest
+from edgekit.video_manifest import OpGroup, SvdConditioning, VideoConditioning, VideoSection
 
 Progress = Callable[[str, int, int], None]
 
@@ -57,8 +57,9 @@ CHECK_SLICES = 3  # the sliced check splits every group 3 ways (uneven where uni
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # diffusers' StableVideoDiffusionPipeline.__call__ defaults
-PIPELINE_DEFAULTS = {"num_inference_steps": 25, "fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02,
-                     "min_guidance_scale": 1.0, "max_guidance_scale": 3.0}
+DEFAULT_STEPS = 25
+SVD_DEFAULTS = {"fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02, "min_guidance_scale": 1.0,
+                "max_guidance_scale": 3.0}
 
 
 @dataclass
@@ -277,7 +278,7 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
 
 def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBackend) -> float:
     """Max abs diff of the ONNX graph vs its torch module over every example input set."""
-    session = backend.load(root / graph.file)
+    session = backend.load(root / graph.path)
     worst = 0.0
     try:
         for example in plan.examples:
@@ -297,7 +298,7 @@ def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBack
     return worst
 
 
-def _chained_unet_diff(src: SvdSource, manifest: VideoManifest, backend: OrtBackend,
+def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: OrtBackend,
                        shape: tuple[int, int, int, int]) -> tuple[float, float | None]:
     """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code; with
     operator groups also the Feature Slicer's run (CHECK_SLICES slices) vs the unsliced one.
@@ -314,13 +315,13 @@ def _chained_unet_diff(src: SvdSource, manifest: VideoManifest, backend: OrtBack
 
     def run(slices: int) -> np.ndarray:
         state = unet_state(sample.numpy(), np.full((batch,), 1.6, dtype=np.float32), ehs.numpy(), time_ids.numpy())
-        return run_unet(manifest.unet_graphs, manifest.root, backend.load, 2, state, op_groups=manifest.op_groups,
+        return run_unet(manifest.unet_graphs, manifest.root, backend.load, 2, state, op_groups=manifest.video.op_groups,
                         slices=slices)
 
     actual = run(1)
     diff, scale = max_diff(actual, expected)
     check_parity("UNet stages chained", diff, scale, TOLERANCE)
-    if not manifest.op_groups:
+    if not manifest.video.op_groups:
         return diff, None
     sliced = float(np.max(np.abs(run(CHECK_SLICES) - actual)))
     if not sliced <= SLICE_TOLERANCE:
@@ -336,7 +337,7 @@ def _op_group(group: GroupPlan) -> OpGroup:
 
 
 def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress: Progress | None = None,
-               seed: int = 0, op_groups: bool = False) -> VideoManifest:
+               seed: int = 0, op_groups: bool = False) -> Manifest:
     """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest.
     op_groups: export the UNet as operator-group graphs (exporters/video_groups.py) that the
     runtime can slice (`generate(..., slices=N)`), instead of one graph per block."""
@@ -365,23 +366,23 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
         height = int(c.sample_size) * src.vae_scale_factor
         height = max(src.size_multiple, height - height % src.size_multiple)
         conditioning = VideoConditioning(
-            num_frames=int(c.num_frames), height=height, width=height,
-            clip_image_size=int(src.image_encoder.config.image_size), image_mean=src.image_mean,
-            image_std=src.image_std, latent_channels=int(src.vae.config.latent_channels),
-            vae_scale_factor=src.vae_scale_factor, scaling_factor=float(src.vae.config.scaling_factor),
-            size_multiple=src.size_multiple, **PIPELINE_DEFAULTS,  # type: ignore[arg-type]
+            num_frames=int(c.num_frames), num_inference_steps=DEFAULT_STEPS, height=height, width=height,
+            latent_channels=int(src.vae.config.latent_channels), vae_scale_factor=src.vae_scale_factor,
+            scaling_factor=float(src.vae.config.scaling_factor), size_multiple=src.size_multiple,
         )
+        svd = SvdConditioning(clip_image_size=int(src.image_encoder.config.image_size), image_mean=src.image_mean,
+                              image_std=src.image_std, **SVD_DEFAULTS)  # type: ignore[arg-type]
         import diffusers
 
-        manifest = VideoManifest(
+        manifest = Manifest(
             task=VIDEO_TASK, family="svd", dtype="fp32", graphs=tuple(graphs),
-            scheduler={k: v for k, v in src.scheduler.items() if k != "_diffusers_version"},
-            conditioning=conditioning,
+            video=VideoSection(scheduler={k: v for k, v in src.scheduler.items() if k != "_diffusers_version"},
+                               conditioning=conditioning, svd=svd,
+                               op_groups={group.name: _op_group(group) for group in groups or []}),
             source={"path": str(source.resolve()), "pipeline": "StableVideoDiffusionPipeline",
                     "unet_params": sum(p.numel() for p in src.unet.parameters()),
                     "vae_params": sum(p.numel() for p in src.vae.parameters())},
             exporter={**versions(), "diffusers": diffusers.__version__},
-            op_groups={group.name: _op_group(group) for group in groups or []},
             root=staging,
         )
         manifest.check_consistency()
@@ -395,6 +396,6 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
                           slices_checked=CHECK_SLICES)
         manifest = dataclasses.replace(manifest, parity=parity)
         manifest.save(staging)
-        VideoManifest.load(staging)
+        Manifest.load(staging)
     report("done", len(plans), len(plans))
-    return VideoManifest.load(out)
+    return Manifest.load(out)

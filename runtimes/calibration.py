@@ -135,6 +135,6 @@ def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int,
     }
     path = manifest.root / MANIFEST_FILE
     raw = json.loads(path.read_text(encoding="utf-8"))
-    raw["calibration"] = calibration
+    raw["ranking"]["calibration"] = calibration
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
     return Manifest.load(manifest.root)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.manifest import RotarySpec
+from edgekit.ranking_manifest import RotarySpec
 from edgekit.runtimes.backend import OrtSession
 from edgekit.runtimes.text import EncodedText
 

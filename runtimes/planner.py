@@ -78,16 +78,16 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
     weights = largest * SESSION_FACTOR + heads
     sessions = (min(window, len(body)) - 1) * structure
     size = _itemsize(manifest)
-    hidden = manifest.hidden_size
+    hidden = manifest.ranking.hidden_size
     longest = max(lengths)
     chunk = min(chunk, len(lengths))
     states = (2 * sum(lengths) + chunk * longest) * hidden * size
-    dims = manifest.dims
+    dims = manifest.ranking.dims
     width = hidden * 6 + 4 * dims.get("intermediate_size", 4 * hidden)
     attention_heads = dims.get("num_attention_heads", max(1, hidden // 64))
     activations = chunk * longest * (width + 3 * attention_heads * longest) * size * ACTIVATION_FACTOR
-    if manifest.embedding_table is not None:  # the gathered rows of one chunk
-        activations += chunk * longest * manifest.embedding_table.shape[1] * size
+    if manifest.ranking.embedding_table is not None:  # the gathered rows of one chunk
+        activations += chunk * longest * manifest.ranking.embedding_table.shape[1] * size
     return {"process": process_mb, "runtime": RUNTIME_OVERHEAD_MB, "weights": weights / MIB, "sessions": sessions / MIB, "states": states / MIB,
             "activations": activations / MIB}
 

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.errors import CandidatesError, IntegrityError, InvalidArgumentError, MemoryBudgetError
+from edgekit.errors import (
+    CandidatesError,
+    IntegrityError,
+    InvalidArgumentError,
+    MemoryBudgetError,
+    NotAPackageError,
+)
 from edgekit.manifest import Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, stopwatch
 from edgekit.runtimes.backend import OrtBackend, OrtSession
@@ -45,7 +51,7 @@ __all__ = ["DEFAULT_CHUNK", "Ranking", "Result", "RunStats", "Selector", "top_k_
 
 def open_embedding_table(manifest: Manifest) -> np.ndarray | None:
     """Memory-map the table: a batch reads only the rows of its tokens, never the whole table."""
-    table = manifest.embedding_table
+    table = manifest.ranking.embedding_table
     if table is None:
         return None
     path = manifest.root / table.entry.file
@@ -103,6 +109,9 @@ class Selector:
         if memory_budget_mb is not None and (window is not None or chunk is not None):
             raise InvalidArgumentError("a memory budget chooses window and chunk itself; pass the budget or "
                                        "window/chunk, not both")
+        if manifest.ranking is None:
+            raise NotAPackageError(f"{manifest.root} is a {manifest.task} package, not a ranking one; open it with "
+                                   "edgekit.load() or `edgekit run PKG --image ...`")
         if memory_budget_mb is not None and not memory_budget_mb > 0:
             raise MemoryBudgetError(f"memory budget must be a positive number of MiB, got {memory_budget_mb}")
         self.manifest = manifest
@@ -131,7 +140,7 @@ class Selector:
         """
         texts = self._check(query, candidates, top_k, order)
         self._check_instruction(instruction)
-        policy = parse_prune(prune, self.manifest.scoring.kind, self.manifest.calibration, top_k)
+        policy = parse_prune(prune, self.manifest.ranking.scoring.kind, self.manifest.ranking.calibration, top_k)
         if len(texts) <= top_k:
             policy = None  # every candidate is in the top-K: nothing to prune, rank them exactly
         with stopwatch() as timing:
@@ -139,7 +148,7 @@ class Selector:
             chosen = self._plan(encoded, policy is not None or trace)
             window, chunk = (chosen.window, chosen.chunk) if chosen else (self.window, self.chunk)
             runner = ChunkRunner(encoded, chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
-                                 self.embedding_table, self.manifest.padding_side, self.manifest.rotary)
+                                 self.embedding_table, self.manifest.ranking.padding_side, self.manifest.ranking.rotary)
             state = _Pass(len(texts), min(top_k, len(texts)))
             loads_before = self._loads
             stream, depth_heads = self._forward(runner, state, policy, query_row, order, trace, window)
@@ -162,9 +171,9 @@ class Selector:
             padded_tokens=runner.padded_tokens,
             provider=self.backend.provider,
             prune="exact" if policy is None else f"threshold:{policy.threshold:g}@{policy.min_depth}",
-            layers=self.manifest.num_layers,
+            layers=self.manifest.ranking.num_layers,
             candidate_layers=state.candidate_layers,
-            candidate_layers_exact=len(texts) * self.manifest.num_layers,
+            candidate_layers_exact=len(texts) * self.manifest.ranking.num_layers,
             alive_per_layer=state.alive_per_depth,
             query_truncated=query_row is not None and encoded[query_row].truncated,
             memory_budget_mb=self.memory_budget_mb,
@@ -196,7 +205,7 @@ class Selector:
         return self.encoder.encode_texts([*texts, query]), len(texts)  # the query rides along, last
 
     def _check_instruction(self, instruction: str | None) -> None:
-        if instruction is not None and self.manifest.prompt is None:
+        if instruction is not None and self.manifest.ranking.prompt is None:
             raise InvalidArgumentError("--instruction is for decoder rerankers (packages with a prompt); "
                                        "this package has none")
         if instruction is not None and not instruction.strip():
@@ -208,8 +217,8 @@ class Selector:
         """Run the pass; returns the stream (for its residency count) and how many per-depth
         head sessions it kept open besides."""
         graphs = self.manifest.stream_graphs
-        head_path = self.manifest.root / graphs[-1].file
-        body = [self.manifest.root / graph.file for graph in graphs[:-1]]
+        head_path = self.manifest.root / graphs[-1].path
+        body = [self.manifest.root / graph.path for graph in graphs[:-1]]
         # The head stays resident when it is needed between layers; otherwise it loads last.
         # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
         head = self._load(head_path) if (policy is not None or trace) else None
@@ -217,7 +226,7 @@ class Selector:
         hidden: dict[int, np.ndarray] | None = None
         stream: LayerStream[OrtSession] = LayerStream(body, self._load, window=window)
         keep_accepted = order == "exact"
-        layers = self.manifest.num_layers
+        layers = self.manifest.ranking.num_layers
         try:
             for index, session in stream:  # index 0: embeddings; index d: layer d-1
                 computing = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
@@ -230,7 +239,7 @@ class Selector:
                 state.candidate_layers += len(computing)
                 scoring_due = trace or (policy is not None and depth >= policy.min_depth)
                 if head is not None and depth < layers and scoring_due and state.undecided:
-                    path = self.manifest.root / self.manifest.head_for_depth(depth).file
+                    path = self.manifest.root / self.manifest.head_for_depth(depth).path
                     if path != head_path and path not in depth_heads:
                         depth_heads[path] = self._load(path)
                     scorer = depth_heads.get(path, head)
@@ -303,7 +312,7 @@ class Selector:
         after. When the accepted candidates were finished (order exact), the same set is sorted
         by final score. Ties always break by the lower candidate index, as FORMAT.md says.
         """
-        layers = self.manifest.num_layers
+        layers = self.manifest.ranking.num_layers
         decided = {row: depth for row, depth, _ in state.accepted}
         open_slots = max(0, state.top_k - len(state.accepted))
         finalists = sorted(state.undecided, key=lambda row: (-state.final[row], row))[:open_slots]

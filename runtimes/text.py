@@ -31,18 +31,18 @@ class TextEncoder:
     """Wraps the package tokenizer with the package's truncation and padding rules."""
 
     def __init__(self, manifest: Manifest) -> None:
-        path = manifest.root / manifest.tokenizer.files[0].file
+        path = manifest.root / manifest.ranking.tokenizer.files[0].file
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as error:  # tokenizers raises a bare Exception for unreadable files
             raise IntegrityError(f"cannot read {path.name} ({error}); run `edgekit verify` and re-export the package",
                                  [path.name]) from None
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(manifest.max_length, strategy=manifest.tokenizer.truncation)
-        self.pad_token_id = manifest.tokenizer.pad_token_id
-        self.use_type_ids = manifest.tokenizer.type_ids
-        self.max_length = manifest.max_length
-        self.prompt = manifest.prompt
+        self.tokenizer.enable_truncation(manifest.ranking.max_length, strategy=manifest.ranking.tokenizer.truncation)
+        self.pad_token_id = manifest.ranking.tokenizer.pad_token_id
+        self.use_type_ids = manifest.ranking.tokenizer.type_ids
+        self.max_length = manifest.ranking.max_length
+        self.prompt = manifest.ranking.prompt
         if self.prompt is not None:
             self._prefix = self._ids(self.prompt.prefix)
             self._suffix = self._ids(self.prompt.suffix)

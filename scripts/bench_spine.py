@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"[bold]exporting / reusing[/] {args.source} -> {args.cache}")
     package, graph = prepare_models(args.source, args.cache, args.rebuild)
     manifest = Manifest.load(package)
-    workload = build_workload(Tokenizer.from_file(str(package / manifest.tokenizer.files[0].file)),
+    workload = build_workload(Tokenizer.from_file(str(package / manifest.ranking.tokenizer.files[0].file)),
                               args.candidates, args.tokens)
     workload_file = args.cache / f"workload_{args.candidates}x{args.tokens}.json"
     workload_file.write_text(json.dumps(workload))
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(), "versions": versions(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "workload": {"query": workload["query"], "candidates": len(workload["candidates"]),
-                     "tokens": workload["tokens"], "max_length": manifest.max_length},
+                     "tokens": workload["tokens"], "max_length": manifest.ranking.max_length},
         "load_average_before": list(load_before), "load_average_after": list(os.getloadavg()),
         "batched_latency_ms": batched["latency_ms_median"],
         "results": results,

@@ -78,14 +78,15 @@ def _calibrate(package: Path, traces: list[rank_metrics.Trace], examples: list[d
     half = len(examples) // 2
     rows = []
     for target in TARGETS:
-        found = search(traces[:half], TOP_K, target, manifest.scoring.kind, manifest.num_layers)
+        found = search(traces[:half], TOP_K, target, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
         row: dict[str, Any] = {"target": target, "threshold": found.threshold, "min_depth": found.min_depth,
                                "calibration_agreement": found.agreement,
                                "calibration_fraction": found.candidate_layers_fraction}
         if found.threshold is not None:
             calibration = {"policy": "cluster", "threshold": found.threshold, "min_depth": found.min_depth,
                            "clusters": DEFAULT_CLUSTERS}
-            selector = Selector(dataclasses.replace(manifest, calibration=calibration), OrtBackend("cpu"))
+            selector = Selector(dataclasses.replace(manifest, ranking=dataclasses.replace(manifest.ranking, calibration=calibration)),
+                                OrtBackend("cpu"))
             agreements, cost, exact_cost = [], 0, 0
             for example, trace in zip(examples[half:], traces[half:]):
                 ranking = selector.rank(example["query"], example["candidates"], top_k=TOP_K, prune="auto")

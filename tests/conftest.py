@@ -77,3 +77,16 @@ def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edgekit.models.video_svd import build_tiny_svd
 
     return build_tiny_svd(tmp_path_factory.mktemp("svd") / "tiny-svd")
+
+
+@pytest.fixture(scope="session")
+def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SVD exported through the CLI as a block package, once per session."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("svd-pkg") / "pkg"
+    result = CliRunner().invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out

@@ -26,7 +26,7 @@ CHILD = "edgekit.bench.spine_variant"
 @pytest.fixture(scope="module")
 def tiny_mono_graph(tmp_path_factory: pytest.TempPathFactory, tiny_bi_encoder: Path, tiny_bi_package: Path) -> Path:
     graph = tmp_path_factory.mktemp("mono") / "bi.onnx"
-    export_monolithic(tiny_bi_encoder, graph, Manifest.load(tiny_bi_package).max_length)
+    export_monolithic(tiny_bi_encoder, graph, Manifest.load(tiny_bi_package).ranking.max_length)
     return graph
 
 

@@ -181,12 +181,12 @@ def test_export_refuses_to_overwrite_its_own_source(tiny_cross_encoder: Path, tm
 @pytest.mark.parametrize(
     "mutate, needle",
     [
-        (lambda m: m.pop("embedding_table"), "embedding_table is missing"),
-        (lambda m: m.__setitem__("graphs", []), "graph roles"),
-        (lambda m: m["scoring"].__setitem__("kind", "logits"), "scoring kind"),
-        (lambda m: m["graphs"][0]["files"][0].__setitem__("file", 5), "string file"),
+        (lambda m: m["ranking"].pop("embedding_table"), "missing field 'embedding_table'"),
+        (lambda m: m.__setitem__("graphs", []), "graphs must be a non-empty list"),
+        (lambda m: m["ranking"]["scoring"].__setitem__("kind", "logits"), "scoring kind"),
+        (lambda m: m["graphs"][0]["files"][0].__setitem__("file", 5), "non-empty string"),
         (lambda m: m["graphs"][0]["files"][0].__setitem__("file", "../../etc/passwd"), "inside the package"),
-        (lambda m: m.__setitem__("calibration", [1]), "calibration must be an object"),
+        (lambda m: m["ranking"].__setitem__("calibration", [1]), "calibration must be an object"),
     ],
 )
 def test_malformed_manifests_are_one_line_errors(tiny_cross_package: Path, tmp_path: Path, mutate, needle: str) -> None:
@@ -203,7 +203,7 @@ def test_unknown_nested_fields_from_a_newer_minor_release_are_ignored(tiny_cross
     package = tmp_path / "pkg"
     shutil.copytree(tiny_cross_package, package)
     manifest = json.loads((package / "manifest.json").read_text())
-    manifest["scoring"]["temperature"] = 1.0
+    manifest["ranking"]["scoring"]["temperature"] = 1.0
     manifest["graphs"][1]["files"][0]["compression"] = "none"
     manifest["future_field"] = {"x": 1}
     (package / "manifest.json").write_text(json.dumps(manifest))

@@ -71,13 +71,13 @@ def scores_by_index(ranking: Ranking) -> np.ndarray:
 
 def test_export_writes_a_decoder_package(qwen3_package: Path) -> None:
     manifest = Manifest.load(qwen3_package)
-    assert manifest.family == "qwen3" and manifest.task == "rerank" and manifest.padding_side == "left"
-    assert manifest.scoring.kind == "probability" and set(manifest.scoring.label_tokens or {}) == {"yes", "no"}
-    assert manifest.rotary is not None and manifest.rotary.dim == 16 and manifest.rotary.theta == 1e6
-    assert manifest.prompt is not None and "<Query>" in manifest.prompt.template
+    assert manifest.family == "qwen3" and manifest.task == "rerank" and manifest.ranking.padding_side == "left"
+    assert manifest.ranking.scoring.kind == "probability" and set(manifest.ranking.scoring.label_tokens or {}) == {"yes", "no"}
+    assert manifest.ranking.rotary is not None and manifest.ranking.rotary.dim == 16 and manifest.ranking.rotary.theta == 1e6
+    assert manifest.ranking.prompt is not None and "<Query>" in manifest.ranking.prompt.template
     layer_inputs = [spec.name for spec in manifest.graphs_by_role("layer")[0].inputs]
     assert layer_inputs == ["hidden_states", "attention_bias", "cos", "sin"]
-    assert manifest.parity["chained_max_abs_diff"] <= 1e-4 and manifest.embedding_table is not None
+    assert manifest.parity["chained_max_abs_diff"] <= 1e-4 and manifest.ranking.embedding_table is not None
     assert all(len(graph.files) == 2 for graph in manifest.graphs_by_role("layer"))  # .onnx + its mapped data
     inspected = CliRunner().invoke(app, ["inspect", str(qwen3_package)])
     assert inspected.exit_code == 0 and "left padding" in inspected.stdout and "layer_002" in inspected.stdout
@@ -87,7 +87,7 @@ def test_export_writes_a_decoder_package(qwen3_package: Path) -> None:
 def test_runtime_scores_equal_transformers_at_any_chunking(qwen3_package: Path, qwen3_dir: Path,
                                                            chunk: int) -> None:
     ranking = edgekit.load(str(qwen3_package), chunk=chunk).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
-    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, Manifest.load(qwen3_package).prompt.instruction)
+    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, Manifest.load(qwen3_package).ranking.prompt.instruction)
     np.testing.assert_allclose(scores_by_index(ranking), expected, atol=1e-4)
     assert ranking.stats.truncated == 1  # the long candidate
     assert [r.index for r in ranking] == sorted(range(len(CANDIDATES)), key=lambda i: (-expected[i], i))
@@ -113,7 +113,7 @@ def test_gathered_embedding_rows_equal_a_full_lookup(qwen3_package: Path, qwen3_
     encoded = TextEncoder(manifest).encode_pairs(QUERY, CANDIDATES[:3])
     table = open_embedding_table(manifest)
     assert isinstance(table, np.memmap)  # memory-mapped, never read whole
-    runner = ChunkRunner(encoded, 3, manifest.tokenizer.pad_token_id, False, table, "left")
+    runner = ChunkRunner(encoded, 3, manifest.ranking.tokenizer.pad_token_id, False, table, "left")
     feeds = runner._token_feeds(np.arange(3), max(len(e.ids) for e in encoded))
     full = load_file(qwen3_dir / "model.safetensors")["model.embed_tokens.weight"]
     np.testing.assert_array_equal(feeds["inputs_embeds"], full[torch.from_numpy(feeds["input_ids"])].numpy())
@@ -129,9 +129,9 @@ def test_seq_cls_conversion_scores_like_the_causal_lm(tmp_path: Path, qwen3_dir:
     assert json.loads((seq_cls / "config.json").read_text())["architectures"] == [SEQ_CLS]
     assert AutoModelForSequenceClassification.from_pretrained(seq_cls).config.num_labels == 1
     manifest = export_model(str(seq_cls), tmp_path / "pkg", max_length=MAX_LENGTH)
-    assert manifest.scoring.num_labels == 1
+    assert manifest.ranking.scoring.num_labels == 1
     ranking = edgekit.load(str(tmp_path / "pkg")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
-    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, manifest.prompt.instruction)
+    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, manifest.ranking.prompt.instruction)
     np.testing.assert_allclose(scores_by_index(ranking), expected, atol=1e-4)
 
 
@@ -153,10 +153,10 @@ def test_fp16_package_stays_within_its_tolerance(tmp_path: Path, qwen3_dir: Path
     from edgekit.exporters.encoder_export import export_model
 
     manifest = export_model(str(qwen3_dir), tmp_path / "half", max_length=MAX_LENGTH, dtype="fp16")
-    assert manifest.dtype == "fp16" and manifest.embedding_table.dtype == "float16"
+    assert manifest.dtype == "fp16" and manifest.ranking.embedding_table.dtype == "float16"
     assert manifest.parity["tolerance"] == 2e-2 and manifest.parity["chained_max_abs_diff"] <= 2e-2
     ranking = edgekit.load(str(tmp_path / "half")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
-    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, manifest.prompt.instruction)
+    expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, manifest.ranking.prompt.instruction)
     np.testing.assert_allclose(scores_by_index(ranking), expected, atol=2e-2)
 
 

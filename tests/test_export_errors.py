@@ -47,7 +47,7 @@ def test_plain_encoder_without_task_names_what_it_found(tiny_bi_encoder: Path, t
     with pytest.raises(SourceModelError, match=r"cannot tell the task.*'bert'.*BertModel"):
         export_encoder(str(plain), tmp_path / "pkg")
     manifest = export_encoder(str(plain), tmp_path / "pkg", task="select")  # explicit: mean pooling
-    assert manifest.scoring.pooling == "mean"
+    assert manifest.ranking.scoring.pooling == "mean"
 
 
 def test_unsupported_model_type(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ POOL = CANDIDATES + MORE
 def test_pruned_run_fires_and_equals_replay_of_the_exact_trace(tiny_cross_package: Path) -> None:
     selector = edgekit.load(str(tiny_cross_package), chunk=4)
     exact = selector.rank(QUERY, POOL, top_k=3, trace=True)
-    assert len(exact.trace) == selector.manifest.num_layers
+    assert len(exact.trace) == selector.manifest.ranking.num_layers
     assert exact.stats.candidate_layers == exact.stats.candidate_layers_exact == len(POOL) * 3
 
     pruned = selector.rank(QUERY, POOL, top_k=3, prune="threshold:0")
@@ -44,7 +44,7 @@ def test_order_exact_finishes_accepted_candidates(tiny_cross_package: Path) -> N
     exact = {r.index: r.score for r in exact_run}
     pruned = selector.rank(QUERY, POOL, top_k=3, prune="threshold:0", order="exact")
     assert pruned.stats.candidate_layers < pruned.stats.candidate_layers_exact  # pruning fired
-    assert any(r.decided_at_layer < selector.manifest.num_layers for r in pruned)  # someone was accepted early
+    assert any(r.decided_at_layer < selector.manifest.ranking.num_layers for r in pruned)  # someone was accepted early
     for result in pruned:
         assert result.score == pytest.approx(exact[result.index], abs=1e-5)
     selected = replay(exact_run.trace, ClusterPruning(0.0, "logit"), top_k=3).selected
@@ -63,7 +63,7 @@ def test_early_stop_skips_loading_the_remaining_layers(tiny_cross_package: Path)
     selector = edgekit.load(str(tiny_cross_package), window=1)
     ranking = selector.rank(QUERY, POOL, top_k=1, prune="threshold:0")
     layers_run = len(ranking.stats.alive_per_layer)
-    if layers_run < selector.manifest.num_layers:  # everything was decided early
+    if layers_run < selector.manifest.ranking.num_layers:  # everything was decided early
         # with window 1 nothing is prefetched: embeddings + the layers run + the head
         assert ranking.stats.graphs_loaded == 1 + layers_run + 1
 

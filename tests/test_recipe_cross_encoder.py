@@ -43,7 +43,7 @@ def test_fast_build_exports_and_ranks_like_transformers_at_every_depth(fast_chec
     model = AutoModelForSequenceClassification.from_pretrained(fast_checkpoint).eval()
     assert model.config.num_labels == 1
     manifest = export_encoder(str(fast_checkpoint), tmp_path / "pkg", task="rerank")
-    assert manifest.task == "rerank" and manifest.num_layers == 6 and manifest.max_length == 256
+    assert manifest.task == "rerank" and manifest.ranking.num_layers == 6 and manifest.ranking.max_length == 256
 
     ranking = edgekit.load(str(tmp_path / "pkg")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES), trace=True)
     tokenizer = AutoTokenizer.from_pretrained(fast_checkpoint)

@@ -25,7 +25,7 @@ def test_tiny_cross_encoder_ranks_like_transformers(tmp_path: Path, family: str)
     checkpoint = build_cross_encoder(tmp_path / "ckpt", family)
     manifest = export_encoder(str(checkpoint), tmp_path / "pkg", max_length=40)
     assert manifest.task == "rerank" and manifest.family == family
-    assert [g.role for g in manifest.graphs] == ["embeddings"] + ["layer"] * manifest.num_layers + ["head"]
+    assert [g.role for g in manifest.graphs] == ["embeddings"] + ["layer"] * manifest.ranking.num_layers + ["head"]
 
     ranking = edgekit.load(str(tmp_path / "pkg"), chunk=3).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     expected = cross_encoder_scores(checkpoint, QUERY, CANDIDATES, max_length=40)
@@ -51,7 +51,7 @@ def test_manifest_records_parity_and_hashes(tiny_cross_package: Path) -> None:
     manifest = Manifest.load(tiny_cross_package)
     assert manifest.parity["chained_max_abs_diff"] <= manifest.parity["tolerance"]
     assert set(manifest.parity["graphs_max_abs_diff"]) == {g.name for g in manifest.graphs}
-    assert manifest.tokenizer.files[0].file.endswith("tokenizer.json")
+    assert manifest.ranking.tokenizer.files[0].file.endswith("tokenizer.json")
     assert manifest.exporter["torch"] and manifest.source["model_type"] == "bert"
     manifest.verify()
 
@@ -62,9 +62,9 @@ def test_embedding_rows_are_gathered_from_a_memory_mapped_table(tiny_cross_packa
     selector = edgekit.load(str(tiny_cross_package))
     assert isinstance(selector, Selector) and isinstance(selector.embedding_table, np.memmap)
     manifest = selector.manifest
-    assert manifest.embedding_table is not None
+    assert manifest.ranking.embedding_table is not None
     assert "inputs_embeds" in [spec.name for spec in manifest.graphs[0].inputs]
-    assert manifest.embedding_table.entry in manifest.files()  # verified like any graph file
+    assert manifest.ranking.embedding_table.entry in manifest.files()  # verified like any graph file
 
 
 def test_fp16_cross_encoder_scores_close_to_transformers(tiny_cross_encoder: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def _scores(ranking, n: int) -> np.ndarray:
 
 def test_mean_pooling_bi_encoder_matches_transformers(tiny_bi_encoder: Path, tiny_bi_package: Path) -> None:
     selector = edgekit.load(str(tiny_bi_package), chunk=2)
-    assert selector.manifest.task == "select" and selector.manifest.max_length == 48  # sentence_bert_config
+    assert selector.manifest.task == "select" and selector.manifest.ranking.max_length == 48  # sentence_bert_config
     ranking = selector.rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     expected = cosine_scores(bi_encoder_embeddings(tiny_bi_encoder, [QUERY, *CANDIDATES], max_length=48))
     np.testing.assert_allclose(_scores(ranking, len(CANDIDATES)), expected, atol=1e-4)
@@ -34,7 +34,7 @@ def test_mean_pooling_bi_encoder_matches_transformers(tiny_bi_encoder: Path, tin
 def test_pooling_modes(tmp_path: Path, pooling: str) -> None:
     checkpoint = build_bi_encoder(tmp_path / "ckpt", pooling=pooling, normalize=False, seed=3)
     manifest = export_encoder(str(checkpoint), tmp_path / "pkg")
-    assert manifest.scoring.pooling == pooling and manifest.scoring.normalize is False
+    assert manifest.ranking.scoring.pooling == pooling and manifest.ranking.scoring.normalize is False
     ranking = edgekit.load(str(tmp_path / "pkg")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     expected = cosine_scores(bi_encoder_embeddings(checkpoint, [QUERY, *CANDIDATES], 48, pooling, normalize=False))
     np.testing.assert_allclose(_scores(ranking, len(CANDIDATES)), expected, atol=1e-4)
@@ -52,11 +52,11 @@ def test_window_and_chunk_do_not_change_scores(tiny_bi_package: Path) -> None:
 def test_fp16_package_is_half_the_size_and_ranks_like_fp32(tiny_bi_encoder: Path, tiny_bi_package: Path,
                                                            tmp_path: Path) -> None:
     manifest = export_encoder(str(tiny_bi_encoder), tmp_path / "pkg16", dtype="fp16")
-    assert manifest.dtype == "fp16" and manifest.embedding_table.dtype == "float16"
+    assert manifest.dtype == "fp16" and manifest.ranking.embedding_table.dtype == "float16"
     assert manifest.parity["chained_max_abs_diff"] <= manifest.parity["tolerance"] == 2e-2
     assert {spec.dtype for spec in manifest.graphs[1].inputs} == {"float16", "int64"}
     fp32 = edgekit.load(str(tiny_bi_package))
-    assert manifest.embedding_table.entry.bytes < 0.6 * fp32.manifest.embedding_table.entry.bytes
+    assert manifest.ranking.embedding_table.entry.bytes < 0.6 * fp32.manifest.ranking.embedding_table.entry.bytes
     half = edgekit.load(str(tmp_path / "pkg16")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     full = fp32.rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     by_index = {r.index: r.score for r in full}

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 
 from edgekit.cli import app  # noqa: E402
 from edgekit.errors import InvalidArgumentError, NotAPackageError  # noqa: E402
-from edgekit.video_manifest import VideoManifest  # noqa: E402
+from edgekit.manifest import Manifest  # noqa: E402
 
 runner = CliRunner()
 FRAMES, SIZE = 4, 32
@@ -50,14 +50,14 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 # --- export ------------------------------------------------------------------------------
 def test_groups_record_their_axis_and_why_slicing_is_exact(grouped: Path) -> None:
-    manifest = VideoManifest.load(grouped)
+    manifest = Manifest.load(grouped)
     manifest.verify()
     groups = manifest.graphs_by_role("unet_group")
-    assert [g.index for g in groups] == list(range(len(groups))) and len(groups) == len(manifest.op_groups)
+    assert [g.index for g in groups] == list(range(len(groups))) and len(groups) == len(manifest.video.op_groups)
     assert [g.role for g in manifest.graphs[:3]] == ["image_encoder", "vae_encoder", "time_embedding"]
-    axes = {name: group.axis for name, group in manifest.op_groups.items()}
+    axes = {name: group.axis for name, group in manifest.video.op_groups.items()}
     assert set(axes.values()) == {"frames", "pixels", "videos"}
-    for name, group in manifest.op_groups.items():
+    for name, group in manifest.video.op_groups.items():
         assert group.exact and group.ops and group.block == name.split(".")[0]
         for op in group.ops:  # no GroupNorm statistics split: each kind of op sits on its exact axis
             if op.endswith("temporal_res_block"):
@@ -66,7 +66,7 @@ def test_groups_record_their_axis_and_why_slicing_is_exact(grouped: Path) -> Non
                 assert group.axis == "pixels", (name, op)
             else:
                 assert group.axis == "frames", (name, op)
-    pixels = next(g for g in manifest.op_groups.values() if g.axis == "pixels")
+    pixels = next(g for g in manifest.video.op_groups.values() if g.axis == "pixels")
     assert pixels.inputs == {"tokens": 1} and pixels.outputs == {"tokens_out": 1}
     parity = manifest.parity
     assert parity["unet_chained_max_abs_diff"] <= 1e-4
@@ -77,19 +77,19 @@ def test_groups_record_their_axis_and_why_slicing_is_exact(grouped: Path) -> Non
 
 
 @pytest.mark.parametrize(("edit", "needle"), [
-    (lambda d, g: d["op_groups"][g].update(axis="channels"), "slice axis 'channels'"),
-    (lambda d, g: d["op_groups"][g]["inputs"].update(not_an_input=0), "not_an_input"),
-    (lambda d, g: d.update(op_groups=[]), "op_groups must be an object"),
-    (lambda d, g: d["op_groups"][g].update(inputs=["hidden_states"]), "integer dimensions"),
-    (lambda d, g: d["op_groups"][g].update(outputs=None), "integer dimensions"),
-    (lambda d, g: d["op_groups"][g].update(ops="abc"), "list of module names"),
-    (lambda d, g: d["op_groups"][g]["inputs"].update(hidden_states=True), "integer dimensions"),
+    (lambda d, g: d["video"]["op_groups"][g].update(axis="channels"), "slice axis 'channels'"),
+    (lambda d, g: d["video"]["op_groups"][g]["inputs"].update(not_an_input=0), "not_an_input"),
+    (lambda d, g: d["video"].update(op_groups=[]), "op_groups must be an object"),
+    (lambda d, g: d["video"]["op_groups"][g].update(inputs=["hidden_states"]), "integer dimensions"),
+    (lambda d, g: d["video"]["op_groups"][g].update(outputs=None), "integer dimensions"),
+    (lambda d, g: d["video"]["op_groups"][g].update(ops="abc"), "list of module names"),
+    (lambda d, g: d["video"]["op_groups"][g]["inputs"].update(hidden_states=True), "integer dimensions"),
 ])
 def test_a_malformed_op_group_is_refused_in_one_line(grouped: Path, tmp_path: Path, edit, needle: str) -> None:
     data = json.loads((grouped / "manifest.json").read_text())
-    edit(data, next(iter(data["op_groups"])))
+    edit(data, next(iter(data["video"]["op_groups"])))
     with pytest.raises(NotAPackageError, match="malformed") as caught:
-        VideoManifest.from_dict(data, tmp_path)
+        Manifest.from_dict(data, tmp_path)
     assert needle in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -97,15 +97,15 @@ def test_a_group_split_on_the_wrong_dimension_is_refused(grouped: Path, tmp_path
     """The runtime's unit rule needs videos groups to split image_only_indicator and pixels groups
     to split dimension 1: a manifest saying otherwise would run wrong slices, so it is refused."""
     data = json.loads((grouped / "manifest.json").read_text())
-    videos = next(name for name, g in data["op_groups"].items() if g["axis"] == "videos")
-    del data["op_groups"][videos]["inputs"]["image_only_indicator"]
+    videos = next(name for name, g in data["video"]["op_groups"].items() if g["axis"] == "videos")
+    del data["video"]["op_groups"][videos]["inputs"]["image_only_indicator"]
     with pytest.raises(NotAPackageError, match="must split image_only_indicator"):
-        VideoManifest.from_dict(data, tmp_path)
+        Manifest.from_dict(data, tmp_path)
     data = json.loads((grouped / "manifest.json").read_text())
-    pixels = next(name for name, g in data["op_groups"].items() if g["axis"] == "pixels")
-    data["op_groups"][pixels]["inputs"]["tokens"] = 0
+    pixels = next(name for name, g in data["video"]["op_groups"].items() if g["axis"] == "pixels")
+    data["video"]["op_groups"][pixels]["inputs"]["tokens"] = 0
     with pytest.raises(NotAPackageError, match="splits dimension 1"):
-        VideoManifest.from_dict(data, tmp_path)
+        Manifest.from_dict(data, tmp_path)
 
 
 def test_tensors_are_dropped_once_dead(grouped: Path) -> None:
@@ -113,11 +113,11 @@ def test_tensors_are_dropped_once_dead(grouped: Path) -> None:
     consumer, and only noise_pred survives the last graph."""
     from edgekit.runtimes.video.unet import live_names
 
-    manifest = VideoManifest.load(grouped)
+    manifest = Manifest.load(grouped)
     graphs = manifest.unet_graphs
     live = live_names(graphs)
     for graph, after in zip(graphs, live):
-        ops = manifest.op_groups[graph.name].ops if graph.name in manifest.op_groups else ()
+        ops = manifest.video.op_groups[graph.name].ops if graph.name in manifest.video.op_groups else ()
         if any(op.endswith(".proj_out") for op in ops):
             assert "tokens" not in after, graph.name
         for spec in graph.inputs:
@@ -164,7 +164,7 @@ def test_every_axis_sliced_down_to_single_units_stays_within_1e5(grouped: Path) 
     from edgekit.runtimes.backend import OrtBackend
     from edgekit.runtimes.video.unet import run_unet, unet_state
 
-    manifest = VideoManifest.load(grouped)
+    manifest = Manifest.load(grouped)
     backend = OrtBackend()
     rng = np.random.default_rng(0)
     batch, latent = 2, SIZE // 2
@@ -176,9 +176,9 @@ def test_every_axis_sliced_down_to_single_units_stays_within_1e5(grouped: Path) 
         state = unet_state(sample, np.full((batch,), 1.6, np.float32), context, time_ids)
         return run_unet(manifest.unet_graphs, manifest.root, backend.load, 2, state, op_groups=groups, slices=slices)
 
-    unsliced = noise_pred(manifest.op_groups, 1)
+    unsliced = noise_pred(manifest.video.op_groups, 1)
     for axis in ("frames", "pixels", "videos"):
-        groups = {name: g for name, g in manifest.op_groups.items() if g.axis == axis}
+        groups = {name: g for name, g in manifest.video.op_groups.items() if g.axis == axis}
         for slices in (4, latent * latent * 2):
             diff = float(np.abs(noise_pred(groups, slices) - unsliced).max())
             print(f"{axis} x{slices}: {diff:.3g}")
@@ -209,7 +209,7 @@ def test_each_group_really_runs_in_slices_along_its_axis(grouped: Path) -> None:
     pipeline.backend = RecordingBackend()  # type: ignore[assignment]
     pipeline.generate(np.zeros((SIZE, SIZE, 3), np.float32), num_frames=FRAMES, steps=1, slices=2, seed=0)
     pipeline.generate(np.zeros((SIZE, SIZE, 3), np.float32), num_frames=FRAMES, steps=1, slices=1, seed=0)
-    for name, group in VideoManifest.load(grouped).op_groups.items():
+    for name, group in Manifest.load(grouped).video.op_groups.items():
         sliced, whole = calls[name][:2], calls[name][2]  # slices=2 first, then the unsliced run
         assert len(calls[name]) == 3, name
         for tensor, dim in group.inputs.items():
@@ -227,7 +227,7 @@ def test_cli_run_with_slices_reports_them(grouped: Path, tmp_path: Path) -> None
                                  "--steps", "1", "--slices", "2", "--out", str(tmp_path / "o.gif"), "--json"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)["stats"]
-    assert stats["slices"] == 2 and stats["op_groups"] == len(VideoManifest.load(grouped).op_groups)
+    assert stats["slices"] == 2 and stats["op_groups"] == len(Manifest.load(grouped).video.op_groups)
 
 
 # --- bad input -----------------------------------------------------------------------------

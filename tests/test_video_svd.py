@@ -20,19 +20,10 @@ import torch  # noqa: E402
 from edgekit.cli import app  # noqa: E402
 from edgekit.errors import InvalidArgumentError, NotAPackageError  # noqa: E402
 from edgekit.manifest import Manifest  # noqa: E402
-from edgekit.video_manifest import VideoManifest  # noqa: E402
 from tests.test_runtime_without_torch import BLOCKER  # noqa: E402
 
 runner = CliRunner()
 FRAMES, SIZE = 4, 32
-
-
-@pytest.fixture(scope="module")
-def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("svd-pkg") / "pkg"
-    result = runner.invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +50,16 @@ def _image_array(image: torch.Tensor) -> np.ndarray:
 
 # --- export ------------------------------------------------------------------------------
 def test_export_writes_a_consistent_video_package(svd_package: Path) -> None:
-    manifest = VideoManifest.load(svd_package)
+    manifest = Manifest.load(svd_package)
     manifest.verify()
     assert [(g.role, g.index) for g in manifest.graphs] == [
         ("image_encoder", None), ("vae_encoder", None), ("time_embedding", None), ("down_block", 0),
         ("down_block", 1), ("mid_block", None), ("up_block", 0), ("up_block", 1), ("vae_decoder", None)]
-    assert manifest.scheduler["_class_name"] == "EulerDiscreteScheduler"
-    assert manifest.scheduler["prediction_type"] == "v_prediction" and manifest.scheduler["use_karras_sigmas"]
-    c = manifest.conditioning
-    assert (c.fps, c.motion_bucket_id, c.noise_aug_strength, c.vae_scale_factor, c.clip_image_size) == (7, 127, 0.02, 2, 32)
+    assert manifest.video.scheduler["_class_name"] == "EulerDiscreteScheduler"
+    assert manifest.video.scheduler["prediction_type"] == "v_prediction" and manifest.video.scheduler["use_karras_sigmas"]
+    c, svd = manifest.video.conditioning, manifest.video.svd
+    assert (svd.fps, svd.motion_bucket_id, svd.noise_aug_strength, c.vae_scale_factor, svd.clip_image_size) == \
+        (7, 127, 0.02, 2, 32)
     parity = manifest.parity
     assert max(parity["graphs_max_abs_diff"].values()) <= 1e-4 and parity["unet_chained_max_abs_diff"] <= 1e-4
     assert len(parity["shapes_checked"]) == 2  # a second batch/frames/height/width per graph
@@ -77,9 +69,11 @@ def test_export_writes_a_consistent_video_package(svd_package: Path) -> None:
     assert verified.exit_code == 0 and f"{len(manifest.files())} files verified" in verified.output, verified.output
     inspected = runner.invoke(app, ["inspect", str(svd_package)])
     assert inspected.exit_code == 0 and "task video" in inspected.stdout and "vae_decoder" in inspected.stdout
-    # a ranking-only reader refuses the package by task, in one line
+    # the ranking runtime refuses the package by task, in one line
+    from edgekit.runtimes.selector import Selector
+
     with pytest.raises(NotAPackageError, match="is a video package"):
-        Manifest.load(svd_package)
+        Selector(manifest, None)
 
 
 def test_tampered_skip_wiring_is_refused(svd_package: Path, tmp_path: Path) -> None:
@@ -87,7 +81,7 @@ def test_tampered_skip_wiring_is_refused(svd_package: Path, tmp_path: Path) -> N
     up = next(g for g in data["graphs"] if g["role"] == "up_block")
     up["inputs"] = [spec for spec in up["inputs"] if not spec["name"].startswith("skip_")]
     with pytest.raises(NotAPackageError, match="never consumed"):
-        VideoManifest.from_dict(data, tmp_path)
+        Manifest.from_dict(data, tmp_path)
 
 
 # --- generation vs diffusers ---------------------------------------------------------------

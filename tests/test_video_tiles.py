@@ -94,15 +94,6 @@ def test_default_overlap_is_a_quarter_tile() -> None:
 
 # --- on the tiny SVD package -----------------------------------------------------------------
 @pytest.fixture(scope="module")
-def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.exporters.video_svd import export_svd
-
-    root = tmp_path_factory.mktemp("svd-tiles")
-    export_svd(tiny_svd, root / "pkg")
-    return root / "pkg"
-
-
-@pytest.fixture(scope="module")
 def pipeline(svd_package: Path):
     import edgekit
 

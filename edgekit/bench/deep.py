@@ -121,8 +121,8 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None)
     manifest = Manifest.load(package)
     return {
         "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
-        "model": {"shape": SHAPE, "layers": manifest.num_layers, "hidden": manifest.hidden_size,
-                  "vocab": manifest.embedding_table.shape[0] if manifest.embedding_table else None,
+        "model": {"shape": SHAPE, "layers": manifest.ranking.num_layers, "hidden": manifest.ranking.hidden_size,
+                  "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
                   "package_mb": round(manifest.total_bytes / 2**20, 1),
                   "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)},
         "variants": [_summary(r, baseline, config.top_k) for r in (baseline, streamed, *budgeted)],

@@ -53,7 +53,7 @@ def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> 
     def score(query: str, candidates: list[str]) -> np.ndarray:
         encoded = encoder.encode_pairs(query, candidates)
         length = max(len(item.ids) for item in encoded)
-        ids = np.full((len(encoded), length), manifest.tokenizer.pad_token_id, dtype=np.int64)
+        ids = np.full((len(encoded), length), manifest.ranking.tokenizer.pad_token_id, dtype=np.int64)
         mask = np.zeros_like(ids)
         for row, item in enumerate(encoded):  # left padding, as the package does
             ids[row, length - len(item.ids):] = item.ids

@@ -72,7 +72,7 @@ def monolithic_graph(manifest: Manifest) -> Path:
     path = cache_dir() / "bench" / key / "monolithic.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_monolithic(Path(manifest.source["path"]), path, manifest.max_length)
+        export_monolithic(Path(manifest.source["path"]), path, manifest.ranking.max_length)
     return path
 
 
@@ -90,9 +90,9 @@ def calibrated_copy(package: Path, examples: Sequence[Example], data_file: Path,
     selector = edgekit.load(str(copy))
     traces = record_traces(selector.rank, examples, top_k)
     manifest = selector.manifest
-    result = search(traces, top_k, target, manifest.scoring.kind, manifest.num_layers)
+    result = search(traces, top_k, target, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
     updated = write_calibration(manifest, result, top_k, target, data_file, len(examples))
-    return copy, dict(updated.calibration or {})
+    return copy, dict(updated.ranking.calibration or {})
 
 
 def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: Sequence[Example], top_k: int,
@@ -148,7 +148,7 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     graph = monolithic_graph(manifest) if needs_graph else None
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
         workdir = Path(work)
-        package, calibration, measured = config.package, manifest.calibration, examples
+        package, calibration, measured = config.package, manifest.ranking.calibration, examples
         if config.split and "edgekit-pruned" in config.variants:
             half = len(examples) // 2
             progress(f"calibrating on the first {half} queries")
@@ -166,13 +166,13 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
             raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, package, data, graph, config),
                                      threads=config.threads)
         sweep = _memory_sweep(config, examples, package, graph, workdir, progress) if config.sweep else []
-    exact_cost = sum(len(e.candidates) for e in measured) * manifest.num_layers
+    exact_cost = sum(len(e.candidates) for e in measured) * manifest.ranking.num_layers
     reference = raws.get("torch")
     variants = [summarise(raw, reference, measured, config.top_k, exact_cost) for raw in raws.values()]
     return {
         "workload": {
             "package": str(config.package), "family": manifest.family, "task": manifest.task,
-            "layers": manifest.num_layers, "data": str(config.data), "queries_measured": len(measured),
+            "layers": manifest.ranking.num_layers, "data": str(config.data), "queries_measured": len(measured),
             "queries_calibration": len(examples) - len(measured),
             "candidates_per_query": float(np.mean([len(e.candidates) for e in measured])),
             "top_k": config.top_k, "threads": config.threads, "batch": config.batch, "chunk": config.chunk,

@@ -51,12 +51,12 @@ def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
     torch.set_num_threads(threads)
     source = manifest.source["path"]
     tokenizer = AutoTokenizer.from_pretrained(source)
-    cross = manifest.scoring.kind == "logit"
+    cross = manifest.ranking.scoring.kind == "logit"
     model = (AutoModelForSequenceClassification if cross else AutoModel).from_pretrained(source).eval()
-    head = BiEncoderHead(manifest.scoring.pooling or "mean", manifest.scoring.normalize)
+    head = BiEncoderHead(manifest.ranking.scoring.pooling or "mean", manifest.ranking.scoring.normalize)
 
     def encode(first: list[str], second: list[str] | None) -> np.ndarray:
-        batch = tokenizer(first, second, padding=True, truncation=True, max_length=manifest.max_length,
+        batch = tokenizer(first, second, padding=True, truncation=True, max_length=manifest.ranking.max_length,
                           return_tensors="pt")
         with torch.inference_mode():
             if cross:

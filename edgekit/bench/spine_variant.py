@@ -83,9 +83,9 @@ class MonolithicScorer:
         self.options = options
         self.batch = batch
         self.session: Any = None
-        self.tokenizer = Tokenizer.from_file(str(manifest.root / manifest.tokenizer.files[0].file))
-        pad_id = manifest.tokenizer.pad_token_id
-        self.tokenizer.enable_truncation(manifest.max_length, strategy=manifest.tokenizer.truncation)
+        self.tokenizer = Tokenizer.from_file(str(manifest.root / manifest.ranking.tokenizer.files[0].file))
+        pad_id = manifest.ranking.tokenizer.pad_token_id
+        self.tokenizer.enable_truncation(manifest.ranking.max_length, strategy=manifest.ranking.tokenizer.truncation)
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
 
     def load(self) -> None:
@@ -98,7 +98,7 @@ class MonolithicScorer:
         encodings = self.tokenizer.encode_batch(list(inputs))
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         types = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
-        if not self.manifest.tokenizer.type_ids:
+        if not self.manifest.ranking.tokenizer.type_ids:
             types = np.zeros_like(ids)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         return self.session.run(dict(zip(INPUT_NAMES, (ids, types, mask))))[0]
@@ -108,7 +108,7 @@ class MonolithicScorer:
         return np.concatenate([self._run(inputs[start:start + step]) for start in range(0, len(inputs), step)])
 
     def __call__(self, query: str, candidates: Sequence[str]) -> np.ndarray:
-        if self.manifest.scoring.kind == "logit":  # cross-encoder: one score per (query, candidate)
+        if self.manifest.ranking.scoring.kind == "logit":  # cross-encoder: one score per (query, candidate)
             return self._runs([(query, text) for text in candidates]).astype(np.float64)
         query_embedding = self._run([query])[0]
         embeddings = self._runs(list(candidates))

@@ -75,7 +75,7 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, P
     missing (the operator-group package only when a grouped variant is asked for; a given package
     exported with --op-groups serves as both)."""
     from edgekit.exporters.monolithic_video import UNET_FILE, export_monolithic_svd
-    from edgekit.video_manifest import VideoManifest
+    from edgekit.manifest import Manifest
 
     if config.package is None:
         from edgekit.exporters.video_svd import export_svd
@@ -91,7 +91,7 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, P
             export_svd(source, package, overwrite=True)
     else:
         package = Path(config.package)
-        source = Path(VideoManifest.load(package).source["path"])
+        source = Path(Manifest.load(package).source["path"])
         if not (source / "model_index.json").is_file():
             from edgekit.errors import InvalidArgumentError
 
@@ -102,7 +102,7 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, P
     if not (mono / UNET_FILE).is_file():
         progress(f"exporting the whole UNet as one graph to {mono}")
         export_monolithic_svd(source, mono)
-    grouped = package if VideoManifest.load(package).op_groups else root / "package-groups"
+    grouped = package if Manifest.load(package).video.op_groups else root / "package-groups"
     if any(name in GROUPED_VARIANTS for name in config.variants) and not (grouped / "manifest.json").is_file():
         from edgekit.exporters.video_svd import export_svd
 
@@ -179,11 +179,11 @@ def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, An
 
 
 def run_video_bench(config: VideoBench, progress: Progress = lambda message: None) -> dict[str, Any]:
-    from edgekit.video_manifest import VideoManifest
+    from edgekit.manifest import Manifest
 
     source, package, graph, grouped = prepare(config, progress)
-    manifest = VideoManifest.load(package)
-    c = manifest.conditioning
+    manifest = Manifest.load(package)
+    c = manifest.video.conditioning
     if config.height % c.size_multiple or config.width % c.size_multiple:
         from edgekit.errors import InvalidArgumentError
 
@@ -251,7 +251,7 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
                   "package_mb": round(manifest.total_bytes / 2**20, 1),
                   "unet_graph_mb": round(sum(p.stat().st_size for p in graph.parent.iterdir()
                                              if p.name.startswith(graph.name)) / 2**20, 1),
-                  "guidance": c.max_guidance_scale > 1},
+                  "guidance": manifest.video.svd.max_guidance_scale > 1},
         "targets": TARGETS,
         "variants": variants,
         "verdicts": verdicts(variants),

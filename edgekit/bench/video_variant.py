@@ -91,7 +91,7 @@ class StageMeter:
 
 
 def _conditioning(manifest: Any) -> dict[str, Any]:
-    c = manifest.conditioning
+    c = manifest.video.svd
     return {"fps": c.fps, "motion_bucket_id": c.motion_bucket_id, "noise_aug_strength": c.noise_aug_strength,
             "min_guidance_scale": c.min_guidance_scale, "max_guidance_scale": c.max_guidance_scale}
 
@@ -217,12 +217,12 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     def session(path: Path) -> Any:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    image_encoder = session(manifest.root / manifest.graph("image_encoder").file)
-    vae_encoder = session(manifest.root / manifest.graph("vae_encoder").file)
+    image_encoder = session(manifest.root / manifest.graph("image_encoder").path)
+    vae_encoder = session(manifest.root / manifest.graph("vae_encoder").path)
     unet = session(Path(args.graph))
-    vae_decoder = session(manifest.root / manifest.graph("vae_decoder").file)
+    vae_decoder = session(manifest.root / manifest.graph("vae_decoder").path)
     result["load_ms"] = (time.perf_counter() - loaded) * 1000
-    c = manifest.conditioning
+    c = manifest.video.conditioning
     conditioning = Conditioning(**_conditioning(manifest))
     pixels = read_image(inputs["image"])
     latents = inputs["latents"]
@@ -231,8 +231,9 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
 
     started = time.perf_counter()
     meter.begin("encode")
-    embeds = image_encoder.run(None, {"pixel_values": clip_input(pixels, c.clip_image_size, c.image_mean,
-                                                                 c.image_std)})[0][:, None, :]
+    svd = manifest.video.svd
+    embeds = image_encoder.run(None, {"pixel_values": clip_input(pixels, svd.clip_image_size, svd.image_mean,
+                                                                 svd.image_std)})[0][:, None, :]
     embeds = with_unconditional(embeds, conditioning)
     augmented = (vae_input(pixels, height, width)
                  + np.float32(conditioning.noise_aug_strength) * inputs["noise"]).astype(np.float32)
@@ -243,7 +244,7 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     meter.end("encode")
 
     meter.begin("denoise")
-    schedule = EulerScheduler(manifest.scheduler).schedule(args.steps)
+    schedule = EulerScheduler(manifest.video.scheduler).schedule(args.steps)
     latents = (latents * schedule.init_noise_sigma).astype(np.float32)
     for i, t in enumerate(schedule.timesteps):
         model_input = np.concatenate([latents] * conditioning.batch, axis=0)
@@ -276,9 +277,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slices", type=int, default=4, help="edgekit-sliced: slices per operator group")
     args = parser.parse_args()
-    from edgekit.video_manifest import VideoManifest
+    from edgekit.manifest import Manifest
 
-    manifest = VideoManifest.load(args.package)
+    manifest = Manifest.load(args.package)
     with np.load(args.inputs) as data:
         inputs = {key: data[key] for key in data.files}
     meter = StageMeter()

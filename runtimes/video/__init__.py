@@ -1,7 +1,7 @@
 """Image-to-video runtime (SVD family): numpy scheduler and conditioning, streamed ONNX stages.
 
 No torch, transformers or diffusers here (tests/test_video_svd.py runs it with them blocked).
-`VideoPipeline(VideoManifest.load(pkg)).generate(image, num_frames=, steps=, seed=)` returns
+`VideoPipeline(Manifest.load(pkg)).generate(image, num_frames=, steps=, seed=)` returns
 float32 frames [F, H, W, 3] in [0, 1]; docs/VIDEO.md describes the package and the run.
 """
 

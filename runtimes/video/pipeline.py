@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InvalidArgumentError
+from edgekit.manifest import Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, trim_heap
 from edgekit.runtimes.backend import OrtBackend
 from edgekit.runtimes.video.conditioning import (
@@ -49,7 +50,6 @@ from edgekit.runtimes.video.images import clip_input, read_image, vae_input
 from edgekit.runtimes.video.scheduler import EulerScheduler
 from edgekit.runtimes.video.tiles import blend_into, box_weights, check_tile
 from edgekit.runtimes.video.unet import run_unet, unet_state
-from edgekit.video_manifest import VideoManifest
 
 Progress = Callable[[str, int, int], None]
 
@@ -120,17 +120,21 @@ def _positive(name: str, value: Any) -> int:
 class VideoPipeline:
     """A loaded video package. `generate` runs one image-to-video generation."""
 
-    def __init__(self, manifest: VideoManifest, backend: OrtBackend | None = None, window: int | None = None) -> None:
+    def __init__(self, manifest: Manifest, backend: OrtBackend | None = None, window: int | None = None) -> None:
+        if manifest.video is None or manifest.video.svd is None:
+            raise InvalidArgumentError(f"{manifest.root} is a {manifest.task} package of family {manifest.family!r}; "
+                                       "VideoPipeline runs svd video packages")
         self.manifest = manifest
+        self.svd = manifest.video.svd
         self.backend = backend or OrtBackend()
         self.window = _positive("window", 2 if window is None else window)
-        self.scheduler = EulerScheduler(manifest.scheduler)
+        self.scheduler = EulerScheduler(manifest.video.scheduler)
         self.stats = VideoStats()
 
     # --- pieces ----------------------------------------------------------------------------
     def _run_single(self, role: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         graph = self.manifest.graph(role)
-        session = self.backend.load(self.manifest.root / graph.file)
+        session = self.backend.load(self.manifest.root / graph.path)
         try:
             self.stats.graphs_loaded += 1
             self.stats.max_resident_graphs = max(self.stats.max_resident_graphs, 1)
@@ -143,9 +147,9 @@ class VideoPipeline:
 
     def encode_image(self, pixels: np.ndarray) -> np.ndarray:
         """CLIP image embeddings [1, 1, D] of a [3, H, W] image in [0, 1]."""
-        c = self.manifest.conditioning
-        embeds = self._run_single("image_encoder", {"pixel_values": clip_input(pixels, c.clip_image_size,
-                                                                               c.image_mean, c.image_std)})
+        svd = self.svd
+        embeds = self._run_single("image_encoder", {"pixel_values": clip_input(pixels, svd.clip_image_size,
+                                                                               svd.image_mean, svd.image_std)})
         return embeds[:, None, :]
 
     def decode(self, latents: np.ndarray, decode_chunk: int | None = None, tile: int | None = None,
@@ -160,7 +164,7 @@ class VideoPipeline:
         an approximation (GroupNorm statistics and the receptive field cross tile borders); a tile
         at least as large as the latent is the untiled decode, bit for bit.
         """
-        c = self.manifest.conditioning
+        c = self.manifest.video.conditioning
         flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
         chunk = flat.shape[0] if decode_chunk is None else _positive("decode_chunk", decode_chunk)
         lh, lw = flat.shape[-2:]
@@ -174,7 +178,7 @@ class VideoPipeline:
             raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
         self.stats.decode_tiles = 1 if grid is None else len(grid)
         graph = self.manifest.graph("vae_decoder")
-        session = self.backend.load(self.manifest.root / graph.file)
+        session = self.backend.load(self.manifest.root / graph.path)
         self.stats.graphs_loaded += 1
         try:
             pieces = []
@@ -216,7 +220,7 @@ class VideoPipeline:
         exact, it bounds the groups' activations (runtimes/video/unet.py).
         """
         started = time.perf_counter()
-        c = self.manifest.conditioning
+        c = self.manifest.video.conditioning
         pixels = read_image(image)
         frames = _positive("num_frames", c.num_frames if num_frames is None else num_frames)
         steps = _positive("steps", c.num_inference_steps if steps is None else steps)
@@ -233,17 +237,18 @@ class VideoPipeline:
         elif decode_tile_overlap is not None:
             raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
         slices = 1 if slices is None else _positive("slices", slices)
-        if slices > 1 and not self.manifest.op_groups:
+        if slices > 1 and not self.manifest.video.op_groups:
             raise InvalidArgumentError(f"{self.manifest.root} has no operator groups to slice; re-export it with "
                                        "`edgekit export DIR --task video --op-groups`, or drop --slices")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
+        svd = self.svd
         conditioning = Conditioning(
-            fps=int(c.fps if fps is None else fps),
-            motion_bucket_id=int(c.motion_bucket_id if motion_bucket_id is None else motion_bucket_id),
-            noise_aug_strength=float(c.noise_aug_strength if noise_aug_strength is None else noise_aug_strength),
-            min_guidance_scale=float(c.min_guidance_scale if min_guidance_scale is None else min_guidance_scale),
-            max_guidance_scale=float(c.max_guidance_scale if max_guidance_scale is None else max_guidance_scale),
+            fps=int(svd.fps if fps is None else fps),
+            motion_bucket_id=int(svd.motion_bucket_id if motion_bucket_id is None else motion_bucket_id),
+            noise_aug_strength=float(svd.noise_aug_strength if noise_aug_strength is None else noise_aug_strength),
+            min_guidance_scale=float(svd.min_guidance_scale if min_guidance_scale is None else min_guidance_scale),
+            max_guidance_scale=float(svd.max_guidance_scale if max_guidance_scale is None else max_guidance_scale),
         )
         latent_shape = (1, frames, c.latent_channels, height // c.vae_scale_factor, width // c.vae_scale_factor)
         rng = np.random.default_rng(int(seed))
@@ -251,7 +256,7 @@ class VideoPipeline:
         latents = self._given("latents", latents, latent_shape, rng)
         self.stats = VideoStats(frames=frames, height=height, width=width, steps=steps, decode_chunk=chunk,
                                 guidance=conditioning.guidance, window=self.window, slices=slices,
-                                op_groups=len(self.manifest.op_groups))
+                                op_groups=len(self.manifest.video.op_groups))
         report = progress or (lambda message, done, total: None)
 
         report("encoding the image", 0, steps)
@@ -276,7 +281,7 @@ class VideoPipeline:
                                time_ids)
             noise_pred = run_unet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
                                   state, counters, last_step=i == len(schedule.timesteps) - 1,
-                                  op_groups=self.manifest.op_groups, slices=slices)
+                                  op_groups=self.manifest.video.op_groups, slices=slices)
             latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
             report("denoising", i + 1, steps)
         self.stats.end("denoise", denoise_start)

@@ -13,7 +13,7 @@ interpolation in float64 then cast, and `scale`/`step` in float32.
 
 Example::
 
-    scheduler = EulerScheduler(manifest.scheduler)
+    scheduler = EulerScheduler(manifest.video.scheduler)
     schedule = scheduler.schedule(25)
     x = initial_noise * schedule.init_noise_sigma
     for i, t in enumerate(schedule.timesteps):

@@ -135,7 +135,7 @@ def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Ses
     batch, frames = state["image_only_indicator"].shape
     groups = op_groups or {}
     live = live_names(graphs)
-    stream = LayerStream([root / graph.file for graph in graphs], load, window=window)
+    stream = LayerStream([root / graph.path for graph in graphs], load, window=window)
     for index, session in stream:
         graph = graphs[index]
         apply_graph(graph, session, state, frames, shrink_arena=last_step and index == len(graphs) - 1,
