@@ -36,7 +36,7 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     options; the decode chunk is a `generate` argument).
     """
     from edgekit.errors import InvalidArgumentError
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
     from edgekit.video_manifest import VideoManifest, load_any
 
     manifest = load_any(directory)
@@ -46,10 +46,10 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
         if chunk is not None or memory_budget_mb is not None:
             raise InvalidArgumentError("chunk and memory_budget_mb are ranking options; for a video package "
                                        "pass decode_chunk to generate()")
-        return VideoPipeline(manifest, OrtBackend(provider, threads), window=window)
+        return VideoPipeline(manifest, backend_for("onnx", provider, threads), window=window)
     from edgekit.runtimes.selector import Selector
 
-    return Selector(manifest, OrtBackend(provider, threads), window=window, chunk=chunk,
+    return Selector(manifest, backend_for("onnx", provider, threads), window=window, chunk=chunk,
                     memory_budget_mb=memory_budget_mb)
 
 

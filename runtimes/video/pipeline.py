@@ -1,4 +1,4 @@
-"""Image-to-video generation from an edgekit video package (SVD family), numpy + onnxruntime only.
+"""Image-to-video generation from an edgekit video package (SVD family), numpy and a graph backend only.
 
 The run reproduces diffusers' StableVideoDiffusionPipeline (0.42) step for step:
 
@@ -37,7 +37,7 @@ import numpy as np
 
 from edgekit.errors import InvalidArgumentError
 from edgekit.measure import current_rss_mb, peak_rss_mb, trim_heap
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import Backend, backend_for
 from edgekit.runtimes.video.conditioning import (
     Conditioning,
     added_time_ids,
@@ -120,9 +120,9 @@ def _positive(name: str, value: Any) -> int:
 class VideoPipeline:
     """A loaded video package. `generate` runs one image-to-video generation."""
 
-    def __init__(self, manifest: VideoManifest, backend: OrtBackend | None = None, window: int | None = None) -> None:
+    def __init__(self, manifest: VideoManifest, backend: Backend | None = None, window: int | None = None) -> None:
         self.manifest = manifest
-        self.backend = backend or OrtBackend()
+        self.backend = backend or backend_for("onnx")
         self.window = _positive("window", 2 if window is None else window)
         self.scheduler = EulerScheduler(manifest.scheduler)
         self.stats = VideoStats()
