@@ -229,7 +229,7 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     started = time.perf_counter()
     meter.begin("encode")
     embeds = image_encoder.run({"pixel_values": clip_input(pixels, c.clip_image_size, c.image_mean,
-                                                                 c.image_std)})[0][:, None, :]
+                                                           c.image_std)})[0][:, None, :]
     embeds = with_unconditional(embeds, conditioning)
     augmented = (vae_input(pixels, height, width)
                  + np.float32(conditioning.noise_aug_strength) * inputs["noise"]).astype(np.float32)
@@ -246,9 +246,9 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
         model_input = np.concatenate([latents] * conditioning.batch, axis=0)
         model_input = np.concatenate([schedule.scale(model_input, i), image_latents], axis=2)
         noise_pred = unet.run({"sample": model_input.astype(np.float32),
-                                     "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
-                                     "encoder_hidden_states": embeds.astype(np.float32),
-                                     "added_time_ids": time_ids})[0]
+                               "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
+                               "encoder_hidden_states": embeds.astype(np.float32),
+                               "added_time_ids": time_ids})[0]
         latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
     meter.end("denoise")
 

@@ -39,7 +39,7 @@ def _onnxruntime(provider: str, threads: int | None, tuned: bool) -> Backend:
 
 
 _REGISTRY: dict[str, _Entry] = {"onnx": _Entry(("cpu", "cuda", "coreml"), _onnxruntime)}
-_RESERVED = {"mlpackage": "Core ML packages have no backend in this runtime yet; export with --format onnx"}
+_RESERVED = {"mlpackage": "Core ML graphs have no backend in this runtime yet; export ONNX graphs (`edgekit export`)"}
 
 
 def register_backend(graph_format: str, providers: Sequence[str], factory: Factory) -> None:
