@@ -53,19 +53,24 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     """
     from edgekit.errors import InvalidArgumentError
     from edgekit.manifest import Manifest
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
 
     manifest = Manifest.load(directory)
+    formats = sorted({graph.format for graph in manifest.graphs})
+    if len(formats) > 1:
+        raise InvalidArgumentError(f"{directory} mixes graph formats {formats}; one backend runs a package, so "
+                                   "re-export it in one format")
+    backend = backend_for(formats[0], provider, threads)  # the graphs' format and the provider pick the backend
     if manifest.task == "video":
         from edgekit.runtimes.video import VideoPipeline
 
         if chunk is not None or memory_budget_mb is not None:
             raise InvalidArgumentError("chunk and memory_budget_mb are ranking options; for a video package "
                                        "pass decode_chunk to generate()")
-        return VideoPipeline(manifest, OrtBackend(provider, threads), window=window)
+        return VideoPipeline(manifest, backend, window=window)
     from edgekit.runtimes.selector import Selector
 
-    return Selector(manifest, OrtBackend(provider, threads), window=window, chunk=chunk,
+    return Selector(manifest, backend, window=window, chunk=chunk,
                     memory_budget_mb=memory_budget_mb)
 
 

@@ -92,9 +92,9 @@ def bench_select_deep(
         raise InvalidArgumentError("counts must be >= 1 and every budget share in (0, 1]")
     if provider not in ("cpu", "cuda"):
         raise InvalidArgumentError(f"--provider {provider!r}: use cpu or cuda")
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
 
-    OrtBackend(provider)  # an unavailable provider is a one-line error here, not a failed child
+    backend_for("onnx", provider)  # an unavailable provider is a one-line error here, not a failed child
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
                             threads=threads, budget_shares=shares, **options)

@@ -149,11 +149,11 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
 
 def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, tolerance: float) -> float:
     """The staged package through the real runtime vs the whole transformers model."""
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.selector import Selector
 
     documents = list(EXAMPLE_DOCUMENTS)
-    ranking = Selector(manifest, OrtBackend("cpu"), window=2, chunk=2).rank(EXAMPLE_QUERY, documents,
+    ranking = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(EXAMPLE_QUERY, documents,
                                                                            top_k=len(documents))
     runtime = np.zeros(len(documents))
     for result in ranking:

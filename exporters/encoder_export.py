@@ -39,7 +39,7 @@ from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import DECODER_MODEL_TYPES
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import backend_for
 
 Progress = Callable[[str, int, int], None]
 
@@ -203,7 +203,7 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
     """Run the staged package with the real runtime; compare scores with the whole model."""
     from edgekit.runtimes.selector import Selector
 
-    ranking = Selector(manifest, OrtBackend("cpu"), window=2, chunk=2).rank(
+    ranking = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
         EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES), top_k=len(EXAMPLE_CANDIDATES))
     runtime = np.zeros(len(EXAMPLE_CANDIDATES))
     for result in ranking:

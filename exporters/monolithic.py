@@ -36,7 +36,7 @@ from edgekit.exporters.encoder_export import load_source_model
 from edgekit.exporters.onnx_writer import OPSET
 from edgekit.exporters.source import TASK_RERANK, inspect_source
 from edgekit.models.encoders import family_for_model_type
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import backend_for
 
 TOLERANCE = 1e-4  # max abs diff allowed, relative to max(1, max |expected|)
 
@@ -141,7 +141,7 @@ def export_monolithic(source_dir: Path, out_file: Path, max_length: int) -> None
         check_args = _args(check, names)
         with torch.no_grad():
             expected = wrapper(*check_args).numpy()
-        session = OrtBackend("cpu").load(temporary)
+        session = backend_for("onnx", "cpu").load(temporary)
         actual = session.run({n: a.numpy() for n, a in zip(["input_ids", "token_type_ids", "attention_mask"],
                                                             check_args) if a is not None})[0]
         session.release()

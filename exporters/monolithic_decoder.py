@@ -29,7 +29,7 @@ from edgekit.exporters.onnx_writer import OPSET
 from edgekit.exporters.source import inspect_source
 from edgekit.models.decoders import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RotarySpec
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import backend_for
 
 TOLERANCE = 1e-4
 GRAPH_FILE = "model.onnx"
@@ -85,7 +85,7 @@ def export_monolithic_decoder(source_dir: Path, out_dir: Path, max_length: int =
         documents = ["how to open a file", "a much longer document about sorting lists in place " * 8, "cats"]
         check = left_padded(prompt_ids(tokenizer, prompt, "read a file", documents, max_length), pad)
         expected = reference_scores(stages, *check).numpy()
-        session = OrtBackend("cpu").load(temporary / GRAPH_FILE)
+        session = backend_for("onnx", "cpu").load(temporary / GRAPH_FILE)
         actual = session.run({"input_ids": check[0].numpy(), "attention_mask": check[1].numpy()})[0]
         session.release()
         diff = float(np.max(np.abs(actual - expected))) if actual.shape == expected.shape else float("inf")

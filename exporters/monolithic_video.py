@@ -29,7 +29,7 @@ import torch
 from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import check_parity, max_diff
 from edgekit.exporters.video_svd import TOLERANCE, load_svd
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import backend_for
 
 UNET_FILE = "unet.onnx"
 INFO_FILE = "monolithic.json"
@@ -72,7 +72,7 @@ def export_monolithic_svd(source: str | Path, out: Path) -> dict[str, Any]:
             "timestep": {0: "batch"}, "encoder_hidden_states": {0: "batch"}, "added_time_ids": {0: "batch"},
             "noise_pred": {0: "batch", 1: "frames", 3: "latent_height", 4: "latent_width"}}
     graph = export_graph(module, examples[0], out, UNET_FILE, UNET_INPUTS, ["noise_pred"], axes, "unet", "unet")
-    session = OrtBackend("cpu").load(out / graph.path)
+    session = backend_for("onnx", "cpu").load(out / graph.path)
     worst = 0.0
     try:
         for example in examples:

@@ -7,8 +7,9 @@ Weights go to an external data file beside the graph (`<name>.onnx.data`, every 
 or more): onnxruntime memory-maps external data instead of copying it onto its heap, so a
 streamed session's weights are file-backed pages that leave memory when the session is
 released. Measured on the Qwen3-0.6B-shaped package (window 2, 8 x 128 tokens): peak RSS
-383 -> 223 MiB together with `session.disable_prepacking` (runtimes/backend.py). The GraphSpec
-lists the .onnx file first, then its data file.
+383 -> 223 MiB together with `session.disable_prepacking`
+(runtimes/backends/onnxruntime_backend.py). The GraphSpec lists the .onnx file first, then its
+data file.
 """
 
 from __future__ import annotations

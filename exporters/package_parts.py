@@ -37,14 +37,14 @@ def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], expo
     """Export `exported` (the module itself, or its fp16 copy) on `exported_args` to
     graphs/<name>.onnx, run it in onnxruntime and check it against `module(*args)` (fp32 torch);
     returns the GraphSpec and the max abs diff. Raises SourceModelError / ParityError."""
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
 
     try:
         spec = export_graph(exported, exported_args, root, f"graphs/{name}.onnx", input_names, [output], axes,
                             name=name, role=role, index=index)
     except (RuntimeError, TypeError, ValueError) as error:
         raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
-    session = OrtBackend("cpu").load(root / spec.path)
+    session = backend_for("onnx", "cpu").load(root / spec.path)
     actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
     session.release()
     diff, scale = max_diff(actual.astype(np.float32), module(*args).numpy())

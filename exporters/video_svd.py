@@ -45,7 +45,7 @@ from edgekit.exporters.video_stages import (
     has_cross_attention,
 )
 from edgekit.manifest import VIDEO_TASK, GraphSpec, Manifest
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import Backend, backend_for
 from edgekit.runtimes.video.unet import run_unet, unet_state
 from edgekit.video_manifest import OpGroup, SvdConditioning, VideoConditioning, VideoSection
 
@@ -276,7 +276,7 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
     return plans
 
 
-def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBackend) -> float:
+def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: Backend) -> float:
     """Max abs diff of the ONNX graph vs its torch module over every example input set."""
     session = backend.load(root / graph.path)
     worst = 0.0
@@ -298,7 +298,7 @@ def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: OrtBack
     return worst
 
 
-def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: OrtBackend,
+def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: Backend,
                        shape: tuple[int, int, int, int]) -> tuple[float, float | None]:
     """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code; with
     operator groups also the Feature Slicer's run (CHECK_SLICES slices) vs the unsliced one.
@@ -351,7 +351,7 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
     shapes = [(2, 3, 2 * unit, 2 * unit), (1, 2, unit, 3 * unit)]
     groups = plan_groups(src.unet) if op_groups else None
     plans = plan_stages(src, shapes, seed=seed, groups=groups)
-    backend = OrtBackend("cpu")
+    backend = backend_for("onnx", "cpu")
     diffs: dict[str, float] = {}
     with staged_directory(out, overwrite=overwrite) as staging:
         graphs: list[GraphSpec] = []

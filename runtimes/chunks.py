@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgekit.ranking_manifest import RotarySpec
-from edgekit.runtimes.backend import OrtSession
+from edgekit.runtimes.backends import Session
 from edgekit.runtimes.text import EncodedText
 
 _FLOAT_DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -110,7 +110,7 @@ class ChunkRunner:
             feeds["sin"] = np.ascontiguousarray(np.broadcast_to(sin, (mask.shape[0], *sin.shape)))
         return feeds
 
-    def run(self, session: OrtSession, rows: Sequence[int], hidden: dict[int, np.ndarray] | None,
+    def run(self, session: Session, rows: Sequence[int], hidden: dict[int, np.ndarray] | None,
             per_token: bool) -> dict[int, np.ndarray]:
         """Run `session` over `rows`; returns each row's output.
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from edgekit.errors import MemoryBudgetError
 from edgekit.manifest import Manifest
+from edgekit.runtimes.backends.base import BackendTraits
 
 MIB = 1024 * 1024
 # Fitted (non-negative least squares, then rounded up) on 24 measured runs of
@@ -68,15 +69,19 @@ def _itemsize(manifest: Manifest) -> int:
 
 
 def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int, process_mb: float,
-             heads_resident: bool = False) -> dict[str, float]:
-    """Estimated peak parts (MiB) of one pass over sequences of `lengths` tokens."""
+             heads_resident: bool = False, traits: BackendTraits | None = None) -> dict[str, float]:
+    """Estimated peak parts (MiB) of one pass over sequences of `lengths` tokens. traits: the
+    backend's (None: the figures fitted here, onnxruntime's). A backend that copies weights holds
+    a loaded graph's whole bytes, computing or idle."""
     graphs = manifest.stream_graphs
     body = graphs[:-1]
     largest = max(graph.bytes for graph in body)
     structure = max(graph.files[0].bytes for graph in body)  # the .onnx file; its data file is mapped
     heads = sum(g.bytes for g in (graphs[-1], *manifest.graphs_by_role("depth_head"))) if heads_resident else 0
-    weights = largest * SESSION_FACTOR + heads
-    sessions = (min(window, len(body)) - 1) * structure
+    copied = traits is not None and traits.weights == "copy"
+    weights = largest * (1.0 if copied else SESSION_FACTOR) + heads
+    sessions = (min(window, len(body)) - 1) * (largest if copied else structure)
+    runtime = RUNTIME_OVERHEAD_MB if traits is None else traits.runtime_overhead_mb
     size = _itemsize(manifest)
     hidden = manifest.ranking.hidden_size
     longest = max(lengths)
@@ -88,12 +93,12 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
     activations = chunk * longest * (width + 3 * attention_heads * longest) * size * ACTIVATION_FACTOR
     if manifest.ranking.embedding_table is not None:  # the gathered rows of one chunk
         activations += chunk * longest * manifest.ranking.embedding_table.shape[1] * size
-    return {"process": process_mb, "runtime": RUNTIME_OVERHEAD_MB, "weights": weights / MIB, "sessions": sessions / MIB, "states": states / MIB,
+    return {"process": process_mb, "runtime": runtime, "weights": weights / MIB, "sessions": sessions / MIB, "states": states / MIB,
             "activations": activations / MIB}
 
 
 def plan(manifest: Manifest, lengths: Sequence[int], budget_mb: float, process_mb: float,
-         heads_resident: bool = False) -> Plan:
+         heads_resident: bool = False, traits: BackendTraits | None = None) -> Plan:
     """The fastest (W, C) whose estimate fits `budget_mb`; MemoryBudgetError when none does."""
     if not budget_mb > 0:
         raise MemoryBudgetError(f"--memory-budget must be a positive number of MiB, got {budget_mb}")
@@ -102,7 +107,7 @@ def plan(manifest: Manifest, lengths: Sequence[int], budget_mb: float, process_m
         for chunk in CHUNKS:
             if chunk > max(1, len(lengths)) and chunk != CHUNKS[0]:
                 continue
-            parts = estimate(manifest, lengths, window, chunk, process_mb, heads_resident)
+            parts = estimate(manifest, lengths, window, chunk, process_mb, heads_resident, traits)
             options.append((sum(parts.values()), window, chunk, parts))
     fitting = [option for option in options if option[0] <= budget_mb]
     if not fitting:

@@ -13,7 +13,7 @@ computing to the last layer (at most K of them) so order and scores equal the fu
 
 Example::
 
-    selector = Selector(Manifest.load("pkg"), OrtBackend("cpu"), window=2, chunk=16)
+    selector = Selector(Manifest.load("pkg"), backend_for("onnx", "cpu"), window=2, chunk=16)
     ranking = selector.rank("how do I sort a list", ["sorted(iterable)", "open(file)"], top_k=1)
     ranking[0].index, ranking[0].score, ranking.stats.max_resident_graphs
 """
@@ -34,7 +34,7 @@ from edgekit.errors import (
 )
 from edgekit.manifest import Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, stopwatch
-from edgekit.runtimes.backend import OrtBackend, OrtSession
+from edgekit.runtimes.backends import Backend, Session
 from edgekit.runtimes.chunks import ChunkRunner
 from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.planner import Plan, plan
@@ -69,12 +69,13 @@ def open_embedding_table(manifest: Manifest) -> np.ndarray | None:
 class _Pinned:
     """A kept-open session lent to one pass: the pass's `release` leaves it open."""
 
-    def __init__(self, session: OrtSession) -> None:
+    def __init__(self, session: Session) -> None:
         self.session = session
         self.input_names = session.input_names
+        self.output_names = session.output_names
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(feeds)
+    def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]:
+        return self.session.run(feeds, shrink_arena)
 
     def release(self) -> None:
         pass
@@ -100,7 +101,7 @@ class _Pass:
 class Selector:
     """Ranks candidates against a query with an exported encoder package."""
 
-    def __init__(self, manifest: Manifest, backend: OrtBackend, window: int | None = None, chunk: int | None = None,
+    def __init__(self, manifest: Manifest, backend: Backend, window: int | None = None, chunk: int | None = None,
                  memory_budget_mb: float | None = None) -> None:
         if window is not None and window < 1:
             raise InvalidArgumentError(f"window must be >= 1, got {window}")
@@ -120,7 +121,7 @@ class Selector:
         self.window = window or DEFAULT_WINDOW
         # window >= every graph: nothing needs streaming, so sessions stay open across calls
         self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
-        self._pinned: dict[Path, OrtSession] = {}
+        self._pinned: dict[Path, Session] = {}
         self._loads = 0  # sessions created, all calls together
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
@@ -197,7 +198,8 @@ class Selector:
         if self.memory_budget_mb is None:
             return None
         lengths = [len(item.ids) for item in encoded]
-        return plan(self.manifest, lengths, self.memory_budget_mb, self._process_mb, heads_resident)
+        return plan(self.manifest, lengths, self.memory_budget_mb, self._process_mb, heads_resident,
+                    self.backend.traits)
 
     def _encode(self, query: str, texts: list[str], instruction: str | None) -> tuple[list[EncodedText], int | None]:
         if self.manifest.task == "rerank":
@@ -213,7 +215,7 @@ class Selector:
 
     # --- the pass ---------------------------------------------------------------------------
     def _forward(self, runner: ChunkRunner, state: _Pass, policy: Policy | None, query_row: int | None,
-                 order: str, trace: bool, window: int) -> tuple[LayerStream[OrtSession], int]:
+                 order: str, trace: bool, window: int) -> tuple[LayerStream[Session], int]:
         """Run the pass; returns the stream (for its residency count) and how many per-depth
         head sessions it kept open besides."""
         graphs = self.manifest.stream_graphs
@@ -222,9 +224,9 @@ class Selector:
         # The head stays resident when it is needed between layers; otherwise it loads last.
         # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
         head = self._load(head_path) if (policy is not None or trace) else None
-        depth_heads: dict[Path, OrtSession] = {}
+        depth_heads: dict[Path, Session] = {}
         hidden: dict[int, np.ndarray] | None = None
-        stream: LayerStream[OrtSession] = LayerStream(body, self._load, window=window)
+        stream: LayerStream[Session] = LayerStream(body, self._load, window=window)
         keep_accepted = order == "exact"
         layers = self.manifest.ranking.num_layers
         try:
@@ -261,7 +263,7 @@ class Selector:
                 session.release()
         return stream, len(depth_heads)
 
-    def _load(self, path: Path) -> OrtSession:
+    def _load(self, path: Path) -> Session:
         """A fresh session (streaming), or the kept-open one when every graph fits the window."""
         if not self.keep_resident:
             self._loads += 1
@@ -277,7 +279,7 @@ class Selector:
             session.release()
         self._pinned.clear()
 
-    def _score(self, head: OrtSession, runner: ChunkRunner, hidden: dict[int, np.ndarray], rows: list[int],
+    def _score(self, head: Session, runner: ChunkRunner, hidden: dict[int, np.ndarray], rows: list[int],
                query_row: int | None) -> np.ndarray:
         """Head scores of `rows` from their current hidden states (cosine with the query's)."""
         if query_row is None:
@@ -289,7 +291,7 @@ class Selector:
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
         return (matrix @ query) / np.maximum(norms, 1e-12)
 
-    def _decide(self, head: OrtSession, runner: ChunkRunner, hidden: dict[int, np.ndarray], state: _Pass,
+    def _decide(self, head: Session, runner: ChunkRunner, hidden: dict[int, np.ndarray], state: _Pass,
                 policy: Policy | None, depth: int, query_row: int | None, trace: bool) -> None:
         if not state.undecided:
             return

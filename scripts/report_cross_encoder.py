@@ -69,7 +69,7 @@ def _traces(package: Path, examples: list[dict[str, Any]], cache: Path) -> list[
 def _calibrate(package: Path, traces: list[rank_metrics.Trace], examples: list[dict[str, Any]]) -> list[dict]:
     """Search on the first half's traces, then measure online pruned runs on the second half."""
     from edgekit.manifest import Manifest
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.calibration import agreement, replay, search
     from edgekit.runtimes.pruning import DEFAULT_CLUSTERS
     from edgekit.runtimes.selector import Selector
@@ -85,8 +85,9 @@ def _calibrate(package: Path, traces: list[rank_metrics.Trace], examples: list[d
         if found.threshold is not None:
             calibration = {"policy": "cluster", "threshold": found.threshold, "min_depth": found.min_depth,
                            "clusters": DEFAULT_CLUSTERS}
-            selector = Selector(dataclasses.replace(manifest, ranking=dataclasses.replace(manifest.ranking, calibration=calibration)),
-                                OrtBackend("cpu"))
+            selector = Selector(dataclasses.replace(manifest, ranking=dataclasses.replace(manifest.ranking,
+                                                                                          calibration=calibration)),
+                                backend_for("onnx", "cpu"))
             agreements, cost, exact_cost = [], 0, 0
             for example, trace in zip(examples[half:], traces[half:]):
                 ranking = selector.rank(example["query"], example["candidates"], top_k=TOP_K, prune="auto")

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 import edgekit
+import edgekit.errors
 from edgekit.cli import app
 from edgekit.errors import FormatVersionError, NotAPackageError
 from edgekit.manifest import FORMAT_VERSION, Manifest
@@ -149,3 +150,27 @@ def test_an_mlpackage_graph_must_list_files_inside_its_directory(tiny_cross_pack
         format="mlpackage", path="graphs/head.mlpackage"))
     with pytest.raises(NotAPackageError, match="graph 'head': an mlpackage graph lists the files inside"):
         Manifest.load(package)
+
+
+def test_the_graphs_format_picks_the_backend(tiny_cross_package: Path, tmp_path: Path) -> None:
+    """`edgekit.load` asks the backend registry for the graphs' format: an all-mlpackage package
+    is refused in one line (no Core ML backend yet), a package mixing formats too."""
+    package = _copy(tiny_cross_package, tmp_path)
+    bundle = package / "graphs" / "head.mlpackage"
+    bundle.mkdir()
+    (bundle / "Manifest.json").write_text("{}")
+    entry = files_under(package, "graphs/head.mlpackage")[0]
+
+    def head_as_mlpackage(data: dict[str, Any]) -> None:
+        head = next(g for g in data["graphs"] if g["role"] == "head")
+        head.update(format="mlpackage", path="graphs/head.mlpackage",
+                    files=[{"file": entry.file, "sha256": entry.sha256, "bytes": entry.bytes}])
+
+    _edit(package, head_as_mlpackage)
+    with pytest.raises(edgekit.errors.EdgekitError, match="mixes graph formats"):
+        edgekit.load(str(package))
+    # every graph claiming mlpackage: the registry answers for the format, in one line
+    _edit(package, lambda d: [g.update(format="mlpackage", path="graphs") for g in d["graphs"]])
+    with pytest.raises(edgekit.errors.EdgekitError, match="mlpackage.*no backend") as caught:
+        edgekit.load(str(package))
+    assert "\n" not in str(caught.value)

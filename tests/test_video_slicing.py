@@ -161,11 +161,11 @@ def test_every_axis_sliced_down_to_single_units_stays_within_1e5(grouped: Path) 
     """One UNet evaluation with only one axis sliced, up to one unit per slice (slices above the
     unit count are capped). One-frame slices take another kernel path in onnxruntime (measured:
     1.4e-6 on noise_pred of max ~1.8), which is rounding, not an approximation."""
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.video.unet import run_unet, unet_state
 
     manifest = Manifest.load(grouped)
-    backend = OrtBackend()
+    backend = backend_for("onnx", "cpu")
     rng = np.random.default_rng(0)
     batch, latent = 2, SIZE // 2
     sample = rng.standard_normal((batch, FRAMES, 8, latent, latent), dtype=np.float32)
@@ -187,13 +187,13 @@ def test_every_axis_sliced_down_to_single_units_stays_within_1e5(grouped: Path) 
 
 def test_each_group_really_runs_in_slices_along_its_axis(grouped: Path) -> None:
     import edgekit
-    from edgekit.runtimes.backend import OrtBackend
+    from edgekit.runtimes.backends import backend_for
 
     calls: dict[str, list[dict[str, tuple[int, ...]]]] = {}
 
     class Recording:  # a session that records the shapes it is fed
         def __init__(self, path: Path) -> None:
-            self.name, self.session = Path(path).stem, OrtBackend().load(path)
+            self.name, self.session = Path(path).stem, backend_for("onnx", "cpu").load(path)
 
         def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]:
             calls.setdefault(self.name, []).append({k: v.shape for k, v in feeds.items()})

@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,20 +36,12 @@ VARIANTS = ("onnx-monolithic", "edgekit", "edgekit-budget")
 
 
 def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> Any:
-    import onnxruntime as ort
-
+    from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.text import TextEncoder
 
     encoder = TextEncoder(manifest)
-    options = ort.SessionOptions()  # onnxruntime's defaults: what an app gets
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    from edgekit.runtimes.backend import PROVIDERS
-
-    providers = [PROVIDERS[provider]] + (["CPUExecutionProvider"] if provider != "cpu" else [])
-    session = ort.InferenceSession(graph, options, providers=providers)
-    if session.get_providers()[0] != PROVIDERS[provider]:
-        raise SystemExit(f"onnxruntime could not start {PROVIDERS[provider]} for the monolithic graph")
+    # onnxruntime's default options (what an app gets); a provider it cannot start is an error
+    session = backend_for("onnx", provider, threads, tuned=False).load(Path(graph))
 
     def score(query: str, candidates: list[str]) -> np.ndarray:
         encoded = encoder.encode_pairs(query, candidates)
@@ -58,7 +51,7 @@ def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> 
         for row, item in enumerate(encoded):  # left padding, as the package does
             ids[row, length - len(item.ids):] = item.ids
             mask[row, length - len(item.ids):] = 1
-        return session.run(None, {"input_ids": ids, "attention_mask": mask})[0].astype(np.float64)
+        return session.run({"input_ids": ids, "attention_mask": mask})[0].astype(np.float64)
 
     return score
 

@@ -12,8 +12,9 @@ Variants (all score the query against every candidate, tokenisation included in 
   onnx-monolithic-batched  the same session; candidates in runs of `--batch`, in input order.
 The monolithic variants tokenize with `tokenizers` from the package's tokenizer.json (padding to
 the longest in the run, truncation to the package's max_length), as FlashRank-style apps do.
-`--ort-options edgekit` creates their session with edgekit's own `OrtBackend` (runtimes/backend.py options);
-`default` with onnxruntime's default SessionOptions (intra-op threads still set to N).
+`--ort-options edgekit` creates their session with edgekit's own session options
+(runtimes/backends/onnxruntime_backend.py); `default` with onnxruntime's default SessionOptions
+(intra-op threads still set to N): `backend_for("onnx", "cpu", N, tuned=False)`.
 
 Output: ONE JSON object on the last stdout line: latency_ms (each timed repeat), _median, _p90,
 cold_ms (tokenizer + session creation + first call), baseline_rss_mb (peak RSS after imports
@@ -34,13 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
 import edgekit
 from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import backend_for
 from edgekit.runtimes.selector import top_k_order
 
 VARIANTS = ("edgekit", "onnx-monolithic", "onnx-monolithic-batched")
@@ -59,20 +59,6 @@ def load_workload(path: Path) -> tuple[str, list[str]]:
     return query, [str(text) for text in candidates]
 
 
-class _DefaultSession:
-    """A session with onnxruntime's default options (arena on), same `run` as OrtSession."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        self.input_names = tuple(item.name for item in self._session.get_inputs())
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(None, {name: feeds[name] for name in self.input_names})
-
-
 class MonolithicScorer:
     """Scores with one whole-model graph; `batch=None` runs all candidates at once."""
 
@@ -89,10 +75,8 @@ class MonolithicScorer:
         self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
 
     def load(self) -> None:
-        if self.options == "edgekit":
-            self.session = OrtBackend("cpu", self.threads).load(self.graph)
-        else:
-            self.session = _DefaultSession(self.graph, self.threads)
+        tuned = self.options == "edgekit"  # else onnxruntime's default options (arena on)
+        self.session = backend_for("onnx", "cpu", self.threads, tuned=tuned).load(self.graph)
 
     def _run(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(inputs))
@@ -148,6 +132,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     query, candidates = load_workload(args.workload)
     manifest = Manifest.load(args.package)
     extra: dict[str, Any] = {}
+    backend_for("onnx", "cpu", args.threads)  # imports onnxruntime, so the baseline below includes it
     baseline = peak_rss_mb()  # imports and workload only: no tokenizer, no session yet
 
     start = time.perf_counter()

@@ -197,8 +197,7 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
 
 def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
                    meter: StageMeter, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    import onnxruntime as ort
-
+    from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.video.conditioning import (
         Conditioning,
         added_time_ids,
@@ -210,12 +209,10 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     from edgekit.runtimes.video.scheduler import EulerScheduler
 
     loaded = time.perf_counter()
-    options = ort.SessionOptions()  # onnxruntime's defaults: what an app gets
-    options.intra_op_num_threads = args.threads
-    options.log_severity_level = 3
+    backend = backend_for("onnx", "cpu", args.threads, tuned=False)  # onnxruntime's defaults: what an app gets
 
     def session(path: Path) -> Any:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return backend.load(path)
 
     image_encoder = session(manifest.root / manifest.graph("image_encoder").path)
     vae_encoder = session(manifest.root / manifest.graph("vae_encoder").path)
@@ -232,12 +229,12 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     started = time.perf_counter()
     meter.begin("encode")
     svd = manifest.video.svd
-    embeds = image_encoder.run(None, {"pixel_values": clip_input(pixels, svd.clip_image_size, svd.image_mean,
-                                                                 svd.image_std)})[0][:, None, :]
+    embeds = image_encoder.run({"pixel_values": clip_input(pixels, svd.clip_image_size, svd.image_mean,
+                                                           svd.image_std)})[0][:, None, :]
     embeds = with_unconditional(embeds, conditioning)
     augmented = (vae_input(pixels, height, width)
                  + np.float32(conditioning.noise_aug_strength) * inputs["noise"]).astype(np.float32)
-    image_latents = with_unconditional(vae_encoder.run(None, {"image": augmented})[0], conditioning)
+    image_latents = with_unconditional(vae_encoder.run({"image": augmented})[0], conditioning)
     image_latents = np.repeat(image_latents[:, None], frames, axis=1)
     time_ids = added_time_ids(conditioning)
     ramp = guidance_ramp(conditioning, frames)
@@ -249,16 +246,16 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     for i, t in enumerate(schedule.timesteps):
         model_input = np.concatenate([latents] * conditioning.batch, axis=0)
         model_input = np.concatenate([schedule.scale(model_input, i), image_latents], axis=2)
-        noise_pred = unet.run(None, {"sample": model_input.astype(np.float32),
-                                     "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
-                                     "encoder_hidden_states": embeds.astype(np.float32),
-                                     "added_time_ids": time_ids})[0]
+        noise_pred = unet.run({"sample": model_input.astype(np.float32),
+                               "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
+                               "encoder_hidden_states": embeds.astype(np.float32),
+                               "added_time_ids": time_ids})[0]
         latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
     meter.end("denoise")
 
     meter.begin("decode")
     flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
-    decoded = vae_decoder.run(None, {"latents": np.ascontiguousarray(flat, dtype=np.float32)})[0]
+    decoded = vae_decoder.run({"latents": np.ascontiguousarray(flat, dtype=np.float32)})[0]
     video = np.clip(decoded / np.float32(2) + np.float32(0.5), 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
     meter.end("decode")
     result["latency_ms"] = (time.perf_counter() - started) * 1000

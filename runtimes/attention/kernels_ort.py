@@ -1,5 +1,6 @@
 """ONNX Runtime attention: the attention an edge user exports, as an ONNX graph with its mask,
-run by an ORT inference session on the CPU (or CUDA with onnxruntime-gpu).
+run by an ORT inference session on the CPU (or CUDA with onnxruntime-gpu); the sessions come from
+runtimes/backends/onnxruntime_raw.py.
 
 Two graphs: `ort-matmul` is the plain graph exporters emit (MatMul → Add mask bias → Softmax →
 MatMul, GQA by Expand), and `ort-attention` the fused opset-23 `Attention` op (boolean mask or
@@ -25,7 +26,7 @@ from edgekit.runtimes.attention.problem import Problem
 
 _ONNX_TYPES = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOAT16,
                torch.bfloat16: TensorProto.BFLOAT16, torch.float64: TensorProto.DOUBLE}
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_DEVICES = ("cpu", "cuda")  # torch device types, named as the backends name providers
 
 
 class MaskInput(str, enum.Enum):
@@ -94,29 +95,18 @@ def build_graph(spec: GraphSpec, fused: bool) -> onnx.ModelProto:
 
 
 def _session(model: onnx.ModelProto, provider: str):
-    import onnxruntime as ort
+    from edgekit.runtimes.backends.onnxruntime_raw import raw_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=[provider])
+    return raw_session(model.SerializeToString(), provider, torch.get_num_threads())
 
 
 @functools.cache
 def _implemented(fused: bool, elem: int, gqa: bool, mask: MaskInput, provider: str) -> str | None:
     """None when ORT builds a session for this graph family on `provider`, else the reason."""
-    import onnxruntime as ort
-    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
+    from edgekit.runtimes.backends.onnxruntime_raw import missing_kernel
 
-    if provider not in ort.get_available_providers():
-        return f"{provider} is not available in this onnxruntime build"
     spec = GraphSpec(1, 2, 1 if gqa else 2, 4, 4, elem, mask)
-    try:
-        _session(build_graph(spec, fused), provider)
-    except OrtNotImplemented as error:
-        return f"onnxruntime has no {provider} kernel: {str(error).split(':')[-1].strip()}"
-    return None
+    return missing_kernel(build_graph(spec, fused).SerializeToString(), provider)
 
 
 @dataclass(frozen=True)
@@ -132,19 +122,19 @@ class OrtKernel:
         return GraphSpec(p.batch, p.heads, p.kv_heads, p.seqlen, p.head_dim, _ONNX_TYPES[p.dtype], mask)
 
     def unsupported(self, p: Problem) -> str | None:
-        if p.device.type not in _PROVIDERS or p.dtype not in _ONNX_TYPES:
+        if p.device.type not in _DEVICES or p.dtype not in _ONNX_TYPES:
             return f"no ONNX Runtime provider wired for {p.device.type}/{p.dtype}"
         if p.device.type == "cpu" and p.dtype == torch.bfloat16:
             return "bfloat16 has no numpy type to feed an ORT CPU session"
         spec = self._spec(p)
-        return _implemented(self.fused, spec.elem, p.gqa, spec.mask, _PROVIDERS[p.device.type])
+        return _implemented(self.fused, spec.elem, p.gqa, spec.mask, p.device.type)
 
     def backward_unsupported(self, p: Problem) -> str | None:
         return "ONNX Runtime inference sessions have no backward pass"
 
     def prepare(self, p: Problem) -> RunFn:
         spec = self._spec(p)
-        session = _session(build_graph(spec, self.fused), _PROVIDERS[p.device.type])
+        session = _session(build_graph(spec, self.fused), p.device.type)
         feeds: dict[str, torch.Tensor] = {}
         if spec.mask.needs_tensor(self.fused):
             allowed = p.mask.dense(device=p.device)[None, None]

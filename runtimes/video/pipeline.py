@@ -1,4 +1,4 @@
-"""Image-to-video generation from an edgekit video package (SVD family), numpy + onnxruntime only.
+"""Image-to-video generation from an edgekit video package (SVD family), numpy and a graph backend only.
 
 The run reproduces diffusers' StableVideoDiffusionPipeline (0.42) step for step:
 
@@ -38,7 +38,7 @@ import numpy as np
 from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, trim_heap
-from edgekit.runtimes.backend import OrtBackend
+from edgekit.runtimes.backends import Backend, backend_for
 from edgekit.runtimes.video.conditioning import (
     Conditioning,
     added_time_ids,
@@ -120,13 +120,13 @@ def _positive(name: str, value: Any) -> int:
 class VideoPipeline:
     """A loaded video package. `generate` runs one image-to-video generation."""
 
-    def __init__(self, manifest: Manifest, backend: OrtBackend | None = None, window: int | None = None) -> None:
+    def __init__(self, manifest: Manifest, backend: Backend | None = None, window: int | None = None) -> None:
         if manifest.video is None or manifest.video.svd is None:
             raise InvalidArgumentError(f"{manifest.root} is a {manifest.task} package of family {manifest.family!r}; "
                                        "VideoPipeline runs svd video packages")
         self.manifest = manifest
         self.svd = manifest.video.svd
-        self.backend = backend or OrtBackend()
+        self.backend = backend or backend_for("onnx")
         self.window = _positive("window", 2 if window is None else window)
         self.scheduler = EulerScheduler(manifest.video.scheduler)
         self.stats = VideoStats()

@@ -20,18 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from edgekit.manifest import GraphSpec
+from edgekit.runtimes.backends import Session
 from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.video_manifest import OpGroup
-
-
-class Session(Protocol):
-    def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]: ...
-    def release(self) -> None: ...
 
 
 def _slice_bounds(group: OpGroup, feeds: dict[str, np.ndarray], slices: int) -> list[tuple[int, int]]:

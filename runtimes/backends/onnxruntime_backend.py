@@ -1,4 +1,6 @@
-"""onnxruntime backend: one InferenceSession per graph, with options tuned for low peak memory.
+"""onnxruntime backend (graph format "onnx"): one InferenceSession per graph, with options tuned
+for low peak memory. Implements the contract in runtimes/backends/base.py; get one through
+`edgekit.runtimes.backends.backend_for("onnx", provider, threads)`.
 
 Providers are asked for by short name. A provider that this onnxruntime build or machine does
 not have is an error, never a silent CPU fallback: after creating a session we check that the
@@ -16,6 +18,7 @@ import onnxruntime as ort
 
 from edgekit.errors import IntegrityError, InvalidArgumentError, ProviderUnavailableError
 from edgekit.measure import trim_heap
+from edgekit.runtimes.backends.base import BackendTraits
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -28,6 +31,11 @@ _HOW_TO_GET = {
     "coreml": "run on macOS with the standard onnxruntime wheel",
     "cpu": "reinstall onnxruntime",
 }
+
+# runtime_overhead_mb is the planner's RUNTIME_OVERHEAD_MB (runtimes/planner.py), fitted by
+# scripts/measure_planner.py with the session options below; refit both after changing them.
+# External data (exporters/onnx_writer.py) is memory-mapped, never copied onto the heap.
+TRAITS = BackendTraits(runtime_overhead_mb=65.0, weights="mmap")
 
 
 _shared_cpu_arena = False
@@ -78,10 +86,17 @@ class OrtSession:
 
 @dataclass(frozen=True)
 class OrtBackend:
-    """Creates sessions for one provider. `threads` = intra-op threads (None: ORT's default)."""
+    """Creates sessions for one provider. `threads` = intra-op threads (None: ORT's default).
+    tuned=False: onnxruntime's default session options (what an app gets), only the thread
+    count set — the benchmarks' baselines."""
 
     provider: str = "cpu"
     threads: int | None = None
+    tuned: bool = True
+
+    @property
+    def traits(self) -> BackendTraits:
+        return TRAITS
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -98,6 +113,11 @@ class OrtBackend:
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
+        if not self.tuned:
+            options.log_severity_level = 3
+            if self.threads is not None:
+                options.intra_op_num_threads = self.threads
+            return options
         # Chunked streaming keeps each run small, and a released session frees its arena, so
         # the CPU arena stays on (measured: MiniLM, 50 candidates, chunk 16 — peak RSS 229-271
         # MiB with the arena vs 287-299 MiB without, same latency; FIELD-NOTES.md's "arena off"
