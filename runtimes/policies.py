@@ -30,7 +30,8 @@ class PolicyClass(Protocol):
 
 
 POLICIES: dict[str, PolicyClass] = {ClusterPruning.name: ClusterPruning, RankStability.name: RankStability}  # type: ignore[dict-item]
-PRUNE_HELP = "exact, auto (the calibrated policy), threshold:X[@D] (cluster pruning) or stable:M[@D] (rank stability)."
+PRUNE_HELP = ("exact, auto (the calibrated policy), threshold:X or threshold:X@D (cluster pruning, from depth D), "
+              "or stable:M or stable:M@D (rank stability: accept the top-K once unchanged for M depths).")
 
 
 def policy_class(name: str) -> PolicyClass:
