@@ -277,9 +277,10 @@ def calibrate(
         return
     if result.setting is None:
         needed = queries_needed(target_agreement, result.delta_per_test)
+        why = (f"a perfect record needs >= {needed}" if target_agreement < 1.0
+               else "a target of 1 is never certified from finite data")
         stdout.print(f"no {policy} setting is certified to keep the top-{top_k} on {target_agreement:.1%} of new "
-                     f"queries (δ {delta}) from {len(examples)} queries (a perfect record needs >= {needed}); "
-                     "`--prune auto` will run exact")
+                     f"queries (δ {delta}) from {len(examples)} queries ({why}); `--prune auto` will run exact")
     else:
         stdout.print(f"{result.setting.describe()}: top-{top_k} kept whole on >= {result.lower_bound:.4f} of new "
                      f"queries with probability >= {1 - delta:g} (target {target_agreement}; measured: "

@@ -174,7 +174,7 @@ class ClusterPruning:
         return self  # stateless: every decision reads only the current depth's scores
 
     def describe(self) -> str:
-        return f"threshold:{self.threshold:g}@{self.min_depth}"
+        return f"threshold:{self.threshold:.12g}@{self.min_depth}"  # 12 digits: the calibration grid round-trips
 
     def params(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "clusters": self.clusters, "min_depth": self.min_depth}

@@ -161,3 +161,11 @@ def test_search_certifies_only_what_the_data_supports() -> None:
         assert result.samples == 40 and result.delta_per_test == pytest.approx(0.1 / result.chains)
         few = search(traces[:10], 2, 0.9, "logit", layers=6, policy=name, delta=0.1)  # 0.9^10 > 0.1
         assert few.setting is None and few.lower_bound is None
+
+
+def test_every_setting_calibration_may_store_describes_itself_exactly() -> None:
+    """The stats' `prune` string of a calibrated run is a spec that rebuilds the same setting."""
+    for cls in POLICIES.values():
+        for chain in cls.calibration_chains(6, "logit"):
+            for setting in chain:
+                assert parse_prune(setting.describe(), "logit", None) == setting
