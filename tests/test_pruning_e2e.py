@@ -108,6 +108,12 @@ def test_rank_stability_online_equals_replay_and_large_m_equals_exact(tiny_cross
         assert eager.stats.candidate_layers == expected.candidate_layers
         fired += eager.stats.candidate_layers < exact.stats.candidate_layers
     assert fired  # the story is not vacuous: on some queries the set settled early
+    candidates = tmp_path / "c.txt"
+    candidates.write_text("\n".join(examples[0].candidates) + "\n", encoding="utf-8")
+    cli = CliRunner().invoke(app, ["run", str(tiny_cross_package), "--query", examples[0].query, "--candidates",
+                                   str(candidates), "--top-k", "3", "--prune", "stable:1", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["stats"]["prune"] == "stable:1"
 
 
 @pytest.mark.parametrize("policy, target", [("cluster", 0.7), ("rank-stability", 0.5)])
