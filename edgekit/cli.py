@@ -18,6 +18,7 @@ from rich.table import Table
 
 from edgekit.cli_bench import bench_app
 from edgekit.cli_common import progress_bar, stderr, stdout, user_errors
+from edgekit.runtimes.policies import PRUNE_HELP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
@@ -101,7 +102,7 @@ def run(
     chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
     provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml."),
     threads: int = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
-    prune: str = typer.Option("exact", "--prune", help="exact, auto (calibrated) or threshold:X."),
+    prune: str = typer.Option("exact", "--prune", help=PRUNE_HELP),
     order: str = typer.Option("default", "--order", help="default, or exact: finish accepted candidates."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     instruction: str = typer.Option(None, "--instruction",
@@ -237,22 +238,31 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
 def calibrate(
     package: Path = typer.Argument(..., help="Package directory (its manifest gets the calibration)."),
     data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates": [...], "relevant"?} per line.'),
-    target_agreement: float = typer.Option(0.995, "--target-agreement", help="Mean top-K set agreement to keep."),
+    target_agreement: float = typer.Option(
+        0.995, "--target-agreement",
+        help="Share of new queries whose top-K set must stay whole (so mean agreement is at least this)."),
+    delta: float = typer.Option(0.1, "--delta", help="Allowed probability that the guarantee fails (0 < δ < 1)."),
+    policy: str = typer.Option("cluster", "--policy", help="Policy to calibrate: cluster or rank-stability."),
     top_k: int = typer.Option(10, "--top-k"),
     chunk: int = typer.Option(None, "--chunk"),
     threads: int = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Find the most aggressive pruning threshold that keeps top-K agreement; store it in the package."""
+    """Find the cheapest pruning setting certified (at 1 - δ) to meet the target on new queries; store it."""
     import edgekit
     from edgekit.dataset import read_examples
     from edgekit.errors import InvalidArgumentError
     from edgekit.runtimes.calibration import record_traces, search, write_calibration
+    from edgekit.runtimes.confidence import queries_needed
+    from edgekit.runtimes.policies import policy_class
 
     if not 0.0 < target_agreement <= 1.0:
         raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target_agreement}")
+    if not 0.0 < delta < 1.0:
+        raise InvalidArgumentError(f"--delta must be in (0, 1), got {delta}")
     if top_k <= 0:
         raise InvalidArgumentError(f"--top-k must be a positive integer, got {top_k}")
+    policy_class(policy)  # an unknown name fails before the exact runs
     examples = read_examples(data)
     selector = edgekit.load(str(package), chunk=chunk, threads=threads)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
@@ -260,18 +270,23 @@ def calibrate(
         traces = record_traces(selector.rank, examples, top_k,
                                progress=lambda done, total: bar.update(task, completed=done))
     manifest = selector.manifest
-    result = search(traces, top_k, target_agreement, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
-    updated = write_calibration(manifest, result, top_k, target_agreement, data, len(examples))
+    result = search(traces, top_k, target_agreement, manifest.ranking.scoring.kind, manifest.ranking.num_layers, policy, delta)
+    updated = write_calibration(manifest, result, top_k, target_agreement, data)
     if as_json:
         typer.echo(json.dumps({"calibration": updated.ranking.calibration}))
         return
-    if result.threshold is None:
-        stdout.print(f"no pruning setting kept agreement >= {target_agreement} on {len(examples)} queries; "
-                     "`--prune auto` will run exact")
+    if result.setting is None:
+        needed = queries_needed(target_agreement, result.delta_per_test)
+        why = (f"a perfect record needs >= {needed}" if target_agreement < 1.0
+               else "a target of 1 is never certified from finite data")
+        stdout.print(f"no {policy} setting is certified to keep the top-{top_k} on {target_agreement:.1%} of new "
+                     f"queries (δ {delta}) from {len(examples)} queries ({why}); `--prune auto` will run exact")
     else:
-        stdout.print(f"threshold {result.threshold:.4g} from layer {result.min_depth}: agreement "
-                     f"{result.agreement:.4f} on {len(examples)} queries, computing "
-                     f"{result.candidate_layers_fraction:.1%} of candidate-layers; stored in {package}")
+        stdout.print(f"{result.setting.describe()}: top-{top_k} kept whole on >= {result.lower_bound:.4f} of new "
+                     f"queries with probability >= {1 - delta:g} (target {target_agreement}; measured: "
+                     f"{result.exact_share:.1%} whole, agreement {result.agreement:.4f}, "
+                     f"{result.candidate_layers_fraction:.1%} of candidate-layers on {len(examples)} queries); "
+                     f"stored in {package}")
 
 
 @app.command()

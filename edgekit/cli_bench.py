@@ -27,7 +27,9 @@ def bench_select(
     chunk: int = typer.Option(16, "--chunk", help="edgekit chunk size."),
     queries: int = typer.Option(0, "--queries", help="Use only the first N queries (0: all)."),
     split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
-    target_agreement: float = typer.Option(0.995, "--target-agreement"),
+    target_agreement: float = typer.Option(0.995, "--target-agreement",
+                                           help="Share of queries whose top-K set calibration must keep whole."),
+    delta: float = typer.Option(0.1, "--delta", help="Calibration: allowed probability the guarantee fails."),
     variants: str = typer.Option(",".join(BENCH_SELECT_VARIANTS), "--variants"),
     sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -36,7 +38,8 @@ def bench_select(
     title: str = typer.Option("", "--title", help="Section title in the markdown (default: from the package)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency vs agreement, peak RSS."),
 ) -> None:
-    """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / pruned) on the same queries."""
+    """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / cluster-pruned / rank-stable) on the
+    same queries; pruned variants are calibrated on the first half and checked on the second."""
     from edgekit.bench import select_report
     from edgekit.bench.select import SelectBench, run_select_bench
     from edgekit.errors import InvalidArgumentError
@@ -46,7 +49,7 @@ def bench_select(
     except ValueError:
         raise InvalidArgumentError(f"--memory-sweep {sweep!r}: expected comma-separated integers") from None
     config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
-                         split=split, target_agreement=target_agreement, queries=queries,
+                         split=split, target_agreement=target_agreement, delta=delta, queries=queries,
                          variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
     report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
     command = "edgekit " + " ".join(sys.argv[1:])

@@ -62,3 +62,7 @@ class BenchmarkError(EdgekitError):
 
 class MemoryBudgetError(EdgekitError):
     """No window/chunk plan fits the memory budget (or the budget is not a positive size)."""
+
+
+class UnknownPolicyError(EdgekitError):
+    """A stored calibration names a pruning policy this edgekit does not have."""

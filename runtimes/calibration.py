@@ -1,11 +1,32 @@
-"""Calibration: find the most aggressive pruning threshold that keeps top-K agreement.
+"""Calibration: choose a pruning setting that keeps the top-K on *new* queries, with a guarantee.
 
 Candidates are computed independently of each other, so a pruned run's scores for the
 candidates it still computes are exactly the exact run's scores. A pruned run is therefore a
 pure function of the exact run's per-layer score trajectories: `replay` re-enacts a policy on
 recorded trajectories without touching the model. Calibration records the trajectories once
-(exact mode with `trace=True`), then replays a grid of (threshold, first pruning depth) and
-keeps the cheapest setting whose mean top-K set agreement with the full model meets the target.
+(exact mode with `trace=True`) and replays the policy's candidate settings on them.
+
+What is guaranteed (Learn then Test, Angelopoulos et al. 2021). The unit is the *query*: a
+query succeeds when the pruned top-K set equals the full model's. Queries are the independent
+draws (calibration data and future traffic come from the same distribution, one query at a
+time); the K slots of one query are not independent — one pruning decision drops or keeps
+several of them together — so a binomial over (query, slot) events would claim K times the
+evidence there is. Success is binary, so the exact Clopper–Pearson bound applies with no slack,
+and a query that keeps its whole set also has agreement 1: a rate of whole-set successes
+>= target implies mean top-K agreement >= target.
+
+For each candidate setting the null hypothesis is "its success rate on new queries is below the
+target"; its exact binomial p-value is P(Binomial(n, target) >= successes). A policy lists its
+settings as chains, each ordered from the most conservative setting to the most aggressive and
+fixed before any data is seen (`calibration_chains`). Within a chain, fixed-sequence testing
+rejects nulls in order at level δ / chains and stops at the first it cannot reject; across
+chains δ is split evenly (Bonferroni). So, with probability >= 1 - δ over the calibration
+draw, *every* certified setting meets the target, and choosing the cheapest of them (fewest
+candidate-layers computed on the calibration data) keeps the guarantee. `lower_bound` stored
+with it is its Clopper–Pearson lower bound at level 1 - δ / chains.
+
+Needed data: even a setting that never prunes is certified only when target^n <= δ / chains,
+i.e. n >= log(δ / chains) / log(target) queries (460 for target 0.995, δ 0.1, one chain).
 """
 
 from __future__ import annotations
@@ -22,8 +43,11 @@ import numpy as np
 
 from edgekit.atomic import write_text_atomic
 from edgekit.dataset import Example
+from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import MANIFEST_FILE, Manifest
-from edgekit.runtimes.pruning import DEFAULT_CLUSTERS, ClusterPruning, Policy, normalise_scores
+from edgekit.runtimes.confidence import binomial_p_value, clopper_pearson_lower
+from edgekit.runtimes.policies import policy_class
+from edgekit.runtimes.pruning import ClusterPruning, Policy
 
 Trace = list[dict[int, float]]  # depth 1..L: {candidate: head score}
 
@@ -45,10 +69,12 @@ def replay(trace: Trace, policy: Policy | None, top_k: int) -> Replay:
         policy = None  # as online: with N <= K every candidate is ranked exactly
     accepted: list[int] = []
     cost = 0
+    decider = policy.start() if policy is not None else None
     for layer in range(1, layers + 1):  # before computing layer `layer`, `layer - 1` are done
-        if layer > 1 and policy is not None and undecided:
+        # as online: the head scores only from the policy's first depth on
+        if layer > 1 and decider is not None and policy is not None and layer - 1 >= policy.min_depth and undecided:
             scores = np.array([trace[layer - 2][row] for row in undecided])
-            decision = policy.decide(layer - 1, scores, k - len(accepted))
+            decision = decider.decide(layer - 1, scores, k - len(accepted))
             accepted += [undecided[i] for i in sorted(decision.accept.tolist(), key=lambda i: (-scores[i], undecided[i]))]
             gone = {undecided[i] for i in [*decision.accept.tolist(), *decision.drop.tolist()]}
             undecided = [row for row in undecided if row not in gone]
@@ -64,45 +90,71 @@ def agreement(selected: Sequence[int], reference: Sequence[int]) -> float:
     return len(set(selected) & set(reference)) / max(1, len(reference))
 
 
-def _dispersions(traces: list[Trace], score_kind: str) -> np.ndarray:
-    values = []
-    for trace in traces:
-        for depth_scores in trace[:-1]:
-            normalised = normalise_scores(np.array(list(depth_scores.values())), score_kind)
-            if normalised.mean() != 0:
-                values.append(abs(normalised.std() / normalised.mean()))
-    return np.array(values)
-
-
 @dataclass(frozen=True)
 class CalibrationResult:
-    threshold: float | None  # None: no pruning setting met the target (run exact)
-    min_depth: int
+    """The cheapest certified setting of one policy (`setting` None: none certified, run exact).
+
+    agreement / exact_share / candidate_layers_fraction are measured on the calibration queries;
+    lower_bound is the Clopper–Pearson bound on the whole-set success rate at level 1 - delta_per_test.
+    """
+
+    policy: str
+    setting: Policy | None
     agreement: float
+    exact_share: float
+    lower_bound: float | None  # None: nothing certified
     candidate_layers_fraction: float
-    grid_size: int
+    samples: int
+    delta: float
+    delta_per_test: float
+    tested: int
+    chains: int
+
+    @property
+    def threshold(self) -> float | None:  # cluster settings, for scripts that report them
+        return self.setting.threshold if isinstance(self.setting, ClusterPruning) else None
+
+    @property
+    def min_depth(self) -> int | None:
+        return self.setting.min_depth if self.setting is not None else None
 
 
 def search(traces: list[Trace], top_k: int, target: float, score_kind: str, layers: int,
-           clusters: int = DEFAULT_CLUSTERS) -> CalibrationResult:
-    """Cheapest (threshold, min_depth) whose mean agreement on `traces` is >= `target`."""
-    exact = [replay(trace, None, top_k) for trace in traces]
-    references = [outcome.selected for outcome in exact]
-    exact_cost = sum(outcome.candidate_layers for outcome in exact)
-    observed = _dispersions(traces, score_kind)
-    grid = np.unique(np.concatenate([[0.0], np.quantile(observed, np.linspace(0, 1, 41))])) if len(observed) else []
-    best = CalibrationResult(None, layers, 1.0, 1.0, 0)
-    tried = 0
-    for min_depth in range(1, layers):
-        for threshold in sorted(grid, reverse=True):  # most conservative first
-            policy = ClusterPruning(float(threshold), score_kind, clusters, min_depth)
-            outcomes = [replay(trace, policy, top_k) for trace in traces]
-            tried += 1
-            score = float(np.mean([agreement(o.selected, r) for o, r in zip(outcomes, references)]))
-            cost = sum(o.candidate_layers for o in outcomes) / max(1, exact_cost)
-            if score >= target and cost < best.candidate_layers_fraction:
-                best = CalibrationResult(float(threshold), min_depth, score, cost, 0)
-    return dataclasses.replace(best, grid_size=tried)
+           policy: str = ClusterPruning.name, delta: float = 0.1) -> CalibrationResult:
+    """The cheapest setting of `policy` certified to keep the whole top-K set on a share >= target
+    of new queries, with probability >= 1 - delta (see the module docstring)."""
+    if not traces:
+        raise InvalidArgumentError("calibration needs at least one query; pass a non-empty --data file")
+    if not 0.0 < delta < 1.0:
+        raise InvalidArgumentError(f"--delta must be in (0, 1), got {delta}")
+    if not 0.0 < target <= 1.0:
+        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target}")
+    chains = [chain for chain in policy_class(policy).calibration_chains(layers, score_kind) if chain]
+    n = len(traces)
+    references = [replay(trace, None, top_k) for trace in traces]
+    exact_cost = sum(outcome.candidate_layers for outcome in references)
+    delta_per_test = delta / max(1, len(chains))
+    none = CalibrationResult(policy, None, 1.0, 1.0, None, 1.0, n, delta,
+                             delta_per_test, 0, len(chains))
+    certified: list[CalibrationResult] = []
+    tested = 0
+    for chain in chains:
+        for setting in chain:  # fixed sequence: most conservative first, stop at the first failure
+            outcomes = [replay(trace, setting, top_k) for trace in traces]
+            tested += 1
+            kept = [set(o.selected) == set(r.selected) for o, r in zip(outcomes, references)]
+            if binomial_p_value(sum(kept), n, target) > delta_per_test:
+                break
+            certified.append(CalibrationResult(
+                policy, setting,
+                agreement=float(np.mean([agreement(o.selected, r.selected) for o, r in zip(outcomes, references)])),
+                exact_share=sum(kept) / n,
+                lower_bound=clopper_pearson_lower(sum(kept), n, delta_per_test),
+                candidate_layers_fraction=sum(o.candidate_layers for o in outcomes) / max(1, exact_cost),
+                samples=n, delta=delta, delta_per_test=delta_per_test, tested=0, chains=len(chains)))
+    pruning = [result for result in certified if result.candidate_layers_fraction < 1.0]
+    best = min(pruning, key=lambda result: result.candidate_layers_fraction) if pruning else none
+    return dataclasses.replace(best, tested=tested)
 
 
 def record_traces(rank: Callable[..., Any], examples: Sequence[Example], top_k: int,
@@ -117,19 +169,27 @@ def record_traces(rank: Callable[..., Any], examples: Sequence[Example], top_k: 
 
 
 def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int, target: float,
-                      data_file: Path, queries: int) -> Manifest:
+                      data_file: Path) -> Manifest:
     """Store the calibration in the package manifest: only the `calibration` key of the JSON on
-    disk changes (fields this edgekit does not know are kept), rewritten atomically."""
+    disk changes (fields this edgekit does not know are kept), rewritten atomically.
+
+    `policy` + `params` are what `--prune auto` rebuilds through the registry (`params` null: no
+    setting was certified, run exact); `delta`, `lower_bound`, `samples` and `procedure` say what
+    the guarantee is; the rest is what the calibration data measured."""
     calibration = {
-        "policy": "cluster",
-        "threshold": result.threshold,
-        "min_depth": result.min_depth,
-        "clusters": DEFAULT_CLUSTERS,
+        "policy": result.policy,
+        "params": result.setting.params() if result.setting is not None else None,
         "top_k": top_k,
         "target_agreement": target,
+        "delta": result.delta,
+        "lower_bound": result.lower_bound,
+        "samples": result.samples,
+        "unit": "query: its pruned top-K set equals the full model's",
+        "procedure": f"Learn then Test: exact binomial p-values, fixed-sequence testing in {result.chains} "
+                     f"chain(s) at delta/{result.chains} each, {result.tested} settings tested",
         "agreement": result.agreement,
+        "exact_share": result.exact_share,
         "candidate_layers_fraction": result.candidate_layers_fraction,
-        "queries": queries,
         "data": data_file.name,
         "data_sha256": hashlib.sha256(data_file.read_bytes()).hexdigest(),
     }

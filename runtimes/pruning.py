@@ -20,13 +20,16 @@ depend on iteration luck — a pruning decision must be reproducible to be calib
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from edgekit.errors import InvalidArgumentError
 
 DEFAULT_CLUSTERS = 3
+# dispersion thresholds calibration tries: 0 (prune whenever clusters separate) and a log grid
+# (6 per decade, 1e-7 .. 4: tiny random heads spread by ~5e-6, trained ones by 0.1 .. 2)
+CALIBRATION_THRESHOLDS = (0.0, *np.geomspace(1e-7, 4.0, 47).round(10).tolist())
 
 
 def kmeans_1d(values: np.ndarray, clusters: int) -> np.ndarray:
@@ -94,12 +97,33 @@ class Decision:
 NO_DECISION = Decision(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
-class Policy(Protocol):
-    """Decides at a depth (layers computed so far) given the undecided candidates' scores."""
-
-    min_depth: int
+class Decider(Protocol):
+    """One pass's decisions. `scores` are the undecided candidates' head scores at `depth`
+    (layers computed so far), in the pass's fixed candidate order less those already decided."""
 
     def decide(self, depth: int, scores: np.ndarray, open_slots: int) -> Decision: ...
+
+
+class Policy(Protocol):
+    """A pruning policy: an immutable setting that starts one `Decider` per ranking pass.
+
+    The selector and the calibration replay use only this contract:
+    - `min_depth`: the first depth at which the policy wants scores (none are computed before);
+    - `start()`: a fresh decider for one pass (stateless policies return themselves; a policy
+      that remembers earlier depths keeps that memory in the decider, never in the policy);
+    - `describe()`: the `--prune` spec that rebuilds this setting (the stats' `prune` string);
+    - `name` and `params()`: how a calibration stores it; the registry in
+      `runtimes/policies.py` rebuilds it with `from_params(params, score_kind)`.
+    """
+
+    name: ClassVar[str]
+    min_depth: int
+
+    def start(self) -> Decider: ...
+
+    def describe(self) -> str: ...
+
+    def params(self) -> dict[str, Any]: ...
 
 
 def fill_rule(count: int, open_slots: int) -> Decision | None:
@@ -124,6 +148,36 @@ class ClusterPruning:
     score_kind: str = "logit"
     clusters: int = DEFAULT_CLUSTERS
     min_depth: int = 1
+    name: ClassVar[str] = "cluster"
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.threshold) or self.threshold < 0:
+            raise InvalidArgumentError(f"--prune threshold must be a finite number >= 0, got {self.threshold}")
+        if self.clusters < 2 or self.min_depth < 1:
+            raise InvalidArgumentError(f"cluster pruning needs clusters >= 2 and min_depth >= 1, got "
+                                       f"{self.clusters} and {self.min_depth}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], score_kind: str) -> ClusterPruning:
+        return cls(float(params["threshold"]), score_kind, int(params.get("clusters", DEFAULT_CLUSTERS)),
+                   int(params.get("min_depth", 1)))
+
+    @classmethod
+    def calibration_chains(cls, layers: int, score_kind: str) -> list[list[ClusterPruning]]:
+        """One chain per first depth, each from the highest threshold down (most conservative
+        first). The grid is fixed before any data is seen, as fixed-sequence testing requires."""
+        thresholds = sorted(CALIBRATION_THRESHOLDS, reverse=True)
+        return [[cls(float(t), score_kind, DEFAULT_CLUSTERS, depth) for t in thresholds]
+                for depth in range(layers - 1, 0, -1)]
+
+    def start(self) -> ClusterPruning:
+        return self  # stateless: every decision reads only the current depth's scores
+
+    def describe(self) -> str:
+        return f"threshold:{self.threshold:.12g}@{self.min_depth}"  # 12 digits: the calibration grid round-trips
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "clusters": self.clusters, "min_depth": self.min_depth}
 
     def decide(self, depth: int, scores: np.ndarray, open_slots: int) -> Decision:
         forced = fill_rule(len(scores), open_slots)
@@ -144,44 +198,3 @@ class ClusterPruning:
         accept = np.flatnonzero(labels > boundary_label)
         drop = np.flatnonzero(labels < boundary_label)
         return Decision(accept, drop)
-
-
-def parse_prune(spec: str | float | None, score_kind: str, calibration: dict | None,
-                top_k: int | None = None) -> ClusterPruning | None:
-    """`exact`/None -> no pruning; `auto` -> the package's calibration (which must have been made
-    for the same top-k); `threshold:X` or X -> X from the first layer on."""
-    if spec is None or spec == "exact":
-        return None
-    if spec == "auto":
-        return _calibrated(score_kind, calibration, top_k)
-    text = str(spec)
-    value = text.split(":", 1)[1] if text.startswith("threshold:") else text
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise InvalidArgumentError(f"--prune {spec!r} is not understood; use exact, auto or threshold:X") from None
-    if not np.isfinite(threshold) or threshold < 0:
-        raise InvalidArgumentError(f"--prune threshold must be a finite number >= 0, got {value}")
-    return ClusterPruning(threshold, score_kind)
-
-
-def _calibrated(score_kind: str, calibration: dict | None, top_k: int | None) -> ClusterPruning | None:
-    if not calibration:
-        raise InvalidArgumentError(
-            "--prune auto needs a calibrated package; run `edgekit calibrate PKG --data FILE.jsonl` "
-            "or pass --prune threshold:X"
-        )
-    calibrated_k = calibration.get("top_k")
-    if top_k is not None and calibrated_k is not None and calibrated_k != top_k:
-        raise InvalidArgumentError(
-            f"the package was calibrated for top-k {calibrated_k}, not {top_k}; re-run `edgekit calibrate` "
-            f"with --top-k {top_k}, or pass --prune threshold:X"
-        )
-    threshold = calibration.get("threshold")
-    if threshold is None:  # calibration found no setting that met its target
-        return None
-    try:
-        return ClusterPruning(float(threshold), score_kind, int(calibration.get("clusters", DEFAULT_CLUSTERS)),
-                              int(calibration.get("min_depth", 1)))
-    except (TypeError, ValueError):
-        raise InvalidArgumentError("the package's calibration is malformed; re-run `edgekit calibrate`") from None

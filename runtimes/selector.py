@@ -38,7 +38,8 @@ from edgekit.runtimes.backends import Backend, Session
 from edgekit.runtimes.chunks import ChunkRunner
 from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.planner import Plan, plan
-from edgekit.runtimes.pruning import Policy, parse_prune
+from edgekit.runtimes.policies import parse_prune
+from edgekit.runtimes.pruning import Decider, Policy
 from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
 from edgekit.runtimes.text import EncodedText, TextEncoder
 
@@ -135,7 +136,8 @@ class Selector:
         """Score candidates against `query`; return the best `min(top_k, N)`, best first.
 
         prune: None/"exact" (every candidate through every layer), "auto" (the package's
-        calibrated threshold) or "threshold:X". order: "default" or "exact" (see module doc).
+        calibrated policy), "threshold:X[@D]" (cluster pruning) or "stable:M[@D]" (rank
+        stability; see runtimes/policies.py). order: "default" or "exact" (see module doc).
         trace: record every candidate's head score after every layer (for calibration).
         instruction: decoder rerankers only; replaces the package's default instruction.
         """
@@ -171,7 +173,7 @@ class Selector:
             tokens=sum(len(item.ids) for item in encoded),
             padded_tokens=runner.padded_tokens,
             provider=self.backend.provider,
-            prune="exact" if policy is None else f"threshold:{policy.threshold:g}@{policy.min_depth}",
+            prune="exact" if policy is None else policy.describe(),
             layers=self.manifest.ranking.num_layers,
             candidate_layers=state.candidate_layers,
             candidate_layers_exact=len(texts) * self.manifest.ranking.num_layers,
@@ -224,6 +226,7 @@ class Selector:
         # The head stays resident when it is needed between layers; otherwise it loads last.
         # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
         head = self._load(head_path) if (policy is not None or trace) else None
+        decider = policy.start() if policy is not None else None  # this pass's memory, if the policy has any
         depth_heads: dict[Path, Session] = {}
         hidden: dict[int, np.ndarray] | None = None
         stream: LayerStream[Session] = LayerStream(body, self._load, window=window)
@@ -245,7 +248,7 @@ class Selector:
                     if path != head_path and path not in depth_heads:
                         depth_heads[path] = self._load(path)
                     scorer = depth_heads.get(path, head)
-                    self._decide(scorer, runner, hidden, state, policy, depth, query_row, trace)
+                    self._decide(scorer, runner, hidden, state, decider, depth, query_row, trace)
                 if not state.undecided and not keep_accepted:
                     break  # all decided: later layers (past the one already prefetched) never load
             if head is None:
@@ -292,16 +295,16 @@ class Selector:
         return (matrix @ query) / np.maximum(norms, 1e-12)
 
     def _decide(self, head: Session, runner: ChunkRunner, hidden: dict[int, np.ndarray], state: _Pass,
-                policy: Policy | None, depth: int, query_row: int | None, trace: bool) -> None:
+                decider: Decider | None, depth: int, query_row: int | None, trace: bool) -> None:
         if not state.undecided:
             return
         rows = list(state.undecided)
         scores = self._score(head, runner, hidden, rows, query_row)
         if trace:
             state.trace.append(dict(zip(rows, scores.tolist())))
-        if policy is None:
+        if decider is None:
             return
-        decision = policy.decide(depth, scores, state.open_slots)
+        decision = decider.decide(depth, scores, state.open_slots)
         accepted = sorted(decision.accept.tolist(), key=lambda i: (-scores[i], rows[i]))
         state.accepted.extend((rows[i], depth, float(scores[i])) for i in accepted)
         decided = {rows[i] for i in [*decision.accept.tolist(), *decision.drop.tolist()]}

@@ -6,22 +6,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from edgekit.cli import app
 from tests.conftest import CANDIDATES, QUERY
+from tests.test_pruning_e2e import POOL
 
 
 def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "data.jsonl"
-    rows = [{"query": f"{QUERY} {i}", "candidates": CANDIDATES[i % 3:] + CANDIDATES[: i % 3], "relevant": [0]}
-            for i in range(4)]
+    rng = np.random.default_rng(0)  # queries over varied candidate sets, so calibration has something to learn
+    rows = [{"query": f"{QUERY} {i}", "candidates": [POOL[j] for j in rng.choice(len(POOL), 14, replace=False)],
+             "relevant": [0]} for i in range(12)]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     markdown_file = tmp_path / "BENCH.md"
     result = CliRunner().invoke(app, [
         "bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3", "--threads", "1",
-        "--batch", "4", "--chunk", "4", "--target-agreement", "0.5", "--memory-sweep", "5,10",
+        "--batch", "4", "--chunk", "4", "--target-agreement", "0.5", "--delta", "0.5", "--memory-sweep", "5,10",
         "--json", str(tmp_path / "r.json"), "--markdown", "--markdown-file", str(markdown_file),
         "--plot", str(tmp_path / "r.png"), "--title", "smoke",
     ])
@@ -34,10 +37,21 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     for name in ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-resident"):
         assert by_name[name]["agreement"] == 1.0
         assert by_name[name]["peak_rss_mb"] > 0 and by_name[name]["latency_ms_median"] > 0
-    assert report["workload"]["queries_measured"] == 2 and report["workload"]["queries_calibration"] == 2
+    assert report["workload"]["queries_measured"] == 6 and report["workload"]["queries_calibration"] == 6
+    # each pruning policy was calibrated on the first half, with its guarantee recorded ...
+    assert set(report["calibration"]) == {"cluster", "rank-stability"}
+    for calibration in report["calibration"].values():
+        assert calibration["samples"] == 6 and calibration["delta"] == 0.5 and calibration["target_agreement"] == 0.5
+    # ... and every calibrated variant that ran is checked on the half it never saw
+    ran = {name for name in ("edgekit-pruned", "edgekit-stable") if name in by_name}
+    assert ran == {row["variant"] for row in report["held_out"]} and ran  # at least one policy was certified
+    for row in report["held_out"]:
+        assert row["reference"] == "edgekit-exact" and row["queries"] == 6 and 0.0 <= row["exact_share"] <= 1.0
+        assert row["meets_target"] == (row["exact_share"] >= 0.5) and row["lower_bound"] >= 0.5
     assert {r["candidates"] for r in report["sweep"]} == {5, 10}
     text = markdown_file.read_text()
     assert "| edgekit-exact |" in text and text.count("bench:select:smoke:start") == 1
+    assert "Calibration, rank-stability:" in text and "Held out (6 queries" in text
     # a rerun replaces the section instead of appending a second one
     rerun = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3",
                                      "--threads", "1", "--variants", "edgekit-exact", "--no-split", "--markdown",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgekit.errors import InvalidArgumentError
-from edgekit.runtimes.calibration import agreement, replay
-from edgekit.runtimes.pruning import ClusterPruning, fill_rule, kmeans_1d, parse_prune
+from edgekit.errors import InvalidArgumentError, UnknownPolicyError
+from edgekit.runtimes.calibration import agreement, replay, search
+from edgekit.runtimes.policies import POLICIES, build_policy, parse_prune
+from edgekit.runtimes.policy_rank_stability import RankStability
+from edgekit.runtimes.pruning import ClusterPruning, fill_rule, kmeans_1d
 
 
 def _sse(values: np.ndarray, labels: np.ndarray) -> float:
@@ -97,15 +100,72 @@ def test_replay_prunes_stable_trajectories_without_losing_the_top_k() -> None:
     assert outcome.candidate_layers < 8 * 6
 
 
-@pytest.mark.parametrize("spec", ["sometimes", "threshold:abc", "-1", "threshold:nan"])
+@pytest.mark.parametrize("spec", ["sometimes", "threshold:abc", "-1", "threshold:nan", "stable:x", "stable:0",
+                                  "stable:2@0", "fastest:1", "threshold:0.1@x"])
 def test_bad_prune_specs(spec: str) -> None:
-    with pytest.raises(InvalidArgumentError, match="prune"):
+    with pytest.raises(InvalidArgumentError, match="prune|stable"):
         parse_prune(spec, "logit", None)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("0.3", ClusterPruning(0.3, "logit")),
+    ("threshold:0.3@2", ClusterPruning(0.3, "logit", min_depth=2)),
+    ("stable:2", RankStability(2)),
+    ("stable:1@3", RankStability(1, min_depth=3)),
+])
+def test_prune_specs_and_describe_round_trip(spec: str, expected: object) -> None:
+    policy = parse_prune(spec, "logit", None)
+    assert policy == expected
+    assert parse_prune(policy.describe(), "logit", None) == policy  # the stats' string rebuilds it
+
+
+SETTINGS = [ClusterPruning(0.25, "cosine", clusters=4, min_depth=3), RankStability(3, min_depth=2)]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_registry_rebuilds_a_stored_setting_exactly(setting) -> None:
+    assert set(POLICIES) == {"cluster", "rank-stability"}
+    stored = json.loads(json.dumps({"policy": setting.name, "params": setting.params(), "top_k": 5}))  # as on disk
+    assert build_policy(stored["policy"], stored["params"], "cosine") == setting
+    assert parse_prune("auto", "cosine", stored, top_k=5) == setting
 
 
 def test_auto_without_calibration_says_how_to_calibrate() -> None:
     with pytest.raises(InvalidArgumentError, match="edgekit calibrate"):
         parse_prune("auto", "logit", None)
-    assert parse_prune("auto", "logit", {"threshold": None}) is None
-    assert parse_prune("auto", "logit", {"threshold": 0.2, "min_depth": 2}).min_depth == 2
-    assert parse_prune("0.3", "logit", None).threshold == 0.3
+    assert parse_prune("auto", "logit", {"policy": "rank-stability", "params": None}) is None  # none certified
+
+
+def test_the_first_calibration_shape_still_reads() -> None:
+    assert parse_prune("auto", "logit", {"policy": "cluster", "threshold": None}) is None
+    assert parse_prune("auto", "logit", {"threshold": 0.2, "min_depth": 2}) == ClusterPruning(0.2, "logit", min_depth=2)
+
+
+def test_an_unknown_stored_policy_is_one_line_naming_the_fix() -> None:
+    with pytest.raises(UnknownPolicyError, match="'beam-search'.*edgekit calibrate") as error:
+        parse_prune("auto", "logit", {"policy": "beam-search", "params": {"width": 2}})
+    assert "\n" not in str(error.value)
+    with pytest.raises(InvalidArgumentError, match="malformed rank-stability"):
+        parse_prune("auto", "logit", {"policy": "rank-stability", "params": {"m": 2}})
+
+
+def test_search_certifies_only_what_the_data_supports() -> None:
+    """Stable trajectories: the cheapest certified setting prunes, its bound clears the target,
+    and too few queries certify nothing (even a perfect record)."""
+    final = [4.0, 3.9, 0.0, 0.1, -4.0, -4.2, -3.9, 0.05]
+    traces = [_trace(final, layers=6, noise=0.01, seed=seed) for seed in range(40)]
+    for name in POLICIES:
+        result = search(traces, 2, 0.9, "logit", layers=6, policy=name, delta=0.1)
+        assert result.setting is not None and result.setting.name == name
+        assert result.lower_bound >= 0.9 and result.candidate_layers_fraction < 1.0
+        assert result.samples == 40 and result.delta_per_test == pytest.approx(0.1 / result.chains)
+        few = search(traces[:10], 2, 0.9, "logit", layers=6, policy=name, delta=0.1)  # 0.9^10 > 0.1
+        assert few.setting is None and few.lower_bound is None
+
+
+def test_every_setting_calibration_may_store_describes_itself_exactly() -> None:
+    """The stats' `prune` string of a calibrated run is a spec that rebuilds the same setting."""
+    for cls in POLICIES.values():
+        for chain in cls.calibration_chains(6, "logit"):
+            for setting in chain:
+                assert parse_prune(setting.describe(), "logit", None) == setting

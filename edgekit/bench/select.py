@@ -2,8 +2,12 @@
 
 Reference = `torch` (transformers eager, the full model). For each variant: median and p90
 latency per query, peak RSS, mean top-K set agreement with the reference, Precision@K where
-the data has labels, and candidates × layers computed. With `split=True` the package is
-calibrated (a temporary copy) on the first half of the queries and measured on the second.
+the data has labels, and candidates × layers computed. With `split=True` each calibrated
+variant (cluster pruning, rank stability) gets a temporary copy of the package calibrated for
+its policy on the first half of the queries, and everything is measured on the second half:
+`held_out` reports, per policy, whether the certified setting kept the top-K set whole on at
+least the target share of those unseen queries (against `edgekit-exact`, the full model run
+through the same package, which is what calibration certifies).
 An optional memory sweep runs one query with 20 → 200 candidates to show how peak RSS grows.
 Needs the export extra (torch, for the reference and the monolithic graph) and `bench`.
 """
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import edgekit
-from edgekit.bench.select_variant import VARIANTS
+from edgekit.bench.select_variant import CALIBRATED, VARIANTS
 from edgekit.bench.subprocess_runner import VariantError
 from edgekit.bench.subprocess_runner import run_variant as _run_variant
 from edgekit.dataset import Example, read_examples
@@ -32,7 +36,7 @@ from edgekit.manifest import Manifest
 from edgekit.runtimes.calibration import agreement, record_traces, search, write_calibration
 
 VARIANT_MODULE = "edgekit.bench.select_variant"
-ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic, onnx-monolithic-batched, edgekit-exact, -pruned
+ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic(-batched), edgekit-exact, -pruned, -stable, -resident
 SWEEP_VARIANTS = ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact")
 
 Progress = Callable[[str], None]
@@ -59,6 +63,7 @@ class SelectBench:
     chunk: int = 16
     split: bool = True
     target_agreement: float = 0.995
+    delta: float = 0.1
     queries: int = 0
     variants: tuple[str, ...] = ALL_VARIANTS
     sweep: tuple[int, ...] = field(default_factory=tuple)
@@ -82,17 +87,43 @@ def _write_examples(examples: Sequence[Example], path: Path) -> Path:
     return path
 
 
-def calibrated_copy(package: Path, examples: Sequence[Example], data_file: Path, top_k: int, target: float,
-                    workdir: Path) -> tuple[Path, dict[str, Any]]:
-    """Copy the package into `workdir` and calibrate the copy on `examples`."""
-    copy = workdir / "calibrated"
-    shutil.copytree(package, copy)
-    selector = edgekit.load(str(copy))
+def calibrated_copies(package: Path, examples: Sequence[Example], data_file: Path, top_k: int, target: float,
+                      delta: float, policies: Sequence[str], workdir: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """One copy of the package per policy in `workdir`, each calibrated for it on `examples`
+    (the exact traces are recorded once and searched per policy)."""
+    selector = edgekit.load(str(package))
     traces = record_traces(selector.rank, examples, top_k)
     manifest = selector.manifest
-    result = search(traces, top_k, target, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
-    updated = write_calibration(manifest, result, top_k, target, data_file, len(examples))
-    return copy, dict(updated.ranking.calibration or {})
+    copies = {}
+    for policy in policies:
+        copy = workdir / f"calibrated-{policy}"
+        shutil.copytree(package, copy)
+        result = search(traces, top_k, target, manifest.ranking.scoring.kind, manifest.ranking.num_layers, policy, delta)
+        updated = write_calibration(Manifest.load(copy), result, top_k, target, data_file)
+        copies[policy] = (copy, dict(updated.ranking.calibration or {}))
+    return copies
+
+
+def held_out(raws: dict[str, dict[str, Any]], calibrations: dict[str, dict[str, Any]], reference: str,
+             target: float) -> list[dict[str, Any]]:
+    """Per calibrated variant: did the certified setting keep the whole top-K set on at least
+    `target` of the unseen queries (the event calibration certifies), and its mean agreement."""
+    rows = []
+    for name, policy in CALIBRATED.items():
+        if name not in raws or reference not in raws:
+            continue
+        kept = [set(mine) == set(ref) for mine, ref in zip(raws[name]["top_k"], raws[reference]["top_k"])]
+        calibration = calibrations.get(policy, {})
+        rows.append({
+            "variant": name, "policy": policy, "params": calibration.get("params"), "reference": reference,
+            "target": target, "delta": calibration.get("delta"), "lower_bound": calibration.get("lower_bound"),
+            "calibration_samples": calibration.get("samples"), "queries": len(kept),
+            "exact_share": float(np.mean(kept)),
+            "agreement": float(np.mean([agreement(mine, ref) for mine, ref in
+                                        zip(raws[name]["top_k"], raws[reference]["top_k"])])),
+            "meets_target": bool(np.mean(kept) >= target),
+        })
+    return rows
 
 
 def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: Sequence[Example], top_k: int,
@@ -125,8 +156,14 @@ def _variant_args(name: str, package: Path, data: Path, graph: Path | None, conf
     return args + (["--graph", str(graph)] if graph is not None else [])
 
 
+def _certified(calibration: dict[str, Any] | None) -> bool:
+    """Whether a calibration holds a setting (params; the first shape: a threshold)."""
+    calibration = calibration or {}
+    return calibration.get("params") is not None or calibration.get("threshold") is not None
+
+
 def run_select_bench(config: SelectBench, progress: Progress = lambda message: None) -> dict[str, Any]:
-    """Run every variant; returns {"workload", "calibration", "variants", "sweep"}."""
+    """Run every variant; returns {"workload", "calibration" (per policy), "held_out", "variants", "sweep"}."""
     unknown = [name for name in config.variants if name not in ALL_VARIANTS]
     if unknown:
         raise InvalidArgumentError(f"unknown variants {unknown}; choose from {', '.join(ALL_VARIANTS)}")
@@ -134,6 +171,8 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
                           ("--chunk", config.chunk), *(("--memory-sweep", n) for n in config.sweep)):
         if value < 1:
             raise InvalidArgumentError(f"{option} must be >= 1, got {value}")
+    if not 0.0 < config.delta < 1.0:
+        raise InvalidArgumentError(f"--delta must be in (0, 1), got {config.delta}")
     if config.queries < 0:
         raise InvalidArgumentError(f"--queries must be >= 0 (0: all), got {config.queries}")
     manifest = Manifest.load(config.package)
@@ -146,39 +185,49 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     needs_graph = any(name.startswith("onnx-monolithic") for name in (*config.variants, *swept))
     progress("exporting the monolithic baseline graph (cached)") if needs_graph else None
     graph = monolithic_graph(manifest) if needs_graph else None
+    calibrated = [name for name in config.variants if name in CALIBRATED]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
         workdir = Path(work)
-        package, calibration, measured = config.package, manifest.ranking.calibration, examples
-        if config.split and "edgekit-pruned" in config.variants:
+        own = manifest.ranking.calibration or {}  # without --split: the package's own calibration, for its policy
+        packages = {name: config.package for name in config.variants}
+        calibrations = {str(own.get("policy", "cluster")): dict(own)} if own else {}
+        measured = examples
+        if config.split and calibrated:
             half = len(examples) // 2
-            progress(f"calibrating on the first {half} queries")
+            progress(f"calibrating {', '.join(CALIBRATED[n] for n in calibrated)} on the first {half} queries")
             calib_file = _write_examples(examples[:half], workdir / "calibration.jsonl")
-            package, calibration = calibrated_copy(config.package, examples[:half], calib_file, config.top_k,
-                                                   config.target_agreement, workdir)
+            copies = calibrated_copies(config.package, examples[:half], calib_file, config.top_k,
+                                       config.target_agreement, config.delta, [CALIBRATED[n] for n in calibrated],
+                                       workdir)
+            calibrations = {policy: calibration for policy, (_, calibration) in copies.items()}
+            packages.update({name: copies[CALIBRATED[name]][0] for name in calibrated})
             measured = examples[half:]
         data = _write_examples(measured, workdir / "measure.jsonl")
         raws: dict[str, dict[str, Any]] = {}
         for name in config.variants:
-            if name == "edgekit-pruned" and not (calibration and calibration.get("threshold") is not None):
-                progress("edgekit-pruned: no calibrated threshold met the target; it would run exact (skipped)")
+            if name in CALIBRATED and not _certified(calibrations.get(CALIBRATED[name])):
+                progress(f"{name}: no {CALIBRATED[name]} setting was certified for the target; it would run exact "
+                         "(skipped)")
                 continue
             progress(f"running {name} on {len(measured)} queries")
-            raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, package, data, graph, config),
+            raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, packages[name], data, graph, config),
                                      threads=config.threads)
-        sweep = _memory_sweep(config, examples, package, graph, workdir, progress) if config.sweep else []
+        sweep = _memory_sweep(config, examples, config.package, graph, workdir, progress) if config.sweep else []
     exact_cost = sum(len(e.candidates) for e in measured) * manifest.ranking.num_layers
     reference = raws.get("torch")
     variants = [summarise(raw, reference, measured, config.top_k, exact_cost) for raw in raws.values()]
+    full_model = "edgekit-exact" if "edgekit-exact" in raws else "torch"
     return {
         "workload": {
             "package": str(config.package), "family": manifest.family, "task": manifest.task,
             "layers": manifest.ranking.num_layers, "data": str(config.data), "queries_measured": len(measured),
             "queries_calibration": len(examples) - len(measured),
             "candidates_per_query": float(np.mean([len(e.candidates) for e in measured])),
-            "top_k": config.top_k, "threads": config.threads, "batch": config.batch, "chunk": config.chunk,
+            "top_k": config.top_k, "delta": config.delta, "threads": config.threads, "batch": config.batch, "chunk": config.chunk,
             "window": 2, "reference": "torch" if reference else None,
         },
-        "calibration": calibration,
+        "calibration": calibrations,
+        "held_out": held_out(raws, calibrations, full_model, config.target_agreement),
         "variants": variants,
         "sweep": sweep,
     }

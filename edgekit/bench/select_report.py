@@ -56,11 +56,12 @@ def markdown(report: dict[str, Any], command: str, title: str) -> str:
         f"- Agreement = mean top-{work['top_k']} set overlap with `{work['reference']}` (transformers eager, the full "
         "model). Latency per query includes tokenisation and, for edgekit, loading every graph again.",
     ]
-    calibration = report.get("calibration") or {}
-    if calibration:
-        lines.append(f"- Calibration: threshold {_fmt(calibration.get('threshold'), '{:.4g}')} from layer "
-                     f"{calibration.get('min_depth')}, agreement {_fmt(calibration.get('agreement'), '{:.4f}')} on the "
-                     f"calibration half (target {calibration.get('target_agreement')}).")
+    lines += [_calibration_line(policy, calibration) for policy, calibration in (report.get("calibration") or {}).items()]
+    for row in report.get("held_out") or []:
+        lines.append(f"- Held out ({row['queries']} queries the calibration never saw), `{row['variant']}`: top-K set "
+                     f"kept whole on {row['exact_share']:.1%} (target {row['target']:.1%}: "
+                     f"{'met' if row['meets_target'] else 'NOT met'}), agreement {row['agreement']:.4f} with "
+                     f"`{row['reference']}`.")
     lines += [
         "",
         "| variant | median ms | p90 ms | peak RSS MiB | latency × batched | RSS × monolithic | RSS × batched | "
@@ -83,6 +84,24 @@ def markdown(report: dict[str, Any], command: str, title: str) -> str:
             lines.append(f"| {count} | " + " | ".join(_fmt(cells.get(n), "{:.0f}") for n in sorted(cells)) + " |")
     lines += ["", f"<!-- bench:select:{_slug(title)}:end -->", ""]
     return "\n".join(lines)
+
+
+def _calibration_line(policy: str, calibration: dict[str, Any]) -> str:
+    params = calibration.get("params")
+    if params is None and calibration.get("threshold") is not None:  # the first calibration shape
+        params = {"threshold": calibration["threshold"], "min_depth": calibration.get("min_depth")}
+    target = calibration.get("target_agreement")
+    if not params:
+        return (f"- Calibration, {policy}: no setting certified for target {target} from "
+                f"{calibration.get('samples', calibration.get('queries'))} queries (it runs exact).")
+    setting = ", ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in params.items())
+    bound = calibration.get("lower_bound")
+    guarantee = (f"top-K kept whole on >= {bound:.4f} of new queries with probability >= {1 - calibration['delta']:g} "
+                 f"(from {calibration.get('samples')} queries)" if bound is not None and "delta" in calibration
+                 else "no bound (calibrated before bounds were stored)")
+    return (f"- Calibration, {policy}: {setting}; {guarantee}; agreement "
+            f"{_fmt(calibration.get('agreement'), '{:.4f}')} on the calibration half (target {target}).")
 
 
 def _slug(title: str) -> str:

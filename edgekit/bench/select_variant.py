@@ -9,7 +9,8 @@ Variants:
   onnx-monolithic           one whole-model ONNX graph, all candidates in one run
   onnx-monolithic-batched   the same graph, candidates in runs of --batch
   edgekit-exact             the streamed package, no pruning
-  edgekit-pruned            the streamed package, --prune auto (the package's calibration)
+  edgekit-pruned            the streamed package, --prune auto, calibrated for cluster pruning
+  edgekit-stable            the streamed package, --prune auto, calibrated for rank stability
   edgekit-resident          the package with a window holding every graph: sessions stay open
                             across queries (no streaming), no pruning
 
@@ -35,7 +36,9 @@ from edgekit.measure import peak_rss_mb
 from edgekit.runtimes.ranking import top_k_order
 
 VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-pruned",
-            "edgekit-resident")
+            "edgekit-stable", "edgekit-resident")
+# calibrated variants: the policy each one's package copy is calibrated for (then run with --prune auto)
+CALIBRATED = {"edgekit-pruned": "cluster", "edgekit-stable": "rank-stability"}
 TORCH_BATCH = 32
 
 # (query, candidates) -> (top-k indices best first, candidate-layers computed or None)
@@ -107,7 +110,7 @@ def make_ranker(args: argparse.Namespace, manifest: Manifest) -> Ranker:
     if args.variant.startswith("onnx-monolithic"):
         batch = args.batch if args.variant.endswith("batched") else None
         return _monolithic_ranker(manifest, Path(args.graph), args.threads, batch, args.top_k)
-    prune = "auto" if args.variant == "edgekit-pruned" else "exact"
+    prune = "auto" if args.variant in CALIBRATED else "exact"
     window = len(manifest.graphs) if args.variant == "edgekit-resident" else 2
     return _edgekit_ranker(Path(args.package), args.threads, args.chunk, args.top_k, prune, window)
 
