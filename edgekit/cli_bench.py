@@ -9,11 +9,27 @@ from pathlib import Path
 
 import typer
 
+from edgekit.bench.report import Report
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
+
+
+def _publish(report: Report, json_out: Path | None, markdown_file: Path | None, plot: Path | None) -> None:
+    """Every bench command's outputs, from its one Report: the markdown section on stdout, and
+    as asked the JSON, the section written into `markdown_file` and the PNG."""
+    from edgekit.bench import render
+
+    section = render.markdown(report)
+    stdout.print(section, markup=False, highlight=False)
+    if json_out is not None:
+        report.save(json_out)
+    if markdown_file is not None:
+        render.write_section(markdown_file, section)
+    if plot is not None:
+        render.plot(report, plot)
 
 
 @bench_app.command("select")
@@ -40,7 +56,6 @@ def bench_select(
 ) -> None:
     """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / cluster-pruned / rank-stable) on the
     same queries; pruned variants are calibrated on the first half and checked on the second."""
-    from edgekit.bench import select_report
     from edgekit.bench.select import SelectBench, run_select_bench
     from edgekit.errors import InvalidArgumentError
 
@@ -50,19 +65,10 @@ def bench_select(
         raise InvalidArgumentError(f"--memory-sweep {sweep!r}: expected comma-separated integers") from None
     config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
                          split=split, target_agreement=target_agreement, delta=delta, queries=queries,
-                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
+                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts,
+                         command="edgekit " + " ".join(sys.argv[1:]), title=title)
     report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    command = "edgekit " + " ".join(sys.argv[1:])
-    heading = title or f"Selection: {report['workload']['family']} {report['workload']['task']} package"
-    section = select_report.markdown(report, command, heading)
-    stdout.print(section)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        select_report.append_markdown(markdown_file, section)
-    if plot:
-        select_report.plot(report, plot)
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 @bench_app.command("select-deep")
