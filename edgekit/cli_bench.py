@@ -3,7 +3,6 @@ its own process. Heavy modules are imported inside the commands."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -87,10 +86,10 @@ def bench_select_deep(
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
 ) -> None:
     """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget) vs one ONNX graph."""
     from edgekit.bench import deep
-    from edgekit.bench.select_report import append_markdown
     from edgekit.errors import InvalidArgumentError
 
     try:
@@ -107,14 +106,9 @@ def bench_select_deep(
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
                             threads=threads, budget_shares=shares, **options)
-    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        append_markdown(markdown_file, section)
+    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
+                                 command="edgekit " + " ".join(sys.argv[1:]))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 @bench_app.command("video")

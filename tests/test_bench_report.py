@@ -74,3 +74,30 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     path = plot(_report(), tmp_path / "out" / "report.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_select_deep_report_from_its_childrens_results() -> None:
+    """`edgekit bench select-deep` builds its Report from the children's JSON (no model needed here)."""
+    from edgekit.bench.deep import DeepBench, build_report
+
+    def child(name: str, latency: float, peak: float, scores: list[list[float]], **extra: object) -> dict:
+        return {"variant": name, "latency_ms": latency, "latencies_ms": [latency, latency * 1.1], "peak_rss_mb": peak,
+                "scores": scores, **extra}
+
+    plan = {"window": 1, "chunk": 2, "estimated_peak_mb": 90.0, "parts_mb": {"weights": 60.0, "activations": 30.0}}
+    baseline = child("onnx-monolithic", 100.0, 400.0, [[0.9, 0.1, 0.5]])
+    streamed = child("edgekit", 120.0, 200.0, [[0.9, 0.1, 0.5000001]])
+    budgeted = [child("edgekit-budget-0.25", 150.0, 95.0, [[0.9, 0.1, 0.5]], budget_mb=100.0, share=0.25,
+                      stats={"plan": plan})]
+    model = {"shape": "qwen3-0.6b", "layers": 28, "hidden": 1024, "vocab": 151669, "package_mb": 2300.0,
+             "largest_graph_mb": 600.0}
+    report = build_report(DeepBench(top_k=2, budget_shares=(0.25,)), model, baseline, streamed, budgeted, "edgekit bench")
+    assert report.baseline == "onnx-monolithic" and [v.name for v in report.variants] == [
+        "onnx-monolithic", "edgekit", "edgekit-budget-0.25"]
+    assert report.variant("edgekit").ratio("peak_rss").value == 0.5
+    assert report.variant("edgekit").compared_with("onnx-monolithic").top_k_agreement == 1.0
+    assert report.variant("edgekit").compared_with("onnx-monolithic").max_abs_diff == pytest.approx(1e-7, rel=1e-3)
+    assert Report.from_json(report.to_json()) == report
+    section = markdown(report)
+    assert "| onnx-monolithic (baseline) |" in section and "peak RSS × onnx-monolithic" in section
+    assert "window 1, chunk 2" in section and "0.95×" in section  # measured / budget

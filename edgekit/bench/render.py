@@ -143,8 +143,11 @@ def _workload_lines(report: Report) -> list[str]:
         lines.append("- Settings: " + ", ".join(f"{k.replace('_', ' ')} {number(v) if not isinstance(v, (dict, list)) else v}"
                                               for k, v in w.settings.items()) + ".")
     reference = f"; outputs compared with `{report.reference}`" if report.reference else ""
-    lines.append(f"- Baseline: `{report.baseline}` (every ratio is against it unless its column names another "
-                 f"variant){reference}.")
+    if report.variant(report.baseline) is None:
+        lines.append(f"- Baseline: `{report.baseline}`, not run in this command (no ratios against it){reference}.")
+    else:
+        lines.append(f"- Baseline: `{report.baseline}` (every ratio is against it unless its column names another "
+                     f"variant){reference}.")
     return lines + [f"- {note}" for note in report.notes]
 
 

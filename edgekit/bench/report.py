@@ -46,6 +46,13 @@ from typing import Any
 FORMAT = "edgekit-bench-report/1"
 
 
+def _as_json(obj: Any, *names: str) -> None:
+    """Free-form fields hold JSON data: stored as JSON would give them back (tuples as lists,
+    paths as strings), so a report equals its own round trip."""
+    for name in names:
+        object.__setattr__(obj, name, json.loads(json.dumps(getattr(obj, name), default=str)))
+
+
 @dataclass(frozen=True)
 class Machine:
     """Where it ran: load average before/after is there because the CPU may be shared."""
@@ -88,6 +95,9 @@ class Workload:
     settings: Mapping[str, Any] = field(default_factory=dict)
     machine: Machine = field(default_factory=Machine)
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+    def __post_init__(self) -> None:
+        _as_json(self, "sizes", "settings")
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,9 @@ class Variant:
     quality: tuple[Quality, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _as_json(self, "figures", "details")
+
     def ratio(self, measure: str, baseline: str | None = None) -> Ratio | None:
         return next((r for r in self.ratios if r.measure == measure and baseline in (None, r.baseline)), None)
 
@@ -186,6 +199,9 @@ class Report:
     notes: tuple[str, ...] = ()
     tables: tuple[Table, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)  # command-specific JSON (calibration, held-out rows)
+
+    def __post_init__(self) -> None:
+        _as_json(self, "details")
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in self.variants if v.name == name), None)
