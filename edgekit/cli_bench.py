@@ -131,7 +131,6 @@ def bench_video(
 ) -> None:
     """Image-to-video (SVD): diffusers, its memory switches, one ONNX graph per model and edgekit, per stage."""
     from edgekit.bench import video
-    from edgekit.bench.select_report import append_markdown
     from edgekit.errors import InvalidArgumentError
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
@@ -145,15 +144,9 @@ def bench_video(
     options = {"work": work} if work is not None else {}
     config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
                               threads=threads, variants=chosen, slices=slices, repeat=repeat, **options)
-    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = video.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        video.save_json(report, json_out)
-    if markdown:
-        append_markdown(markdown_file, section)
-    if plot is not None:
-        video.plot(report, plot)
+    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
+                                   command="edgekit " + " ".join(sys.argv[1:]))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 def _mount_attention() -> None:
