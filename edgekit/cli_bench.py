@@ -149,6 +149,34 @@ def bench_video(
     _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
+@bench_app.command("spine")
+@user_errors
+def bench_spine(
+    candidates: int = typer.Option(100, "--candidates"),
+    tokens: int = typer.Option(128, "--tokens", help="Tokens per candidate (at most; specials included)."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed calls after one warm-up."),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    batch: int = typer.Option(16, "--batch", help="Candidates per run: the batched baseline, edgekit's chunk."),
+    default_options: bool = typer.Option(True, "--default-options/--no-default-options",
+                                         help="Also run the monolithic variants with onnxruntime's default options."),
+    source: Path = typer.Option(None, "--source", help="sentence-transformers dir (default: bundled all-MiniLM-L6-v2)."),
+    cache: Path = typer.Option(Path("out/bench_cache/minilm"), "--cache", help="Where the package is exported."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Export again even if the cache holds the package."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
+) -> None:
+    """The spine: edgekit streamed vs one monolithic ONNX Runtime graph (all candidates at once and batched)."""
+    from edgekit.bench.spine import SpineBench, run_spine_bench
+
+    config = SpineBench(candidates=candidates, tokens=tokens, repeats=repeats, threads=threads, batch=batch,
+                        default_options=default_options, source=source, cache=cache, rebuild=rebuild,
+                        command="edgekit " + " ".join(sys.argv[1:]))
+    report = run_spine_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
+
+
 def _mount_attention() -> None:
     """The attention benchmark's commands (their module imports torch only when a command runs)."""
     from edgekit.runtimes.attention.cli import attention, attention_cp

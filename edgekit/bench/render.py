@@ -40,6 +40,14 @@ def number(value: Any) -> str:
     return f"{value:.3g}" if abs(value) >= 0.01 else f"{value:.2g}"
 
 
+def label(key: str) -> str:
+    """A figure's key as a column header: `rss_above_imports_mb` -> `rss above imports MiB`."""
+    for suffix, unit in (("_mb", " MiB"), ("_ms", " ms"), ("_db", " dB")):
+        if key.endswith(suffix):
+            key = key[: -len(suffix)] + unit
+    return key.replace("_", " ")
+
+
 def _times(value: float | None, spread: tuple[float, float] | None = None) -> str:
     if value is None:
         return "—"
@@ -95,7 +103,7 @@ def variant_table(report: Report) -> list[str]:
     spread = "p90 ms" if any(v.latency_ms_p90 is not None for v in variants) else "range ms"
     has_spread = any(v.latency_ms_p90 is not None or v.latency_ms_range for v in variants)
     columns = ["variant", "median ms", *([spread] if has_spread else []), "peak RSS MiB",
-               *(key.replace("_", " ") for key in figures),
+               *(label(key) for key in figures),
                *(f"{MEASURE_LABELS.get(m, m.replace('_', ' '))} × {b}" for m, b in ratios),
                *(_quality_header(*c) for c in inline)]
     rows = []
