@@ -23,7 +23,7 @@ import platform
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -200,7 +200,7 @@ def build_report(config: SpineBench, model: str, workload: dict[str, Any], max_l
             sizes={"candidates": len(workload["candidates"]), "tokens": config.tokens, "repeats": config.repeats},
             threads=config.threads, settings={"batch": config.batch, **versions()}, machine=machine),
         baseline=BASELINE, reference=BASELINE, variants=variants, notes=notes,
-        details={"config": {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()},
+        details={"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
                  "workload": {"query": workload["query"], "tokens": tokens, "max_length": max_length},
                  "load_average_after": list(load_after)},
     )
