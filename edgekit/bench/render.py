@@ -245,6 +245,8 @@ def plot(report: Report, path: Path) -> Path:
     axes[2].set(yticks=y, yticklabels=names, xlabel="ratio (1 = baseline)", title=f"against {report.baseline}")
     if measures:
         axes[2].legend(fontsize=7)
+    for axis in axes[:3]:
+        axis.invert_yaxis()  # the first variant on top, as in the table
     next_axis = 3
     if agreements:
         axis = axes[next_axis]
