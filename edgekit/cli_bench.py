@@ -3,17 +3,32 @@ its own process. Heavy modules are imported inside the commands."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 
+from edgekit.bench.report import Report
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
+
+
+def _publish(report: Report, json_out: Path | None, markdown_file: Path | None, plot: Path | None) -> None:
+    """Every bench command's outputs, from its one Report: the markdown section on stdout, and
+    as asked the JSON, the section written into `markdown_file` and the PNG."""
+    from edgekit.bench import render
+
+    section = render.markdown(report)
+    stdout.print(section, markup=False, highlight=False)
+    if json_out is not None:
+        report.save(json_out)
+    if markdown_file is not None:
+        render.write_section(markdown_file, section)
+    if plot is not None:
+        render.plot(report, plot)
 
 
 @bench_app.command("select")
@@ -40,7 +55,6 @@ def bench_select(
 ) -> None:
     """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / cluster-pruned / rank-stable) on the
     same queries; pruned variants are calibrated on the first half and checked on the second."""
-    from edgekit.bench import select_report
     from edgekit.bench.select import SelectBench, run_select_bench
     from edgekit.errors import InvalidArgumentError
 
@@ -50,19 +64,10 @@ def bench_select(
         raise InvalidArgumentError(f"--memory-sweep {sweep!r}: expected comma-separated integers") from None
     config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
                          split=split, target_agreement=target_agreement, delta=delta, queries=queries,
-                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts)
+                         variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts,
+                         command="edgekit " + " ".join(sys.argv[1:]), title=title)
     report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    command = "edgekit " + " ".join(sys.argv[1:])
-    heading = title or f"Selection: {report['workload']['family']} {report['workload']['task']} package"
-    section = select_report.markdown(report, command, heading)
-    stdout.print(section)
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        select_report.append_markdown(markdown_file, section)
-    if plot:
-        select_report.plot(report, plot)
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 @bench_app.command("select-deep")
@@ -81,10 +86,10 @@ def bench_select_deep(
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
 ) -> None:
     """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget) vs one ONNX graph."""
     from edgekit.bench import deep
-    from edgekit.bench.select_report import append_markdown
     from edgekit.errors import InvalidArgumentError
 
     try:
@@ -101,14 +106,9 @@ def bench_select_deep(
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
                             threads=threads, budget_shares=shares, **options)
-    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = deep.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2), encoding="utf-8")
-    if markdown:
-        append_markdown(markdown_file, section)
+    report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
+                                 command="edgekit " + " ".join(sys.argv[1:]))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 @bench_app.command("video")
@@ -131,7 +131,6 @@ def bench_video(
 ) -> None:
     """Image-to-video (SVD): diffusers, its memory switches, one ONNX graph per model and edgekit, per stage."""
     from edgekit.bench import video
-    from edgekit.bench.select_report import append_markdown
     from edgekit.errors import InvalidArgumentError
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
@@ -145,15 +144,37 @@ def bench_video(
     options = {"work": work} if work is not None else {}
     config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
                               threads=threads, variants=chosen, slices=slices, repeat=repeat, **options)
-    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
-    section = video.markdown(report, "edgekit bench " + " ".join(sys.argv[2:]))
-    stdout.print(section)
-    if json_out is not None:
-        video.save_json(report, json_out)
-    if markdown:
-        append_markdown(markdown_file, section)
-    if plot is not None:
-        video.plot(report, plot)
+    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
+                                   command="edgekit " + " ".join(sys.argv[1:]))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
+
+
+@bench_app.command("spine")
+@user_errors
+def bench_spine(
+    candidates: int = typer.Option(100, "--candidates"),
+    tokens: int = typer.Option(128, "--tokens", help="Tokens per candidate (at most; specials included)."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed calls after one warm-up."),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    batch: int = typer.Option(16, "--batch", help="Candidates per run: the batched baseline, edgekit's chunk."),
+    default_options: bool = typer.Option(True, "--default-options/--no-default-options",
+                                         help="Also run the monolithic variants with onnxruntime's default options."),
+    source: Path = typer.Option(None, "--source", help="sentence-transformers dir (default: bundled all-MiniLM-L6-v2)."),
+    cache: Path = typer.Option(Path("out/bench_cache/minilm"), "--cache", help="Where the package is exported."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Export again even if the cache holds the package."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
+) -> None:
+    """The spine: edgekit streamed vs one monolithic ONNX Runtime graph (all candidates at once and batched)."""
+    from edgekit.bench.spine import SpineBench, run_spine_bench
+
+    config = SpineBench(candidates=candidates, tokens=tokens, repeats=repeats, threads=threads, batch=batch,
+                        default_options=default_options, source=source, cache=cache, rebuild=rebuild,
+                        command="edgekit " + " ".join(sys.argv[1:]))
+    report = run_spine_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
 def _mount_attention() -> None:

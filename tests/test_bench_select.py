@@ -4,11 +4,13 @@ and the report, markdown and plot come out well-formed (no timing assertions).""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
 
+from edgekit.bench.report import Report
 from edgekit.cli import app
 from tests.conftest import CANDIDATES, QUERY
 from tests.test_pruning_e2e import POOL
@@ -29,28 +31,39 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
         "--plot", str(tmp_path / "r.png"), "--title", "smoke",
     ])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "r.json").read_text())
-    names = [v["name"] for v in report["variants"]]
+    report = Report.load(tmp_path / "r.json")
+    names = [v.name for v in report.variants]
     assert names[:4] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact"]
-    by_name = {v["name"]: v for v in report["variants"]}
-    # exact variants select exactly what the reference selects
+    assert report.baseline == "onnx-monolithic-batched" and report.reference == "torch"
+    # exact variants select exactly what the reference selects; every ratio is finite
     for name in ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-resident"):
-        assert by_name[name]["agreement"] == 1.0
-        assert by_name[name]["peak_rss_mb"] > 0 and by_name[name]["latency_ms_median"] > 0
-    assert report["workload"]["queries_measured"] == 6 and report["workload"]["queries_calibration"] == 6
+        variant = report.variant(name)
+        assert variant.compared_with("torch").top_k_agreement == 1.0
+        assert variant.peak_rss_mb > 0 and variant.latency_ms > 0
+    for variant in report.variants:
+        assert [(r.measure, r.baseline) for r in variant.ratios] == [
+            ("latency", "onnx-monolithic-batched"), ("peak_rss", "onnx-monolithic"),
+            ("peak_rss", "onnx-monolithic-batched")]
+        assert all(math.isfinite(r.value) and r.value > 0 for r in variant.ratios)
+        assert variant.compared_with("labels").precision_at_k is not None  # the data has labels
+    assert report.variant("onnx-monolithic-batched").ratio("latency").value == 1.0
+    assert report.workload.sizes["queries_measured"] == 6 and report.workload.sizes["queries_calibration"] == 6
     # each pruning policy was calibrated on the first half, with its guarantee recorded ...
-    assert set(report["calibration"]) == {"cluster", "rank-stability"}
-    for calibration in report["calibration"].values():
+    calibrations, held_out = report.details["calibration"], report.details["held_out"]
+    assert set(calibrations) == {"cluster", "rank-stability"}
+    for calibration in calibrations.values():
         assert calibration["samples"] == 6 and calibration["delta"] == 0.5 and calibration["target_agreement"] == 0.5
     # ... and every calibrated variant that ran is checked on the half it never saw
-    ran = {name for name in ("edgekit-pruned", "edgekit-stable") if name in by_name}
-    assert ran == {row["variant"] for row in report["held_out"]} and ran  # at least one policy was certified
-    for row in report["held_out"]:
+    ran = {name for name in ("edgekit-pruned", "edgekit-stable") if name in names}
+    assert ran == {row["variant"] for row in held_out} and ran  # at least one policy was certified
+    for row in held_out:
         assert row["reference"] == "edgekit-exact" and row["queries"] == 6 and 0.0 <= row["exact_share"] <= 1.0
         assert row["meets_target"] == (row["exact_share"] >= 0.5) and row["lower_bound"] >= 0.5
-    assert {r["candidates"] for r in report["sweep"]} == {5, 10}
+    (sweep,) = report.tables
+    assert [row[0] for row in sweep.rows] == [5, 10] and sweep.plot
     text = markdown_file.read_text()
-    assert "| edgekit-exact |" in text and text.count("bench:select:smoke:start") == 1
+    assert "| edgekit-exact |" in text and "| onnx-monolithic-batched (baseline) |" in text
+    assert "latency × onnx-monolithic-batched" in text and text.count("bench:select:smoke:start") == 1
     assert "Calibration, rank-stability:" in text and "Held out (6 queries" in text
     # a rerun replaces the section instead of appending a second one
     rerun = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3",
@@ -60,7 +73,7 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     text = markdown_file.read_text()
     assert text.count("bench:select:smoke:start") == 1
     assert "| edgekit-exact |" in text and "| torch |" not in text  # the section was replaced
-    assert (tmp_path / "r.png").stat().st_size > 1000
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_select_rejects_unknown_variant(tiny_cross_package: Path, tmp_path: Path) -> None:

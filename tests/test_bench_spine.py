@@ -85,3 +85,35 @@ def test_failing_child_raises_with_stderr(tiny_bi_package: Path, workload: Path)
     with pytest.raises(VariantError) as error:
         run_variant(CHILD, args, threads=1)
     assert error.value.returncode != 0 and "nonexistent" in str(error.value)
+
+
+def test_bench_spine_command_fills_a_report(tiny_bi_encoder: Path, tmp_path: Path, monkeypatch) -> None:
+    """The parent: tiny model -> package and monolithic graph -> three variants, each in its own
+    process -> one Report with ratios against onnx-monolithic and scores compared with it."""
+    from typer.testing import CliRunner
+
+    from edgekit.bench.report import Report
+    from edgekit.cli import app
+
+    monkeypatch.setenv("EDGEKIT_CACHE", str(tmp_path / "cache"))
+    result = CliRunner().invoke(app, [
+        "bench", "spine", "--source", str(tiny_bi_encoder), "--cache", str(tmp_path / "spine"), "--candidates", "4",
+        "--tokens", "24", "--repeats", "1", "--threads", "1", "--batch", "2", "--no-default-options",
+        "--json", str(tmp_path / "spine.json"), "--markdown", "--markdown-file", str(tmp_path / "BENCH.md"),
+        "--plot", str(tmp_path / "spine.png")])
+    assert result.exit_code == 0, result.output
+    report = Report.load(tmp_path / "spine.json")
+    assert [v.name for v in report.variants] == ["onnx-monolithic", "onnx-monolithic-batched", "edgekit"]
+    assert report.baseline == "onnx-monolithic" and report.workload.sizes["candidates"] == 4
+    for variant in report.variants:
+        assert {(r.measure, r.baseline) for r in variant.ratios} == {
+            ("latency", "onnx-monolithic"), ("latency", "onnx-monolithic-batched"),
+            ("peak_rss", "onnx-monolithic"), ("peak_rss", "onnx-monolithic-batched")}
+        assert all(math.isfinite(r.value) and r.value > 0 for r in variant.ratios)
+        compared = variant.compared_with("onnx-monolithic")
+        assert compared.top_k_agreement == 1.0 and compared.max_abs_diff < 1e-4
+    assert report.variant("onnx-monolithic").ratio("latency", "onnx-monolithic").value == 1.0
+    text = (tmp_path / "BENCH.md").read_text()
+    assert "<!-- bench:spine:start -->" in text and "| onnx-monolithic (baseline) |" in text
+    assert "latency × onnx-monolithic-batched" in text and "Reading: edgekit vs onnx-monolithic-batched" in text
+    assert (tmp_path / "spine.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ one-graph baseline, as JSON, markdown and a PNG. No timing assertions."""
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 pytest.importorskip("diffusers")
 pytest.importorskip("matplotlib")
 
+from edgekit.bench.report import Quality, Report  # noqa: E402
 from edgekit.cli import app  # noqa: E402
 
 runner = CliRunner()
@@ -37,57 +38,66 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
                                  str(SIZE), "--steps", "2", "--work", str(tmp_path / "work"), "--json", str(out),
                                  "--markdown", "--markdown-file", str(md), "--plot", str(png)])
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
-    by = {v["name"]: v for v in report["variants"]}
+    report = Report.load(out)
+    by = {v.name: v for v in report.variants}
     assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked",
                         "edgekit-tiled", "edgekit-groups", "edgekit-sliced", "edgekit-lean"]
+    assert report.baseline == "onnx-monolithic" and report.reference == "diffusers"
     for v in by.values():
-        assert set(v["stages"]) == {"encode", "denoise", "decode"}
-        for stage in v["stages"].values():
-            assert stage["ms"] > 0 and stage["peak_rss_mb"] > 0
-        assert v["peak_rss_mb"] >= max(s["peak_rss_mb"] for s in v["stages"].values())
-        assert set(v["ratios"]) >= {"decode_peak", "denoise_peak", "latency", "peak"}
-    assert by["onnx-monolithic"]["ratios"]["decode_peak"] == 1.0
+        assert [s.name for s in v.stages] == ["encode", "denoise", "decode"]
+        for stage in v.stages:
+            assert stage.ms > 0 and stage.peak_rss_mb > 0
+        assert v.peak_rss_mb >= max(s.peak_rss_mb for s in v.stages)
+        assert {r.measure for r in v.ratios} >= {"decode_peak", "denoise_peak", "latency", "peak"}
+        assert all(r.baseline == "onnx-monolithic" and math.isfinite(r.value) for r in v.ratios)
+    assert by["onnx-monolithic"].ratio("decode_peak").value == 1.0
+
+    def frames(name: str, reference: str) -> Quality:
+        return by[name].compared_with(reference, "frames")
+
     # the same inputs give the same video: edgekit vs diffusers, and vs the one-graph baseline
-    assert by["diffusers"]["frames_vs_diffusers"]["max_abs_diff"] == 0
-    assert by["edgekit"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
-    assert by["edgekit"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
-    assert by["onnx-monolithic"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
+    assert frames("diffusers", "diffusers").max_abs_diff == 0
+    assert frames("edgekit", "diffusers").max_abs_diff <= 1e-3
+    assert frames("edgekit", "onnx-monolithic").max_abs_diff <= 1e-4
+    assert frames("onnx-monolithic", "diffusers").max_abs_diff <= 1e-3
     # chunked decoding is measured against the full decode, not claimed exact
-    assert "psnr_db" in by["edgekit-chunked"]["frames_vs_edgekit_full"]
+    assert frames("edgekit-chunked", "edgekit").psnr_db is not None
     # tiles of 16 latent pixels cover this 16 x 16 latent: edgekit-tiled is edgekit-chunked, bit for bit
-    assert by["edgekit-tiled"]["tile"] == {"tile": 16, "overlap": 4}
-    assert by["edgekit-tiled"]["frames_vs_edgekit_chunked"]["max_abs_diff"] == 0
-    assert by["edgekit-tiled"]["stats"]["decode_tiles"] == 1
-    assert report["verdicts"]["decode_peak"]["variant"] in ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")
-    assert set(report["verdicts"]["decode_peak"]["considered"]) == {"edgekit-chunked", "edgekit-tiled", "edgekit-lean"}
-    assert by["diffusers-memory"]["switches"]["decode_chunk_size"] == 1
-    assert "GPU-only" in by["diffusers-memory"]["switches"]["enable_model_cpu_offload"]
+    assert by["edgekit-tiled"].details["tile"] == {"tile": 16, "overlap": 4}
+    assert frames("edgekit-tiled", "edgekit-chunked").max_abs_diff == 0
+    assert by["edgekit-tiled"].details["stats"]["decode_tiles"] == 1
+    verdicts = report.details["verdicts"]
+    assert verdicts["decode_peak"]["variant"] in ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")
+    assert set(verdicts["decode_peak"]["considered"]) == {"edgekit-chunked", "edgekit-tiled", "edgekit-lean"}
+    assert [v.variant for v in report.verdicts] == [v["variant"] for v in verdicts.values()]
+    switches = by["diffusers-memory"].details["switches"]
+    assert switches["decode_chunk_size"] == 1 and "GPU-only" in switches["enable_model_cpu_offload"]
     # the runtime's own per-stage stats
-    stats = by["edgekit"]["stats"]
+    stats = by["edgekit"].details["stats"]
     assert stats["encode_ms"] > 0 and set(stats["stage_peak_rss_mb"]) == {"encode", "denoise", "decode"}
     assert stats["stage_peak_rss_mb"]["decode"] <= stats["peak_rss_mb"]
-    assert set(report["verdicts"]) == {"decode_peak", "denoise_peak", "latency", "denoise_peak_sliced"}
+    assert set(verdicts) == {"decode_peak", "denoise_peak", "latency", "denoise_peak_sliced"}
     # the Feature Slicer: the grouped package, unsliced and sliced 4 ways, makes diffusers' video; the
     # sliced run is compared with the unsliced one (one-frame slices round differently in onnxruntime's
     # kernels, ~1e-6 per UNet call, which this random tiny UNet amplifies; tests/test_video_slicing.py
     # checks exactness per UNet evaluation)
-    assert by["edgekit-sliced"]["stats"]["slices"] == 4 and by["edgekit-groups"]["stats"]["slices"] == 1
-    assert by["edgekit-sliced"]["stats"]["op_groups"] > 0
-    assert by["edgekit-groups"]["frames_vs_monolithic"]["max_abs_diff"] <= 1e-4
-    assert by["edgekit-sliced"]["frames_vs_diffusers"]["max_abs_diff"] <= 1e-3
-    assert by["edgekit-sliced"]["latents_vs_unsliced"] <= 1e-3
+    sliced, groups = by["edgekit-sliced"].details["stats"], by["edgekit-groups"].details["stats"]
+    assert sliced["slices"] == 4 and groups["slices"] == 1 and sliced["op_groups"] > 0
+    assert frames("edgekit-groups", "onnx-monolithic").max_abs_diff <= 1e-4
+    assert frames("edgekit-sliced", "diffusers").max_abs_diff <= 1e-3
+    assert by["edgekit-sliced"].compared_with("edgekit-groups", "latents").max_abs_diff <= 1e-3
     # edgekit-lean: the sliced denoise with the tiled decode (tiles cover this latent: the chunked decode)
-    lean = by["edgekit-lean"]["stats"]
+    lean = by["edgekit-lean"].details["stats"]
     assert (lean["slices"], lean["decode_chunk"], lean["decode_tile"]) == (4, 1, 16)
-    assert by["edgekit-lean"]["frames_vs_edgekit_full"]["max_abs_diff"] == pytest.approx(
-        by["edgekit-chunked"]["frames_vs_edgekit_full"]["max_abs_diff"], abs=1e-3)
-    frames = np.load(by["edgekit"]["frames_file"])
-    assert frames.shape == (FRAMES, SIZE, SIZE, 3)
+    assert frames("edgekit-lean", "edgekit").max_abs_diff == pytest.approx(
+        frames("edgekit-chunked", "edgekit").max_abs_diff, abs=1e-3)
+    assert np.load(by["edgekit"].details["frames_file"]).shape == (FRAMES, SIZE, SIZE, 3)
     text = md.read_text()
     assert text.startswith("# Benchmarks") and text.count("<!-- bench:video:start -->") == 1
-    assert "<!-- bench:video:end -->" in text and "edgekit-chunked" in text
-    assert png.stat().st_size > 1000
+    assert "<!-- bench:video:end -->" in text and "| edgekit-chunked |" in text
+    assert "| onnx-monolithic (baseline) |" in text and "decode peak × onnx-monolithic" in text
+    assert "Outputs compared:" in text and "frames PSNR dB vs diffusers" in text and "Targets:" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_video_refuses_unknown_variants(tmp_path: Path) -> None:

@@ -3,9 +3,10 @@ count, width and vocabulary) streamed by edgekit against the whole model in one 
 graph, each variant in its own process, the same prompts and candidates for all.
 
 Variants: onnx-monolithic (the baseline), edgekit (window 2, no pruning), edgekit-budget (the
-planner under --memory-budget = each of `budget_shares` x the baseline's measured peak). Reported per
-variant: median latency and peak RSS as ratios of the baseline's, and the max abs score
-difference and top-K agreement against the baseline's scores.
+planner under --memory-budget = each of `budget_shares` x the baseline's measured peak). The
+`Report` (edgekit/bench/report.py) holds per variant: median latency and peak RSS (and device
+peak on CUDA) as ratios of the baseline's, and the max abs score difference and top-K agreement
+against the baseline's scores; the budgets and the planner's choices are an extra table.
 
 The checkpoint, package and baseline graph are built once under `work` (minutes, ~5 GB of
 disk) and reused. Needs the export extra (torch, transformers).
@@ -21,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.bench.report import Machine, Quality, Ratio, Report, Table, Variant, Workload, ratio
 from edgekit.bench.select import run_variant
 from edgekit.dataset import Example
 from edgekit.demo import cache_dir
@@ -30,6 +32,7 @@ from edgekit.runtimes.ranking import top_k_order
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.deep_variant"
 SHAPE = "qwen3-0.6b"
+BASELINE = "onnx-monolithic"
 
 
 @dataclass(frozen=True)
@@ -79,25 +82,72 @@ def examples(config: DeepBench) -> list[Example]:
     return out
 
 
-def _summary(result: dict[str, Any], baseline: dict[str, Any], top_k: int) -> dict[str, Any]:
+def _variant(result: dict[str, Any], baseline: dict[str, Any], top_k: int) -> Variant:
+    """One child's result as a Variant: ratios of latency, peak RSS (and device peak) against the
+    baseline, and its scores compared with the baseline's."""
     diffs = [float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(result["scores"], baseline["scores"])]
     agree = [len(set(top_k_order(np.array(a), top_k).tolist()) & set(top_k_order(np.array(b), top_k).tolist())) / top_k
              for a, b in zip(result["scores"], baseline["scores"])]
-    return {
-        "name": result["variant"],
-        "latency_ms": result["latency_ms"],
-        "peak_rss_mb": result["peak_rss_mb"],
-        "latency_ratio": result["latency_ms"] / baseline["latency_ms"],
-        "peak_ratio": result["peak_rss_mb"] / baseline["peak_rss_mb"],
-        "max_abs_diff": max(diffs),
-        "top_k_agreement": float(np.mean(agree)),
-        "stats": result.get("stats"),
-        "device_peak_mb": result.get("device_peak_mb"),
-        "gpu": result.get("gpu"),
-    }
+    ratios = [Ratio("latency", ratio(result["latency_ms"], baseline["latency_ms"]), BASELINE),
+              Ratio("peak_rss", ratio(result["peak_rss_mb"], baseline["peak_rss_mb"]), BASELINE)]
+    if result.get("device_peak_mb") and baseline.get("device_peak_mb"):
+        ratios.append(Ratio("device_peak", ratio(result["device_peak_mb"], baseline["device_peak_mb"]), BASELINE))
+    latencies = result.get("latencies_ms") or [result["latency_ms"]]
+    details = {key: result[key] for key in ("stats", "gpu", "budget_mb", "share") if result.get(key) is not None}
+    return Variant(result["variant"], latency_ms=result["latency_ms"], latency_ms_range=(min(latencies), max(latencies)),
+                   peak_rss_mb=result["peak_rss_mb"],
+                   figures={"device_peak_mb": result["device_peak_mb"]} if result.get("device_peak_mb") else {},
+                   ratios=tuple(ratios),
+                   quality=(Quality(BASELINE, "scores", top_k_agreement=float(np.mean(agree)),
+                                    max_abs_diff=max(diffs)),),
+                   details=details)
 
 
-def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None) -> dict[str, Any]:
+def budget_table(budgeted: list[dict[str, Any]]) -> Table:
+    rows = []
+    for r in budgeted:
+        plan = r["stats"]["plan"]
+        parts = ", ".join(f"{name} {value:.0f}" for name, value in plan["parts_mb"].items())
+        rows.append((f"{r['budget_mb']:.0f} MiB ({r['share']:.0%} of the baseline's peak)",
+                     f"window {plan['window']}, chunk {plan['chunk']}", f"{plan['estimated_peak_mb']:.0f} ({parts})",
+                     r["peak_rss_mb"], f"{r['peak_rss_mb'] / r['budget_mb']:.2f}×"))
+    return Table("Under a memory budget (the planner's choice)", ("memory budget", "planner's choice",
+                 "estimated peak (parts, MiB)", "measured peak MiB", "measured / budget"), tuple(rows))
+
+
+def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, Any], streamed: dict[str, Any],
+                 budgeted: list[dict[str, Any]], command: str) -> Report:
+    """The Report of one `edgekit bench select-deep` run from its children's results."""
+    key = "select-deep" if config.provider == "cpu" else f"select-deep-{config.provider}"
+    gpu = baseline.get("gpu")
+    notes = [f"Random weights in the Qwen3-Reranker-0.6B shape ({model['layers']} layers, hidden {model['hidden']}, "
+             f"vocabulary {model['vocab']}); package {model['package_mb']} MiB fp32, largest graph "
+             f"{model['largest_graph_mb']} MiB. Every sequence is {config.tokens} tokens (prompt included), no "
+             f"pruning; one warm-up run, then {config.repeat} timed runs per query (median, range over all runs).",
+             f"Baseline: `{BASELINE}` (the whole model as one ONNX Runtime graph, one session opened once, all "
+             "candidates in one run); scores compared with its scores."]
+    if gpu:
+        notes.append(f"GPU {gpu}; device peak = the process's peak device memory (nvidia-smi).")
+    return Report(
+        workload=Workload(
+            title=f"Deep model: Qwen3-0.6B-shaped reranker, streamed vs one graph ({config.provider})", key=key,
+            command=command, machine=Machine.here(), subject=f"random {SHAPE}-shaped reranker",
+            data="demo corpus queries",
+            sizes={"queries": config.queries, "candidates": config.candidates, "tokens": config.tokens,
+                   "top_k": config.top_k},
+            provider=config.provider, threads=config.threads,
+            settings={"repeat": config.repeat, "budget_shares": list(config.budget_shares)}),
+        baseline=BASELINE, reference=BASELINE,
+        variants=tuple(_variant(r, baseline, config.top_k) for r in (baseline, streamed, *budgeted)),
+        notes=tuple(notes),
+        tables=(budget_table(budgeted),) if budgeted else (),
+        details={"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+                 "model": model},
+    )
+
+
+def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
+                   command: str = "edgekit bench select-deep") -> Report:
     _, package, graph = prepare(config, progress)
     data = config.work / f"queries-{config.queries}x{config.candidates}.jsonl"
     data.write_text("".join(json.dumps({"query": e.query, "candidates": e.candidates}) + "\n"
@@ -119,53 +169,8 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None)
     from edgekit.manifest import Manifest
 
     manifest = Manifest.load(package)
-    return {
-        "config": {key: str(value) if isinstance(value, Path) else value for key, value in asdict(config).items()},
-        "model": {"shape": SHAPE, "layers": manifest.ranking.num_layers, "hidden": manifest.ranking.hidden_size,
-                  "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
-                  "package_mb": round(manifest.total_bytes / 2**20, 1),
-                  "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)},
-        "variants": [_summary(r, baseline, config.top_k) for r in (baseline, streamed, *budgeted)],
-        "budgets": [{"share": r["share"], "budget_mb": r["budget_mb"], "peak_rss_mb": r["peak_rss_mb"],
-                     "plan": r["stats"]["plan"]} for r in budgeted],
-    }
-
-
-def markdown(report: dict[str, Any], command: str) -> str:
-    """A section for docs/BENCHMARKS.md (fenced so a rerun replaces it)."""
-    from edgekit.bench.select_report import _cpu
-
-    cfg, model = report["config"], report["model"]
-    marker = "select-deep" if cfg["provider"] == "cpu" else f"select-deep-{cfg['provider']}"
-    lines = [f"<!-- bench:{marker}:start -->",
-             f"## Deep model: Qwen3-0.6B-shaped reranker, streamed vs one graph ({cfg['provider']})", "",
-             f"`{command}` · {_cpu()} · provider {cfg['provider']}"
-             + (f" ({report['variants'][0]['gpu']})" if report["variants"][0].get("gpu") else "")
-             + f" · {cfg['threads']} threads per variant, each variant in its own process",
-             "",
-             (f"Random weights in the Qwen3-Reranker-0.6B shape ({model['layers']} layers, hidden {model['hidden']}, "
-              f"vocabulary {model['vocab']}); package {model['package_mb']} MiB fp32, largest graph "
-              f"{model['largest_graph_mb']} MiB. {cfg['queries']} queries x {cfg['candidates']} candidates x "
-              f"{cfg['tokens']} tokens (prompt included), top-{cfg['top_k']}, no pruning; one warm-up run, then "
-              f"{cfg['repeat']} timed runs per query (median). Baseline: `onnx-monolithic` (the whole model as one "
-              "ONNX Runtime graph, one session opened once, all candidates in one run)."), "",
-             "| variant | median latency | vs baseline | peak RSS | vs baseline | max abs score diff | top-K agreement |",
-             "|---|---|---|---|---|---|---|"]
-    for v in report["variants"]:
-        lines.append(f"| {v['name']} | {v['latency_ms']:.0f} ms | {v['latency_ratio']:.2f}x | {v['peak_rss_mb']:.0f} MiB | "
-                     f"{v['peak_ratio']:.3f}x | {v['max_abs_diff']:.2g} | {v['top_k_agreement']:.3f} |")
-    base_device = report["variants"][0].get("device_peak_mb")
-    if base_device:
-        lines += ["", "Peak device memory (nvidia-smi, per process): " + "; ".join(
-            f"{v['name']} {v['device_peak_mb']:.0f} MiB ({v['device_peak_mb'] / base_device:.2f}x)"
-            for v in report["variants"] if v.get("device_peak_mb"))]
-    lines += ["", "| memory budget | planner's choice | estimated peak (parts, MiB) | measured peak | measured / budget |",
-              "|---|---|---|---|---|"]
-    for row in report["budgets"]:
-        plan = row["plan"]
-        parts = ", ".join(f"{name} {value:.0f}" for name, value in plan["parts_mb"].items())
-        lines.append(f"| {row['budget_mb']:.0f} MiB ({row['share']:.0%} of the baseline's peak) | window {plan['window']}, "
-                     f"chunk {plan['chunk']} | {plan['estimated_peak_mb']:.0f} ({parts}) | {row['peak_rss_mb']:.0f} MiB | "
-                     f"{row['peak_rss_mb'] / row['budget_mb']:.2f}x |")
-    lines += [f"<!-- bench:{marker}:end -->", ""]
-    return "\n".join(lines)
+    model = {"shape": SHAPE, "layers": manifest.ranking.num_layers, "hidden": manifest.ranking.hidden_size,
+             "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
+             "package_mb": round(manifest.total_bytes / 2**20, 1),
+             "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)}
+    return build_report(config, model, baseline, streamed, budgeted, command)

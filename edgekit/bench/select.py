@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 import edgekit
+from edgekit.bench.report import Machine, Report
+from edgekit.bench.select_report import build_report
 from edgekit.bench.select_variant import CALIBRATED, VARIANTS
 from edgekit.bench.subprocess_runner import VariantError
 from edgekit.bench.subprocess_runner import run_variant as _run_variant
@@ -67,6 +69,8 @@ class SelectBench:
     queries: int = 0
     variants: tuple[str, ...] = ALL_VARIANTS
     sweep: tuple[int, ...] = field(default_factory=tuple)
+    command: str = "edgekit bench select"  # recorded in the report
+    title: str = ""  # the report's title (default: from the package)
 
 
 def monolithic_graph(manifest: Manifest) -> Path:
@@ -162,8 +166,9 @@ def _certified(calibration: dict[str, Any] | None) -> bool:
     return calibration.get("params") is not None or calibration.get("threshold") is not None
 
 
-def run_select_bench(config: SelectBench, progress: Progress = lambda message: None) -> dict[str, Any]:
-    """Run every variant; returns {"workload", "calibration" (per policy), "held_out", "variants", "sweep"}."""
+def run_select_bench(config: SelectBench, progress: Progress = lambda message: None) -> Report:
+    """Run every variant; the Report's details keep the calibration per policy, the held-out rows
+    and the raw sweep."""
     unknown = [name for name in config.variants if name not in ALL_VARIANTS]
     if unknown:
         raise InvalidArgumentError(f"unknown variants {unknown}; choose from {', '.join(ALL_VARIANTS)}")
@@ -217,20 +222,17 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     reference = raws.get("torch")
     variants = [summarise(raw, reference, measured, config.top_k, exact_cost) for raw in raws.values()]
     full_model = "edgekit-exact" if "edgekit-exact" in raws else "torch"
-    return {
-        "workload": {
-            "package": str(config.package), "family": manifest.family, "task": manifest.task,
-            "layers": manifest.ranking.num_layers, "data": str(config.data), "queries_measured": len(measured),
-            "queries_calibration": len(examples) - len(measured),
-            "candidates_per_query": float(np.mean([len(e.candidates) for e in measured])),
-            "top_k": config.top_k, "delta": config.delta, "threads": config.threads, "batch": config.batch, "chunk": config.chunk,
-            "window": 2, "reference": "torch" if reference else None,
-        },
-        "calibration": calibrations,
-        "held_out": held_out(raws, calibrations, full_model, config.target_agreement),
-        "variants": variants,
-        "sweep": sweep,
+    workload = {
+        "package": str(config.package), "family": manifest.family, "task": manifest.task,
+        "layers": manifest.ranking.num_layers, "data": str(config.data), "queries_measured": len(measured),
+        "queries_calibration": len(examples) - len(measured),
+        "candidates_per_query": float(np.mean([len(e.candidates) for e in measured])),
+        "top_k": config.top_k, "delta": config.delta, "threads": config.threads, "batch": config.batch,
+        "chunk": config.chunk, "window": 2, "reference": "torch" if reference else None,
     }
+    return build_report(workload=workload, summaries=variants, calibration=calibrations,
+                        held_out=held_out(raws, calibrations, full_model, config.target_agreement), sweep=sweep,
+                        command=config.command, title=config.title, machine=Machine.here())
 
 
 def _memory_sweep(config: SelectBench, examples: Sequence[Example], package: Path, graph: Path | None,

@@ -1,4 +1,5 @@
-"""Child process of `scripts/bench_spine.py`: score one workload with one variant, print JSON.
+"""Child process of `edgekit bench spine` (edgekit/bench/spine.py): score one workload with one
+variant, print JSON.
 
     python -m edgekit.bench.spine_variant --variant {edgekit,onnx-monolithic,onnx-monolithic-batched}
         --package PKG [--graph MONO.onnx] --workload W.json --threads N [--batch 16]

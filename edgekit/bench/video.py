@@ -23,7 +23,9 @@ layout, a quarter-width UNet, a 2-layer CLIP) is built, exported and cached unde
 Example::
 
     report = run_video_bench(VideoBench(frames=8, height=256, width=256, steps=2))
-    report["ratios"]["decode_peak"]["edgekit-chunked"]
+    report.variant("edgekit-chunked").ratio("decode_peak").value
+
+The Report (edgekit/bench/video_report.py) is rendered by edgekit/bench/render.py.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.bench.report import Report
 from edgekit.bench.subprocess_runner import VariantError
 from edgekit.bench.subprocess_runner import run_variant as _run_variant
+from edgekit.bench.video_report import build_report
 from edgekit.demo import cache_dir
 from edgekit.errors import BenchmarkError
 
@@ -178,7 +182,8 @@ def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, An
         raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None
 
 
-def run_video_bench(config: VideoBench, progress: Progress = lambda message: None) -> dict[str, Any]:
+def run_video_bench(config: VideoBench, progress: Progress = lambda message: None,
+                    command: str = "edgekit bench video") -> Report:
     from edgekit.manifest import Manifest
 
     source, package, graph, grouped = prepare(config, progress)
@@ -243,20 +248,15 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
                 "peak": _ratio(r["peak_rss_mb"], base["peak_rss_mb"]),
             }
         variants.append(row)
-    return {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-        "model": {"source": str(source), "package": str(package), "unet_graph": str(graph),
-                  "grouped_package": str(grouped) if any(n in GROUPED_VARIANTS for n in config.variants) else None,
-                  "unet_params": manifest.source.get("unet_params"), "vae_params": manifest.source.get("vae_params"),
-                  "package_mb": round(manifest.total_bytes / 2**20, 1),
-                  "unet_graph_mb": round(sum(p.stat().st_size for p in graph.parent.iterdir()
-                                             if p.name.startswith(graph.name)) / 2**20, 1),
-                  "guidance": manifest.video.svd.max_guidance_scale > 1},
-        "targets": TARGETS,
-        "variants": variants,
-        "verdicts": verdicts(variants),
-    }
-
+    model = {"source": str(source), "package": str(package), "unet_graph": str(graph),
+             "grouped_package": str(grouped) if any(n in GROUPED_VARIANTS for n in config.variants) else None,
+             "unet_params": manifest.source.get("unet_params"), "vae_params": manifest.source.get("vae_params"),
+             "package_mb": round(manifest.total_bytes / 2**20, 1),
+             "unet_graph_mb": round(sum(p.stat().st_size for p in graph.parent.iterdir()
+                                        if p.name.startswith(graph.name)) / 2**20, 1),
+             "guidance": manifest.video.svd.max_guidance_scale > 1}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return build_report(settings, model, variants, verdicts(variants), TARGETS, command)
 
 def _denoise_verdict(row: dict[str, Any], by: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The denoise target for one variant: its denoise peak ratio, with its denoised latents
@@ -300,153 +300,3 @@ def verdicts(variants: list[dict[str, Any]]) -> dict[str, Any]:
                                       "latency_ratio": sliced["ratios"]["latency"]}
     return out
 
-
-def _mb(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0f}"
-
-
-def _x(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}x"
-
-
-def _db(value: float | None) -> str:
-    return "–" if value is None else ("inf" if math.isinf(value) else f"{value:.1f} dB")
-
-
-def markdown(report: dict[str, Any], command: str) -> str:
-    """A section for docs/BENCHMARKS.md (fenced so a rerun replaces it)."""
-    from edgekit.bench.select_report import _cpu
-
-    cfg, model = report["config"], report["model"]
-    lines = ["<!-- bench:video:start -->",
-             "## Video: SVD image-to-video, diffusers vs one graph per model vs edgekit", "",
-             f"`{command}` · {_cpu()} · {cfg['threads']} threads per variant, each variant in its own process", "",
-             (f"Random weights: UNet {model['unet_params'] / 1e6:.1f}M parameters, VAE {model['vae_params'] / 1e6:.1f}M; "
-              f"package {model['package_mb']} MiB fp32, whole-UNet graph {model['unet_graph_mb']} MiB. "
-              f"{cfg['frames']} frames at {cfg['height']}x{cfg['width']}, {cfg['steps']} Euler steps, guidance "
-              f"{'on (UNet batch 2)' if model['guidance'] else 'off'}, seed {cfg['seed']}; every variant gets the same "
-              "image, initial latents and noise. Stage peaks: the process's VmHWM reset when the stage starts "
-              "and read when it ends (everything resident during the stage, weights held from earlier stages "
-              "included); overall peak includes loading. Latency: the generate call (loading excluded; "
-              "onnx-monolithic opens its four sessions before it)."
-              + (f" Times and peaks are medians over {cfg.get('repeat', 1)} rounds." if cfg.get("repeat", 1) > 1 else "")),
-             "",
-             "| variant | encode | denoise | decode | latency | load | peak RSS (encode / denoise / decode) | overall peak "
-             "| frames vs diffusers (max abs / PSNR) | latents vs one-graph |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for v in report["variants"]:
-        s = v["stages"]
-        frames = v.get("frames_vs_diffusers") or {}
-        lines.append(
-            f"| {v['name']} | {s['encode']['ms'] / 1000:.1f} s | {s['denoise']['ms'] / 1000:.1f} s | "
-            f"{s['decode']['ms'] / 1000:.1f} s | {v['latency_ms'] / 1000:.1f} s | {(v.get('load_ms') or 0) / 1000:.1f} s | "
-            f"{_mb(s['encode']['peak_rss_mb'])} / {_mb(s['denoise']['peak_rss_mb'])} / {_mb(s['decode']['peak_rss_mb'])} MiB | "
-            f"{_mb(v['peak_rss_mb'])} MiB | {frames.get('max_abs_diff', 0):.2g} / {_db(frames.get('psnr_db'))} | "
-            f"{v.get('latents_vs_monolithic', float('nan')):.2g} |")
-    rounds = cfg.get("repeat", 1)
-    lines += ["", "Ratios against onnx-monolithic (decode and denoise: that stage's peak RSS; latency: the generate call, "
-              "and with loading)" + (f"; over {rounds} rounds (each round runs every variant once): the variant's "
-                                     "median over the baseline's median, in brackets the lowest and highest "
-                                     "ratio of one round's run to the baseline's run in the same round"
-                                     if rounds > 1 else "") + ":", "",
-              "| variant | decode peak | denoise peak | overall peak | latency | latency incl. load |",
-              "|---|---|---|---|---|---|"]
-    for v in report["variants"]:
-        r, spread = v.get("ratios") or {}, v.get("ratio_range") or {}
-
-        def cell(key: str, r: dict[str, Any] = r, spread: dict[str, list[float]] = spread) -> str:
-            low_high = spread.get(key)
-            return _x(r.get(key)) + (f" ({low_high[0]:.2f}–{low_high[1]:.2f})" if low_high else "")
-
-        lines.append(f"| {v['name']} | {cell('decode_peak')} | {cell('denoise_peak')} | {_x(r.get('peak'))} | "
-                     f"{cell('latency')} | {_x(r.get('latency_with_load'))} |")
-    chunked = next((v for v in report["variants"] if v["name"] == "edgekit-chunked"), None)
-    if chunked and chunked.get("frames_vs_edgekit_full"):
-        full = chunked["frames_vs_edgekit_full"]
-        lines += ["", f"edgekit-chunked (decode chunk 1) vs edgekit's full decode: max abs diff "
-                  f"{full['max_abs_diff']:.2g}, PSNR {_db(full['psnr_db'])} (SVD's temporal decoder mixes frames: "
-                  "chunked decoding is an approximation)."]
-    tiled = next((v for v in report["variants"] if v["name"] == "edgekit-tiled"), None)
-    if tiled and tiled.get("frames_vs_edgekit_full"):
-        full, tile = tiled["frames_vs_edgekit_full"], tiled.get("tile") or {}
-        line = (f"edgekit-tiled (decode chunk 1, tiles of {tile.get('tile')} latent pixels sharing "
-                f"{tile.get('overlap')}) vs edgekit's full decode: max abs diff {full['max_abs_diff']:.2g}, "
-                f"PSNR {_db(full['psnr_db'])}")
-        if tiled.get("frames_vs_edgekit_chunked"):
-            step = tiled["frames_vs_edgekit_chunked"]
-            line += (f"; vs edgekit-chunked (the tiling alone): max abs diff {step['max_abs_diff']:.2g}, "
-                     f"PSNR {_db(step['psnr_db'])}")
-        lines += ["", line + " (GroupNorm statistics and the receptive field cross tile borders: tiling is an "
-                  "approximation too)."]
-    lines += ["", "Targets (issue 6):", ""]
-    names = {"decode_peak": "decode peak <= 0.20x onnx-monolithic's decode",
-             "denoise_peak": "denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
-             "latency": "end-to-end latency <= 1.2x onnx-monolithic",
-             "denoise_peak_sliced": "Feature Slicer: denoise peak <= 0.50x onnx-monolithic's denoise at max abs "
-                                    "diff <= 1e-4"}
-    for key, verdict in report["verdicts"].items():
-        detail = f"{verdict['variant']} {_x(verdict['ratio'])}"
-        if verdict.get("range"):
-            low, high = verdict["range"]
-            detail += f" (rounds: {low:.2f}–{high:.2f}{'; not met in every round' if high > verdict['target'] else ''})"
-        if verdict.get("latents_max_abs_diff") is not None:
-            detail += (f"; denoised latents max abs diff {verdict['latents_max_abs_diff']:.2g} (max |latents| "
-                       f"{verdict['latents_scale']:.3g}: {'within' if verdict['latents_close'] else 'outside'} "
-                       f"1e-4 x max(1, max |reference|)), frames {verdict['frames_max_abs_diff']:.2g}")
-        if verdict.get("latents_vs_unsliced") is not None:
-            detail += (f"; {report['config']['slices']} slices per group: denoised latents vs edgekit-groups "
-                       f"(unsliced) max abs diff {verdict['latents_vs_unsliced']:.2g}, latency "
-                       f"{_x(verdict['latency_ratio'])}")
-        if verdict.get("psnr_vs_full_decode_db") is not None:
-            detail += f", PSNR vs the full decode {_db(verdict['psnr_vs_full_decode_db'])}"
-        if len(verdict.get("considered") or {}) > 1:
-            detail += " (best of " + ", ".join(f"{k} {_x(v)}" for k, v in verdict["considered"].items()) + ")"
-        lines.append(f"- {names[key]}: {detail} — **{'met' if verdict['met'] else 'not met'}**")
-    memory = next((v for v in report["variants"] if v.get("switches")), None)
-    if memory:
-        lines += ["", "diffusers-memory: decode_chunk_size=1 and unet.enable_forward_chunking(); "
-                  "enable_model_cpu_offload is GPU-only (it moves models between the GPU and the CPU) and is not applied."]
-    lines += ["<!-- bench:video:end -->", ""]
-    return "\n".join(lines)
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    """Peak RSS per stage per variant (grouped bars) and latency per stage (stacked bars)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = report["variants"]
-    names = [v["name"] for v in variants]
-    x = np.arange(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    width = 0.26
-    for k, stage in enumerate(STAGES):
-        axes[0].bar(x + (k - 1) * width, [v["stages"][stage]["peak_rss_mb"] or 0 for v in variants], width, label=stage)
-    axes[0].set_xticks(x, names, rotation=20, ha="right")
-    axes[0].set_ylabel("peak RSS during the stage (MiB)")
-    axes[0].set_title("Peak RSS per stage")
-    axes[0].legend()
-    bottom = np.zeros(len(names))
-    for stage in STAGES:
-        values = np.array([v["stages"][stage]["ms"] / 1000 for v in variants])
-        axes[1].bar(x, values, 0.6, bottom=bottom, label=stage)
-        bottom += values
-    axes[1].set_xticks(x, names, rotation=20, ha="right")
-    axes[1].set_ylabel("seconds")
-    axes[1].set_title("Latency per stage")
-    axes[1].legend()
-    cfg = report["config"]
-    fig.suptitle(f"SVD {cfg['frames']} frames {cfg['height']}x{cfg['width']}, {cfg['steps']} steps, "
-                 f"{cfg['threads']} threads")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def save_json(report: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
