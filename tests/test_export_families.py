@@ -1,6 +1,7 @@
 """The export family contract, for every registered family: it has a tiny source, it recognises
 that source and no other family does, a wrong option is a one-line error naming the option and
-the family, and the registry runs without torch."""
+the family, and the registry (with the CLI's export command up to the exporter) runs without
+torch, where a missing extra is one line naming the pip extra."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from edgekit.cli import app
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.families import FAMILIES, TASKS, family_for_source, family_named
 from edgekit.exporters.families.base import flag
@@ -24,6 +27,7 @@ from edgekit.video_manifest import VIDEO_ROLES
 
 NAMES = [family.name for family in FAMILIES]
 ALL_OPTIONS = sorted({option for family in FAMILIES for option in family.options})
+runner = CliRunner()
 
 
 def test_families_state_their_contract() -> None:
@@ -58,6 +62,13 @@ def test_packages_hold_only_their_familys_stages(tiny_cross_package: Path, tiny_
     for name, package in (("cross-encoder", tiny_cross_package), ("bi-encoder", tiny_bi_package)):
         roles = {graph.role for graph in Manifest.load(package).graphs}
         assert roles <= set(family_named(name).stages), name
+
+
+def test_cli_export_refuses_an_option_of_another_family(tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["export", str(tiny_cross_encoder), "--out", str(tmp_path / "p"), "--op-groups"])
+    message = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in message
+    assert "--op-groups does not apply to cross-encoder" in message and not (tmp_path / "p").exists()
 
 
 def test_unrecognised_sources_name_what_they_hold(tiny_bi_encoder: Path, tmp_path: Path) -> None:
@@ -108,3 +119,18 @@ def test_registry_recognises_without_torch(tiny_cross_encoder: Path, tiny_bi_enc
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"names": ["cross-encoder", "bi-encoder"],
                                                                   "heavy": []}
+
+
+@pytest.mark.parametrize("name, extra", [("cross-encoder", "export"), ("svd", "export,video")])
+def test_export_without_torch_names_the_extra(name: str, extra: str, tiny_source: Callable[[str], Path],
+                                              tmp_path: Path) -> None:
+    result = _run_blocked("""
+        import sys
+        from edgekit.cli import main
+        sys.argv = ["edgekit", "export", *sys.argv[1:]]
+        main()
+    """, str(tiny_source(name)), "--out", str(tmp_path / "pkg"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and f"pip install 'edgekit[{extra}]'" in lines[0]
+    assert not (tmp_path / "pkg").exists()
