@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgekit.errors import InvalidArgumentError
 from edgekit.exporters.families.base import ExportFamily, Progress, import_exporter, read_json
 from edgekit.manifest import Manifest
 
@@ -19,8 +20,10 @@ def _recognise(path: Path, task: str | None) -> bool:
     return isinstance(index, dict) and index.get("_class_name") == PIPELINE
 
 
-def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool,
-            op_groups: bool = False) -> Manifest:
+def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, op_groups: bool = False,
+            dtype: str = "fp32") -> Manifest:
+    if dtype != "fp32":  # --dtype fp32 is accepted, as before the families: it is what svd writes
+        raise InvalidArgumentError(f"--dtype {dtype} does not apply to svd (--task video), which exports fp32 graphs")
     video_svd = import_exporter("edgekit.exporters.video_svd", "export,video")
     return video_svd.export_svd(source, out, overwrite=overwrite, progress=progress, op_groups=op_groups)
 
@@ -45,7 +48,7 @@ SVD = ExportFamily(
     description=f"a diffusers {PIPELINE} directory (model_index.json)",
     stages=("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
             "vae_decoder"),
-    options=("op_groups",),
+    options=("op_groups", "dtype"),
     recognise=_recognise,
     exporter=_export,
     build_tiny=_build_tiny,
