@@ -36,7 +36,6 @@ from edgekit.exporters.package_parts import (
 )
 from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
 from edgekit.manifest import GraphSpec, Manifest
-from edgekit.models.decoders import DECODER_MODEL_TYPES
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backends import backend_for
@@ -238,8 +237,6 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
-    if info.model_type in DECODER_MODEL_TYPES:
-        raise InvalidArgumentError(f"{info.path} is a decoder reranker; use export_model (or `edgekit export`)")
     check_destination(Path(out), info.path, overwrite)  # before loading: fail fast, never eat the source
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)

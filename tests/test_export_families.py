@@ -86,6 +86,11 @@ def test_unrecognised_sources_name_what_they_hold(tiny_bi_encoder: Path, tmp_pat
         family_for_source(tiny_bi_encoder, "rerank")
     with pytest.raises(InvalidArgumentError, match="unknown task 'audio'"):
         family_for_source(plain, "audio")
+    base = tmp_path / "qwen3-base"  # a decoder without the head a reranker scores with
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "qwen3", "architectures": ["Qwen3Model"]}))
+    with pytest.raises(SourceModelError, match=r"model_type 'qwen3', architectures \['Qwen3Model'\].*qwen3-reranker"):
+        family_for_source(base, "rerank")
 
 
 # --- without torch --------------------------------------------------------------------------

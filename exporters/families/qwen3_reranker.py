@@ -34,10 +34,10 @@ def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool,
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     decoder_export = import_exporter("edgekit.exporters.decoder_export", "export")
-    from edgekit.exporters.source import TASK_RERANK, inspect_source
+    from edgekit.exporters.source import inspect_decoder
 
-    return decoder_export.export_decoder(inspect_source(source, TASK_RERANK), out, max_length, dtype, overwrite,
-                                         progress, instruction)
+    return decoder_export.export_decoder(inspect_decoder(source), out, max_length, dtype, overwrite, progress,
+                                         instruction)
 
 
 def _build_tiny(directory: Path) -> Path:
