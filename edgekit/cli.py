@@ -24,33 +24,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
 
 
-def export_with_progress(source: str, out: Path, show: bool, **options: Any) -> Any:
-    """Run the exporter with a rich progress bar on stderr (when `show`). `task="video"` runs the
-    video exporter (exporters/video_svd.py: only `overwrite` applies), anything else the ranking one."""
-    from edgekit.errors import MissingDependencyError
+def export_with_progress(source: str, out: Path, show: bool, task: str | None = None, **options: Any) -> Any:
+    """Export through the family registry (exporters/families/) with a rich progress bar on stderr
+    (when `show`); returns the manifest. Options a family does not take (None means not given),
+    a source no family recognises and a missing extra are one-line errors."""
+    return _export(source, out, show, task, **options).manifest
 
-    try:
-        if options.get("task") == "video":
-            from edgekit.exporters.video_svd import export_svd
 
-            options = {"overwrite": options.get("overwrite", False), "op_groups": options.get("op_groups", False)}
+def _export(source: str, out: Path, show: bool, task: str | None, **options: Any) -> Any:
+    from edgekit.exporters.families import export_source
 
-            def export_model(source: str, out: Path, progress: Any, **kwargs: Any) -> Any:
-                return export_svd(source, out, progress=progress, **kwargs)
-        else:
-            from edgekit.exporters.encoder_export import export_model
-    except ImportError as error:
-        extra = "export,video" if options.get("task") == "video" else "export"
-        raise MissingDependencyError(
-            f"export needs the {extra} extra ({error.name} is missing); pip install 'edgekit[{extra}]'"
-        ) from None
     with progress_bar(show and stderr.is_terminal) as bar:
-        task = bar.add_task("exporting", total=None)
+        progress = bar.add_task("exporting", total=None)
 
         def report(message: str, done: int, total: int) -> None:
-            bar.update(task, description=message, completed=done, total=total)
+            bar.update(progress, description=message, completed=done, total=total)
 
-        return export_model(source, out, progress=report, **options)
+        return export_source(source, out, task=task, progress=report, **options)
 
 
 @app.command()
@@ -60,7 +50,8 @@ def export(
     out: Path = typer.Option(..., "--out", help="Package directory to write."),
     task: str = typer.Option(None, "--task", help="rerank (cross-encoder), select (bi-encoder) or video "
                              "(a diffusers Stable Video Diffusion directory); inferred if omitted."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32, or fp16 (half-size graphs and table; parity vs fp32 torch ≤ 2e-2)."),
+    dtype: str = typer.Option(None, "--dtype", help="fp32 (default), or fp16 (half-size graphs and table; "
+                                                    "parity vs fp32 torch ≤ 2e-2). Ranking models."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
     force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
     instruction: str = typer.Option(None, "--instruction",
@@ -69,25 +60,11 @@ def export(
                                    help="Video: export the UNet as operator groups that `edgekit run --slices N` "
                                         "slices exactly (more, smaller graphs)."),
 ) -> None:
-    """Split a model into per-layer ONNX graphs and write an edge package."""
-    from edgekit.errors import InvalidArgumentError
-
-    if task == "video":
-        if dtype != "fp32" or max_length is not None or instruction is not None:
-            raise InvalidArgumentError("--task video exports fp32 graphs and takes no --max-length or --instruction")
-        manifest = export_with_progress(source, out, show=True, task=task, overwrite=force, op_groups=op_groups)
-        groups = (f", {len(manifest.video.op_groups)} operator groups, sliced vs unsliced "
-                  f"{manifest.parity['sliced_vs_unsliced_max_abs_diff']:.2g}" if manifest.video.op_groups else "")
-        stdout.print(f"wrote {out} (video, {manifest.family}, {len(manifest.graphs)} graphs, "
-                     f"{manifest.total_bytes / 2**20:.1f} MiB, chained UNet parity "
-                     f"{manifest.parity['unet_chained_max_abs_diff']:.2g}{groups})")
-        return
-    if op_groups:
-        raise InvalidArgumentError("--op-groups is for --task video (operator groups of the SVD UNet)")
-    manifest = export_with_progress(source, out, show=True, task=task, dtype=dtype, max_length=max_length,
-                                    overwrite=force, instruction=instruction)
-    stdout.print(f"wrote {out} ({manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
-                 f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g})")
+    """Split a model into per-layer ONNX graphs and write an edge package (the family is read
+    from the source's files; an option the family does not take is an error)."""
+    exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
+                       instruction=instruction, op_groups=op_groups or None)
+    stdout.print(f"wrote {out} ({exported.summary()})")
 
 
 @app.command()

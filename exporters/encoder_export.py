@@ -36,7 +36,6 @@ from edgekit.exporters.package_parts import (
 )
 from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
 from edgekit.manifest import GraphSpec, Manifest
-from edgekit.models.decoders import DECODER_MODEL_TYPES
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backends import backend_for
@@ -221,17 +220,12 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 def export_model(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                  dtype: str = "fp32", overwrite: bool = False, progress: Progress | None = None,
                  instruction: str | None = None) -> Manifest:
-    """`edgekit export`: an encoder (cross- or bi-encoder) or a decoder reranker, by config.json."""
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
-    info = inspect_source(resolve_source(source), task)
-    if info.model_type in DECODER_MODEL_TYPES:
-        from edgekit.exporters.decoder_export import export_decoder
+    """Any ranking source (cross-encoder, bi-encoder or decoder reranker), through the export
+    families (exporters/families/), which read what the source is from its files."""
+    from edgekit.exporters.families import export_source
 
-        return export_decoder(info, Path(out), max_length, dtype, overwrite, progress, instruction)
-    if instruction is not None:
-        raise InvalidArgumentError("--instruction is for decoder rerankers (Qwen3 style); this model is an encoder")
-    return export_encoder(source, out, task, max_length, dtype, overwrite, progress)
+    return export_source(source, out, task=task, progress=progress, max_length=max_length, dtype=dtype,
+                         overwrite=overwrite, instruction=instruction).manifest
 
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
@@ -243,8 +237,6 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
-    if info.model_type in DECODER_MODEL_TYPES:
-        raise InvalidArgumentError(f"{info.path} is a decoder reranker; use export_model (or `edgekit export`)")
     check_destination(Path(out), info.path, overwrite)  # before loading: fail fast, never eat the source
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)

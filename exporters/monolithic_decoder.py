@@ -26,7 +26,7 @@ from edgekit.errors import ParityError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.decoder_export import left_padded, load_decoder, prompt_ids, rotary_spec
 from edgekit.exporters.onnx_writer import OPSET
-from edgekit.exporters.source import inspect_source
+from edgekit.exporters.source import inspect_decoder
 from edgekit.models.decoders import DEFAULT_INSTRUCTION, PREFIX, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RotarySpec
 from edgekit.runtimes.backends import backend_for
@@ -63,7 +63,7 @@ class _DecoderGraph(nn.Module):
 def export_monolithic_decoder(source_dir: Path, out_dir: Path, max_length: int = 128) -> Path:
     """Write the decoder reranker at `source_dir` as one graph in `out_dir` (atomically);
     checked in onnxruntime against transformers (max abs diff <= TOLERANCE). Returns the graph."""
-    info = inspect_source(Path(source_dir))
+    info = inspect_decoder(Path(source_dir))
     model, tokenizer = load_decoder(info)
     stages = split_decoder(model, tokenizer)
     wrapper = _DecoderGraph(stages, rotary_spec(model.config)).eval()

@@ -1,4 +1,4 @@
-"""Find the export source on disk and decide what it is (cross-encoder or bi-encoder).
+"""Find the export source on disk and read what its exporter needs (encoder task, pooling; decoder head).
 
 A source is a local checkpoint directory or a hub id. Hub ids go through huggingface_hub,
 which honours HF_HUB_OFFLINE: offline and not cached is a clear SourceModelError.
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import SourceModelError
-from edgekit.models.decoders import CAUSAL_LM, DECODER_MODEL_TYPES, SEQ_CLS
+from edgekit.models.decoders import CAUSAL_LM, SEQ_CLS
 
 TASK_RERANK = "rerank"
 TASK_SELECT = "select"
@@ -108,30 +108,40 @@ def _pooling_mode(config: dict[str, Any], where: Path) -> str:
     return modes[0]
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise SourceModelError(f"{path} has no config.json; pass a transformers checkpoint directory")
+    return _read_json(config_file)
+
+
+def inspect_decoder(path: Path) -> SourceInfo:
+    """A decoder reranker checkpoint (exporters/families/qwen3_reranker.py recognised it): task
+    rerank, refused in one line unless it is a causal LM (yes/no) or a seq-cls conversion."""
+    config = _read_config(path)
+    model_type = str(config.get("model_type", ""))
+    architectures = tuple(config.get("architectures") or ())
+    if not {CAUSAL_LM, SEQ_CLS} & set(architectures):
+        raise SourceModelError(f"{path}: architectures {list(architectures)}; a {model_type} reranker is "
+                               f"{CAUSAL_LM} or {SEQ_CLS}")
+    return SourceInfo(path=path, task=TASK_RERANK, model_type=model_type, architectures=architectures)
+
+
 def inspect_source(path: Path, task: str | None = None) -> SourceInfo:
-    """Read config.json (and modules.json) and decide the task, checking it fits.
+    """Read an encoder's config.json (and modules.json) and decide the task, checking it fits.
 
     Rules: a sentence-transformers layout is `select`; an `*ForSequenceClassification`
     checkpoint is `rerank`. `--task rerank` on a checkpoint without a classification head is
     refused (its head would be random). `--task select` on a plain encoder uses mean pooling.
+    Which exporter a source goes to is the export families' call (exporters/families/); this
+    reads what the encoder exporter needs.
     """
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise SourceModelError(f"{path} has no config.json; pass a transformers checkpoint directory")
-    config = _read_json(config_file)
+    config = _read_config(path)
     model_type = str(config.get("model_type", ""))
     architectures = tuple(config.get("architectures") or ())
     is_classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
     st_layout = _sentence_transformers_layout(path)
 
-    if model_type in DECODER_MODEL_TYPES:  # decoder rerankers: causal LM (yes/no) or seq-cls conversions
-        if task not in (None, TASK_RERANK):
-            raise SourceModelError(f"{path} is a {model_type} decoder; edgekit exports decoders as rerankers "
-                                   "(--task rerank)")
-        if not {CAUSAL_LM, SEQ_CLS} & set(architectures):
-            raise SourceModelError(f"{path}: architectures {list(architectures)}; a {model_type} reranker is "
-                                   f"{CAUSAL_LM} or {SEQ_CLS}")
-        return SourceInfo(path=path, task=TASK_RERANK, model_type=model_type, architectures=architectures)
     if task is None:
         if st_layout is not None:
             task = TASK_SELECT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,10 +25,27 @@ CANDIDATES = [
 
 
 @pytest.fixture(scope="session")
-def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import build_cross_encoder
+def tiny_source(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """tiny_source(family name) -> that export family's tiny random source (its `build_tiny`),
+    built once per session; skips when the family's extra (e.g. diffusers) is not installed."""
+    from edgekit.exporters.families import family_named
 
-    return build_cross_encoder(tmp_path_factory.mktemp("ckpt") / "bert-cross")
+    built: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in built:
+            family = family_named(name)
+            if "video" in family.extra.split(","):
+                pytest.importorskip("diffusers")
+            built[name] = family.build_tiny(tmp_path_factory.mktemp("ckpt") / name)
+        return built[name]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_source: Callable[[str], Path]) -> Path:
+    return tiny_source("cross-encoder")
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +58,14 @@ def tiny_cross_package(tmp_path_factory: pytest.TempPathFactory, tiny_cross_enco
 
 
 @pytest.fixture(scope="session")
-def tiny_bi_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import build_bi_encoder
+def tiny_bi_encoder(tiny_source: Callable[[str], Path]) -> Path:
+    return tiny_source("bi-encoder")
 
-    return build_bi_encoder(tmp_path_factory.mktemp("ckpt") / "bi")
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tiny_source: Callable[[str], Path]) -> Path:
+    """A tiny random Qwen3ForCausalLM reranker (3 layers, hidden 64, an in-process BPE tokenizer)."""
+    return tiny_source("qwen3-reranker")
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +93,9 @@ def minilm_package(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -
 
 
 @pytest.fixture(scope="session")
-def tiny_svd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_svd(tiny_source: Callable[[str], Path]) -> Path:
     """A tiny random Stable Video Diffusion pipeline (diffusers layout), built once per session."""
-    pytest.importorskip("diffusers")
-    from edgekit.models.video_svd import build_tiny_svd
-
-    return build_tiny_svd(tmp_path_factory.mktemp("svd") / "tiny-svd")
+    return tiny_source("svd")
 
 
 @pytest.fixture(scope="session")

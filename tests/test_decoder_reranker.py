@@ -29,10 +29,8 @@ INSTRUCTION = "Given a question about files, find the passage that answers it"
 
 
 @pytest.fixture(scope="module")
-def qwen3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edgekit.models.decoder_builds import build_qwen3_reranker
-
-    return build_qwen3_reranker(tmp_path_factory.mktemp("ckpt") / "qwen3", tiny_qwen3_config(512))
+def qwen3_dir(tiny_qwen3: Path) -> Path:
+    return tiny_qwen3  # conftest: the qwen3-reranker family's tiny source, built once per session
 
 
 @pytest.fixture(scope="module")

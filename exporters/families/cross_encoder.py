@@ -1,0 +1,68 @@
+"""BERT-like cross-encoders: a `*ForSequenceClassification` checkpoint of an encoder model type
+(models/encoders.py: bert, roberta, xlm-roberta, electra, distilbert) -> a `rerank` package.
+
+Wraps exporters/encoder_export.py (`export_encoder(task="rerank")`), which also exports the
+optional per-depth heads (`edgekit_layer_heads.safetensors`) as `depth_head` graphs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgekit.exporters.families.base import (
+    ExportFamily,
+    Progress,
+    architectures,
+    import_exporter,
+    ranking_summary,
+    read_config,
+)
+from edgekit.manifest import Manifest
+from edgekit.models.encoders import ENCODER_FAMILIES
+
+ENCODER_MODEL_TYPES = tuple(sorted(t for family in ENCODER_FAMILIES for t in family.model_types))
+
+
+def is_encoder(config: dict[str, Any]) -> bool:
+    """config.json of a model type models/encoders.py describes."""
+    return config.get("model_type") in ENCODER_MODEL_TYPES
+
+
+def is_classifier(config: dict[str, Any]) -> bool:
+    return any(name.endswith("ForSequenceClassification") for name in architectures(config))
+
+
+def _recognise(path: Path, task: str | None) -> bool:
+    """A classifier of an encoder type; with a modules.json only when --task rerank is named
+    (unasked, a sentence-transformers layout is a bi-encoder)."""
+    config = read_config(path)
+    if not (is_encoder(config) and is_classifier(config)):
+        return False
+    return task == "rerank" or not (path / "modules.json").is_file()
+
+
+def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
+            dtype: str = "fp32") -> Manifest:
+    encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
+    return encoder_export.export_encoder(str(source), out, task="rerank", max_length=max_length, dtype=dtype,
+                                         overwrite=overwrite, progress=progress)
+
+
+def _build_tiny(directory: Path) -> Path:
+    from edgekit.models.encoder_builds import build_cross_encoder
+
+    return build_cross_encoder(directory)
+
+
+CROSS_ENCODER = ExportFamily(
+    name="cross-encoder",
+    task="rerank",
+    description=f"a *ForSequenceClassification checkpoint of {', '.join(ENCODER_MODEL_TYPES)}",
+    stages=("embeddings", "layer", "head", "depth_head"),
+    options=("max_length", "dtype"),
+    recognise=_recognise,
+    exporter=_export,
+    build_tiny=_build_tiny,
+    summary=ranking_summary,
+)
