@@ -27,7 +27,7 @@ def resident_weight_bytes(manifest: Manifest, window: int) -> int:
 def _graph_table(graphs: tuple[GraphSpec, ...]) -> Table:
     table = Table(title="graphs (as listed; the runtime finds them by role and index)")
     table.add_column("name", no_wrap=True)
-    for column in ("role", "format×files", "size", "inputs", "outputs"):
+    for column in ("role", "format", "size", "inputs", "outputs"):
         table.add_column(column)
     for graph in graphs:
         table.add_row(
