@@ -164,21 +164,7 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     loaded = time.perf_counter()
     pipeline = edgekit.load(args.package, window=2, threads=args.threads)
     result["load_ms"] = (time.perf_counter() - loaded) * 1000
-    captured: dict[str, np.ndarray] = {}
-    _wrap(pipeline, "encode_image", before=lambda *a, **k: meter.begin("encode"))
-
-    def after_single(value: Any, role: str, *a: Any, **k: Any) -> None:
-        if role == "vae_encoder":
-            meter.end("encode")
-            meter.begin("denoise")
-
-    def decode_start(latents: np.ndarray, *a: Any, **k: Any) -> None:
-        meter.end("denoise")
-        captured["latents"] = latents.copy()
-        meter.begin("decode")
-
-    _wrap(pipeline, "_run_single", after=after_single)
-    _wrap(pipeline, "decode", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
+    pipeline.observers.append(meter)  # the driver tells it when each stage starts and ends
     frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
     started = time.perf_counter()
@@ -192,7 +178,7 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
-    return video, captured["latents"]
+    return video, pipeline.latents
 
 
 def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
