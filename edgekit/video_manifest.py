@@ -15,7 +15,6 @@ from typing import Any
 
 from edgekit.package_files import FileEntry, GraphSpec, known
 
-VIDEO_FAMILIES = ("svd",)
 SCHEDULERS = ("EulerDiscreteScheduler",)
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "original_sample")
 
@@ -155,8 +154,11 @@ class VideoSection:
     def check(self, family: str, graphs_by_role: Callable[[str], list[GraphSpec]],
               unet_graphs: list[GraphSpec]) -> None:
         """Raise ValueError when fields contradict each other or what this runtime can execute."""
+        # the families this runtime runs: its registry, imported here because the runtime imports this module
+        from edgekit.runtimes.video.families import VIDEO_FAMILIES
+
         if family not in VIDEO_FAMILIES:
-            raise ValueError(f"video family {family!r} is not one of {VIDEO_FAMILIES}")
+            raise ValueError(f"video family {family!r} is not one of {tuple(sorted(VIDEO_FAMILIES))}")
         if family == "svd" and self.svd is None:
             raise ValueError("an svd package needs its family section video.svd")
         singles = ("image_encoder", "vae_encoder", "time_embedding", "vae_decoder")

@@ -13,8 +13,8 @@ Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-au
                      between the GPU and the CPU, so it is GPU-only and not applied here
   onnx-monolithic    one ONNX graph per model (whole UNet, VAE decoder, image encoder, VAE
                      encoder), four sessions with onnxruntime's default options opened at load
-                     and kept open, driven by a numpy loop that reuses the runtime's
-                     scheduler and conditioning code
+                     and kept open, driven by the runtime's own driver and SVD family with the
+                     denoiser network swapped for the one-graph UNet (runtimes/video/family.py)
   edgekit            the package through edgekit.load(PKG, window=2).generate, full decode
   edgekit-chunked    the same with decode_chunk=1
   edgekit-tiled      decode_chunk=1 and spatial decode tiles of 16 latent pixels sharing 4
@@ -164,21 +164,7 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     loaded = time.perf_counter()
     pipeline = edgekit.load(args.package, window=2, threads=args.threads)
     result["load_ms"] = (time.perf_counter() - loaded) * 1000
-    captured: dict[str, np.ndarray] = {}
-    _wrap(pipeline, "encode_image", before=lambda *a, **k: meter.begin("encode"))
-
-    def after_single(value: Any, role: str, *a: Any, **k: Any) -> None:
-        if role == "vae_encoder":
-            meter.end("encode")
-            meter.begin("denoise")
-
-    def decode_start(latents: np.ndarray, *a: Any, **k: Any) -> None:
-        meter.end("denoise")
-        captured["latents"] = latents.copy()
-        meter.begin("decode")
-
-    _wrap(pipeline, "_run_single", after=after_single)
-    _wrap(pipeline, "decode", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
+    pipeline.observers.append(meter)  # the driver tells it when each stage starts and ends
     frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
     started = time.perf_counter()
@@ -192,74 +178,36 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
                               latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
-    return video, captured["latents"]
+    return video, pipeline.latents
 
 
 def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifest: Any,
                    meter: StageMeter, result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The runtime's driver and SVD family with the streamed UNet swapped for the one-graph UNet,
+    and every graph opened at load with onnxruntime's defaults and kept open (the family runs
+    the kept-open encoders and decoder as they are: no arena shrink, no release)."""
     from edgekit.runtimes.backends import backend_for
-    from edgekit.runtimes.video.conditioning import (
-        Conditioning,
-        added_time_ids,
-        guidance_ramp,
-        guide,
-        with_unconditional,
-    )
-    from edgekit.runtimes.video.images import clip_input, read_image, vae_input
-    from edgekit.runtimes.video.scheduler import EulerScheduler
+    from edgekit.runtimes.video.driver import generate
+    from edgekit.runtimes.video.family import OneGraph
+    from edgekit.runtimes.video.svd import SvdFamily
 
     loaded = time.perf_counter()
     backend = backend_for("onnx", "cpu", args.threads, tuned=False)  # onnxruntime's defaults: what an app gets
-
-    def session(path: Path) -> Any:
-        return backend.load(path)
-
-    image_encoder = session(manifest.root / manifest.graph("image_encoder").path)
-    vae_encoder = session(manifest.root / manifest.graph("vae_encoder").path)
-    unet = session(Path(args.graph))
-    vae_decoder = session(manifest.root / manifest.graph("vae_decoder").path)
+    sessions = {role: backend.load(manifest.root / manifest.graph(role).path)
+                for role in ("image_encoder", "vae_encoder")}
+    unet = backend.load(Path(args.graph))
+    sessions["vae_decoder"] = backend.load(manifest.root / manifest.graph("vae_decoder").path)
     result["load_ms"] = (time.perf_counter() - loaded) * 1000
-    c = manifest.video.conditioning
-    conditioning = Conditioning(**_conditioning(manifest))
-    pixels = read_image(inputs["image"])
-    latents = inputs["latents"]
-    frames = latents.shape[1]
+    family = SvdFamily(manifest, backend, sessions=sessions)
+    frames = inputs["latents"].shape[1]
     height, width = inputs["image"].shape[:2]
-
+    request = family.request(image=inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
+                             decode_chunk=frames, latents=inputs["latents"], noise=inputs["noise"],
+                             **_conditioning(manifest))
     started = time.perf_counter()
-    meter.begin("encode")
-    svd = manifest.video.svd
-    embeds = image_encoder.run({"pixel_values": clip_input(pixels, svd.clip_image_size, svd.image_mean,
-                                                           svd.image_std)})[0][:, None, :]
-    embeds = with_unconditional(embeds, conditioning)
-    augmented = (vae_input(pixels, height, width)
-                 + np.float32(conditioning.noise_aug_strength) * inputs["noise"]).astype(np.float32)
-    image_latents = with_unconditional(vae_encoder.run({"image": augmented})[0], conditioning)
-    image_latents = np.repeat(image_latents[:, None], frames, axis=1)
-    time_ids = added_time_ids(conditioning)
-    ramp = guidance_ramp(conditioning, frames)
-    meter.end("encode")
-
-    meter.begin("denoise")
-    schedule = EulerScheduler(manifest.video.scheduler).schedule(args.steps)
-    latents = (latents * schedule.init_noise_sigma).astype(np.float32)
-    for i, t in enumerate(schedule.timesteps):
-        model_input = np.concatenate([latents] * conditioning.batch, axis=0)
-        model_input = np.concatenate([schedule.scale(model_input, i), image_latents], axis=2)
-        noise_pred = unet.run({"sample": model_input.astype(np.float32),
-                               "timestep": np.full((conditioning.batch,), t, dtype=np.float32),
-                               "encoder_hidden_states": embeds.astype(np.float32),
-                               "added_time_ids": time_ids})[0]
-        latents = schedule.step(guide(noise_pred, ramp, conditioning), i, latents)
-    meter.end("denoise")
-
-    meter.begin("decode")
-    flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
-    decoded = vae_decoder.run({"latents": np.ascontiguousarray(flat, dtype=np.float32)})[0]
-    video = np.clip(decoded / np.float32(2) + np.float32(0.5), 0.0, 1.0).transpose(0, 2, 3, 1).astype(np.float32)
-    meter.end("decode")
+    run = generate(family, request, network=OneGraph(unet), observers=[meter])
     result["latency_ms"] = (time.perf_counter() - started) * 1000
-    return video, latents
+    return run.frames, run.latents
 
 
 def main() -> None:

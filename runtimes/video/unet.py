@@ -140,3 +140,31 @@ def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Ses
         counters["max_resident"] = max(counters.get("max_resident", 0), stream.max_resident)
     noise_pred = state.pop("noise_pred")
     return noise_pred.reshape(batch, frames, *noise_pred.shape[1:])
+
+
+class StreamedUNet:
+    """The package's UNet as a `Network` (runtimes/video/family.py): its stage graphs (blocks or
+    operator groups) streamed through LayerStream per evaluation, at most `window` resident, each
+    operator group over `slices` slices. Inputs are the one-graph UNet's: sample [B, F, 2C, h, w],
+    timestep [B], encoder_hidden_states [B, 1, D], added_time_ids [B, 3]; the output is
+    noise_pred [B, F, C, h, w]."""
+
+    def __init__(self, graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Session], window: int,
+                 op_groups: Mapping[str, OpGroup] | None = None, slices: int = 1) -> None:
+        self.graphs, self.root, self.load, self.window = list(graphs), root, load, window
+        self.op_groups, self.slices = op_groups or {}, slices
+        self.counters: dict[str, int] = {}
+
+    @property
+    def loads(self) -> int:
+        return self.counters.get("graphs_loaded", 0)
+
+    @property
+    def max_resident(self) -> int:
+        return self.counters.get("max_resident", 0)
+
+    def run(self, inputs: dict[str, np.ndarray], last_step: bool = False) -> np.ndarray:
+        state = unet_state(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"],
+                           inputs["added_time_ids"])
+        return run_unet(self.graphs, self.root, self.load, self.window, state, self.counters, last_step=last_step,
+                        op_groups=self.op_groups, slices=self.slices)
