@@ -169,7 +169,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
                                   decode_tile_overlap=decode_tile_overlap, slices=slices,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
-    gif, pngs = save_video(video, out, fps=pipeline.svd.fps)
+    gif, pngs = save_video(video, out, fps=pipeline.fps)
     stats = pipeline.stats.to_dict()
     if as_json:
         typer.echo(json.dumps({"gif": str(gif), "frames_dir": str(pngs[0].parent), "frames": len(pngs),

@@ -224,7 +224,8 @@ def test_bad_api_input_raises_typed_errors(svd_package: Path) -> None:
                            ({"image": np.zeros((SIZE, SIZE, 4), np.uint8)}, "expected [H, W, 3]"),
                            ({"image": rgb, "num_frames": 0}, "num_frames"),
                            ({"image": rgb, "width": 20}, "multiples of 8"),
-                           ({"image": rgb, "latents": np.zeros((1, 2, 4, 4, 4), np.float32)}, "latents has shape")]:
+                           ({"image": rgb, "latents": np.zeros((1, 2, 4, 4, 4), np.float32)}, "latents has shape"),
+                           ({"image": rgb, "prompt": "a cat"}, "'prompt' is not an option of the svd family")]:
         with pytest.raises(InvalidArgumentError, match=None) as caught:
             pipeline.generate(**{"num_frames": 2, "steps": 1, **kwargs})
         assert needle in str(caught.value)

@@ -121,6 +121,7 @@ class VideoFamily(Protocol):
     """
 
     name: ClassVar[str]
+    frame_rate: int  # frames per second the written video plays at (the package's default)
 
     def request(self, **options: Any) -> Request:
         """Check the caller's options, fill unset ones from the package; InvalidArgumentError for

@@ -18,10 +18,12 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
+from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.backends import Backend, backend_for
 from edgekit.runtimes.video.driver import Progress, VideoStats, generate
@@ -45,7 +47,6 @@ class VideoPipeline:
         self.backend = backend or backend_for("onnx")
         self.window = positive("window", 2 if window is None else window)
         family = self._family()  # refuses a package of no registered video family, now
-        self.svd = manifest.video.svd  # the SVD conditioning defaults (the CLI writes the GIF at svd.fps)
         self.family_name = family.name
         self.stats = VideoStats()
         self.latents: np.ndarray | None = None
@@ -61,32 +62,33 @@ class VideoPipeline:
         sharing `tile_overlap` (None: untiled); the family's decode (SVD: runtimes/video/svd.py)."""
         return self._family().decode(latents, DecodeSettings(decode_chunk, tile, tile_overlap), self.stats)
 
-    def generate(self, image: Any, num_frames: int | None = None, steps: int | None = None, seed: int = 0,
-                 height: int | None = None, width: int | None = None, decode_chunk: int | None = None,
-                 fps: int | None = None, motion_bucket_id: int | None = None,
-                 noise_aug_strength: float | None = None, min_guidance_scale: float | None = None,
-                 max_guidance_scale: float | None = None, latents: np.ndarray | None = None,
-                 noise: np.ndarray | None = None, progress: Progress | None = None,
-                 decode_tile: int | None = None, decode_tile_overlap: int | None = None,
-                 slices: int | None = None) -> np.ndarray:
-        """Generate a video from `image`; returns float32 frames [F, H, W, 3] in [0, 1].
+    def generate(self, image: Any = None, *, progress: Progress | None = None, **options: Any) -> np.ndarray:
+        """Generate a video; returns float32 frames [F, H, W, 3] in [0, 1].
 
-        Unset arguments take the package's defaults (manifest `conditioning`). `latents`
-        [1, F, C, h, w] (unscaled standard normal) and `noise` [1, 3, H, W] replace the seeded
-        draws. Raises InvalidArgumentError for bad input (missing or non-RGB image, zero frames,
-        sizes that are not multiples of the package's size_multiple, wrong latents/noise shapes,
-        bad decode tile settings, slices on a package without operator groups), before anything runs.
-        `decode_tile` / `decode_tile_overlap`: spatial decode tiles (see `decode`). `slices`
-        (packages exported with operator groups): run each UNet operator group over that many
-        slices of its axis (frames, videos or pixels; fewer where the axis has fewer units);
-        exact, it bounds the groups' activations (runtimes/video/unet.py).
+        The options are the family's (`family.request`; SVD: runtimes/video/svd.py `request`):
+        image-to-video SVD takes `image` and `num_frames`, `steps`, `seed`, `height`, `width`,
+        `decode_chunk`, `fps`, `motion_bucket_id`, `noise_aug_strength`, `min_guidance_scale`,
+        `max_guidance_scale`, `latents` [1, F, C, h, w] and `noise` [1, 3, H, W] (replacing the
+        seeded draws), `decode_tile` / `decode_tile_overlap` (spatial decode tiles, see `decode`)
+        and `slices` (packages exported with operator groups: each UNet operator group runs over
+        that many slices of its axis; exact, it bounds the groups' activations). Unset options
+        take the package's defaults. Raises InvalidArgumentError for an option the family does not
+        take and for bad input (missing or non-RGB image, zero frames, sizes that are not
+        multiples of the package's size_multiple, wrong latents/noise shapes, bad decode tile
+        settings, slices on a package without operator groups), before anything runs.
         """
         family = self._family()
-        request = family.request(image=image, num_frames=num_frames, steps=steps, seed=seed, height=height,
-                                 width=width, decode_chunk=decode_chunk, fps=fps, motion_bucket_id=motion_bucket_id,
-                                 noise_aug_strength=noise_aug_strength, min_guidance_scale=min_guidance_scale,
-                                 max_guidance_scale=max_guidance_scale, latents=latents, noise=noise,
-                                 decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices)
+        accepted = [name for name in inspect.signature(family.request).parameters if name != "image"]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise InvalidArgumentError(f"{unknown[0]!r} is not an option of the {family.name} family; it takes "
+                                       f"{', '.join(accepted)}")
+        request = family.request(image=image, **options)
         result = generate(family, request, observers=self.observers, progress=progress)
         self.stats, self.latents = result.stats, result.latents
         return result.frames
+
+    @property
+    def fps(self) -> int:
+        """Frames per second the package's videos play at (the GIF's frame rate)."""
+        return self._family().frame_rate

@@ -90,6 +90,7 @@ class SvdFamily:
             raise InvalidArgumentError(f"{manifest.root} has no video.svd section; the svd family runs svd packages")
         self.manifest, self.backend, self.window = manifest, backend, positive("window", window)
         self.svd = manifest.video.svd
+        self.frame_rate = int(self.svd.fps)
         self.sessions = dict(sessions or {})
         self.scheduler = EulerScheduler(manifest.video.scheduler)
 
