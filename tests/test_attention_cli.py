@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from edgekit.bench.report import Report
 from edgekit.errors import InvalidArgumentError
 from edgekit.runtimes.attention.cli import attention, attention_cp
 
@@ -46,6 +48,36 @@ def test_attention_writes_jsonl_csv_png_and_markdown(app: typer.Typer, tmp_path:
     assert (tmp_path / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (tmp_path / "attention.md").read_text()
     assert "| document | 128 | sdpa-flash | bwd | ok |" in summary and "Unsupported, and why" in summary
+
+    report = Report.load(tmp_path / "attention.report.json")  # the typed report, as every bench command writes
+    names = {f"{r['kernel']} {r['pass']}" for r in rows}
+    assert report.baseline == "sdpa-math fwd" and report.variant("sdpa-math bwd") is not None
+    assert {v.name for v in report.variants} == names
+    for v in report.variants:
+        mine = [r for r in rows if f"{r['kernel']} {r['pass']}" == v.name]
+        assert v.figures["ok"] + v.figures["unsupported"] == len(mine)
+        ratio = v.ratio("latency", f"sdpa-math {v.name.split()[-1]}")
+        assert ratio is not None
+        if v.figures["ok"]:  # every cell that ran has its sdpa-math cell: a finite, positive ratio
+            assert ratio.value is not None and math.isfinite(ratio.value) and ratio.value > 0
+            assert v.figures["cells_compared"] == v.figures["ok"]
+            assert v.quality[0].max_abs_diff == max(r["max_err"] for r in mine if r["max_err"] is not None)
+        else:
+            assert ratio.value is None and v.latency_ms is None
+    assert report.variant("sdpa-math fwd").ratio("latency").value == pytest.approx(1.0)
+    tables = {t.title.split(":")[0]: t for t in report.tables}
+    assert set(tables) == {"causal", "document", "block-sparse"}
+    for mask, table in tables.items():
+        assert table.columns[0] == "seqlen" and set(table.columns[1:]) == names
+        assert [row[0] for row in table.rows] == [64, 128]
+        cell = table.rows[1][table.columns.index("sdpa-cudnn fwd")]
+        assert cell == "unsupported"
+        tflops = next(r["tflops"] for r in rows if (r["mask"], r["seqlen"], r["kernel"], r["pass"]) ==
+                      (mask, 128, "sdpa-flash", "bwd"))
+        assert table.rows[1][table.columns.index("sdpa-flash bwd")] == pytest.approx(tflops)
+    section = (tmp_path / "attention.report.md").read_text()
+    assert "<!-- bench:attention:start -->" in section and "sdpa-math fwd (baseline)" in section
+    assert (tmp_path / "attention.report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_attention_cp_launches_torchrun(app: typer.Typer, tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ class Workload:
     threads: int | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     machine: Machine = field(default_factory=Machine)
+    isolation: str = "each variant in its own process"  # how variants were kept apart, as the markdown says it
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     def __post_init__(self) -> None:

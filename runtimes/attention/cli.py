@@ -27,6 +27,8 @@ from edgekit.errors import InvalidArgumentError
 if TYPE_CHECKING:
     import torch
 
+    from edgekit.bench.report import Report
+
 MASKS_HELP = ("comma-separated masks: full, causal, sliding-window, sliding-window-causal, document, "
               "document-causal, shared-question, causal-blockwise, prefix-lm, prefix-lm-document, "
               "global-sliding-window, block-causal-document, block-sparse (default: all)")
@@ -85,7 +87,7 @@ def attention(
     from edgekit.runtimes.attention.generators import MASK_NAMES
     from edgekit.runtimes.attention.kernels import default_kernels
     from edgekit.runtimes.attention.problem import dtype_name, parse_dtype
-    from edgekit.runtimes.attention.report import markdown_summary, plot_tflops
+    from edgekit.runtimes.attention.report import markdown_summary, plot_tflops, sweep_report
     from edgekit.runtimes.attention.sweep import (
         DEFAULT_CPU_SEQLENS,
         SweepConfig,
@@ -118,9 +120,13 @@ def attention(
     where = torch.cuda.get_device_name(dev) if gpu else f"CPU, {torch.get_num_threads()} threads"
     plot_tflops(rows, out_dir / "attention.png", title=f"attention TFLOP/s on {where} ({dtype_name(config.dtype)})")
     (out_dir / "attention.md").write_text(markdown_summary(rows, heading=f"Attention sweep on {where}"))
+    report = sweep_report(rows, command=_command_line(), where=where,
+                          threads=None if gpu else torch.get_num_threads(),
+                          settings={"reps": reps, "warmup": warmup, "seed": seed})
+    _publish(report, out_dir / "attention")
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unsupported", "oom", "wrong")}
     typer.echo(f"{len(rows)} cells ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out_dir}/attention."
-               "{jsonl,csv,png,md}")
+               "{jsonl,csv,png,md,report.json,report.md,report.png}")
 
 
 def attention_cp(
@@ -157,6 +163,19 @@ def attention_cp(
     (out_dir / "attention_cp.md").write_text(markdown_cp_summary(rows))
     ok = sum(r["status"] == "ok" for r in rows)
     typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp.{{jsonl,csv,md}}")
+
+
+def _command_line() -> str:
+    return "edgekit " + " ".join(sys.argv[1:])
+
+
+def _publish(report: Report, stem: Path) -> None:
+    """The typed report through the bench renderer: `<stem>.report.json` (`Report.load` reads it
+    back), `<stem>.report.md` (its markdown section) and `<stem>.report.png`."""
+    from edgekit.bench import render
+    report.save(stem.with_name(stem.name + ".report.json"))
+    render.write_section(stem.with_name(stem.name + ".report.md"), render.markdown(report))
+    render.plot(report, stem.with_name(stem.name + ".report.png"))
 
 
 @contextlib.contextmanager
