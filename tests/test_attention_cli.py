@@ -88,9 +88,25 @@ def test_attention_cp_launches_torchrun(app: typer.Typer, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "attention_cp.jsonl").read_text().splitlines()]
     assert [(r["method"], r["mask"], r["status"]) for r in rows] == [
+        ("single", "causal", "ok"), ("single", "sliding-window", "ok"),  # the single-process baseline
         ("ring", "causal", "ok"), ("ring", "sliding-window", "ok"),
         ("usp", "causal", "ok"), ("usp", "sliding-window", "ok")]
+    assert all(r["world"] == 1 for r in rows[:2]) and all(r["world"] == 2 for r in rows[2:])
     assert (tmp_path / "attention_cp.csv").exists() and "ring" in (tmp_path / "attention_cp.md").read_text()
+
+    report = Report.load(tmp_path / "attention_cp.report.json")
+    assert report.baseline == "single-process causal" and report.variant(report.baseline) is not None
+    assert [v.name for v in report.variants] == [
+        "single-process causal", "single-process sliding-window",
+        "ring causal", "ring sliding-window", "usp causal", "usp sliding-window"]
+    for v, r in zip(report.variants, rows, strict=True):
+        mask = v.name.split()[-1]
+        ratio = v.ratio("latency", f"single-process {mask}")
+        assert ratio is not None and ratio.value is not None and math.isfinite(ratio.value) and ratio.value > 0
+        base = report.variant(f"single-process {mask}")
+        assert ratio.value == pytest.approx(v.latency_ms / base.latency_ms)
+        assert v.latency_ms == r["ms_median"] and v.quality[0].max_abs_diff == r["max_err"] < 1e-6
+    assert "<!-- bench:attention-cp:start -->" in (tmp_path / "attention_cp.report.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

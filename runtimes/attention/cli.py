@@ -145,14 +145,15 @@ def attention_cp(
     timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
 ) -> None:
-    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time."""
+    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time, and one
+    per mask for the single-process baseline (method `single`)."""
     from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
-    from edgekit.runtimes.attention.report import markdown_cp_summary
+    from edgekit.runtimes.attention.report import cp_report, markdown_cp_summary
 
     out_dir = Path(out)
     config = CpConfig(nproc=nproc, methods=_names(methods), masks=_names(masks), seqlen=seqlen, batch=batch,
                       heads=heads, head_dim=head_dim, dtype=dtype, ulysses_degree=ulysses_degree, reps=reps,
-                      warmup=warmup, seed=seed)
+                      warmup=warmup, seed=seed, baseline=True)
     rows = launch_cp(config, timeout_s=timeout)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "attention_cp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -161,8 +162,12 @@ def attention_cp(
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "attention_cp.md").write_text(markdown_cp_summary(rows))
+    _publish(cp_report(rows, command=_command_line(),
+                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree}),
+             out_dir / "attention_cp")
     ok = sum(r["status"] == "ok" for r in rows)
-    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp.{{jsonl,csv,md}}")
+    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp."
+               "{jsonl,csv,md,report.json,report.md,report.png}")
 
 
 def _command_line() -> str:

@@ -228,3 +228,63 @@ def sweep_report(rows: list[Row], *, command: str, where: str, settings: dict[st
                        variants=tuple(variants), reference=reference, notes=notes, tables=tuple(tables),
                        details={"status_counts": {s: sum(r.status == s for r in rows)
                                                   for s in ("ok", "unsupported", "oom", "wrong")}})
+
+
+CP_BASELINE = "single-process"
+
+
+def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str, object] | None = None) -> Report:
+    """One Variant per (method, mask) and one per mask for the baseline (method `single`: the same
+    tiled attention over the whole sequence in one process, timed on rank 0 alone): median ms
+    (slowest rank), its latency ratio against the same mask's baseline, and its max abs diff
+    against the high-precision reference."""
+    from edgekit.bench.report import Machine, Quality, Ratio, Variant, Workload
+    from edgekit.bench.report import Report as BenchReport
+
+    def name(r: dict[str, object]) -> str:
+        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {r['mask']}"
+
+    ordered = sorted(rows, key=lambda r: r["method"] != "single")  # baselines first, each group in run order
+    base_ms = {r["mask"]: r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
+    dtype = str(rows[0]["dtype"]) if rows else ""
+    reference = _reference_name(dtype)
+    variants = []
+    for r in ordered:
+        ms = r.get("ms_median")
+        base = f"{CP_BASELINE} {r['mask']}"
+        value = ms / base_ms[r["mask"]] if r["status"] == "ok" and r["mask"] in base_ms and ms else None  # type: ignore[operator]
+        layout = f"world {r['world']} (ulysses {r['ulysses_degree']} × ring {r['ring_degree']}), {r['sharding']} sharding"
+        variants.append(Variant(
+            name(r), description=f"{r['kernel']} on {r['mask']}: {layout}; status {r['status']}",
+            latency_ms=ms,  # type: ignore[arg-type]
+            figures={"p20_ms": r.get("ms_p20"), "p80_ms": r.get("ms_p80"), "tflops": r.get("tflops"),  # type: ignore[dict-item]
+                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"]},  # type: ignore[dict-item]
+            ratios=(Ratio("latency", value, base),),
+            quality=(Quality(reference, output="out", max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
+            details={"status": r["status"], "ulysses_degree": r["ulysses_degree"], "ring_degree": r["ring_degree"],
+                     "sharding": r["sharding"], "backend": r.get("backend"), "tol": r.get("tol")}))
+    masks = list(dict.fromkeys(str(r["mask"]) for r in rows))
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows if r["method"] != "single"))
+    first = rows[0] if rows else {}
+    world = max((int(r["world"]) for r in rows), default=0)  # type: ignore[call-overload]
+    notes = (
+        f"Baseline `{CP_BASELINE} <mask>`: full (non-parallel) attention, the same tiled online-softmax "
+        "attention the ring runs per shard pair, over the whole sequence in one process (rank 0, while the "
+        "other ranks wait), so a ratio is what splitting the sequence across the world buys.",
+        "Latency: median over repetitions of the slowest rank's time per repetition (the baseline: its one "
+        "process); ratio = this variant's median ms / its mask's baseline median ms (below 1: faster).",
+        f"Max abs diff: the output gathered on rank 0 against the {reference.replace('math-', 'math reference in ')}; "
+        "each row's status (ok / wrong by the FlashAttention-3 criterion) is in its description.",
+        "Per-row p20/p80, peak memory and tolerance are also in attention_cp.jsonl / attention_cp.csv.",
+    )
+    workload = Workload(
+        title=f"Context-parallel attention ({', '.join(methods)}) on {world} processes",
+        key="attention-cp", command=command, subject=f"methods {', '.join(methods)}", data=f"masks {', '.join(masks)}",
+        sizes={"seqlen": first.get("seqlen"), "batch": first.get("batch"), "heads": first.get("heads"),
+               "head_dim": first.get("head_dim"), "world": world},
+        provider=str(first.get("device", "cpu")),
+        settings={"dtype": dtype, "backend": next((r.get("backend") for r in rows if r["method"] != "single"), None),
+                  "masks": masks, "methods": methods, **(settings or {})},
+        machine=Machine.here(), isolation="every method under one torchrun launch, one after another")
+    return BenchReport(workload=workload, baseline=f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE,
+                       variants=tuple(variants), reference=reference, notes=notes)
