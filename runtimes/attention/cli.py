@@ -6,7 +6,8 @@ project CLI as `edgekit bench attention` / `edgekit bench attention-cp`:
     app.command("attention-cp")(attention_cp)
 
 User mistakes raise `InvalidArgumentError` (one line; the project CLI prints it and exits 2).
-Outputs in `--out`: `<name>.jsonl`, `<name>.csv`, `<name>.md`, and `attention.png`.
+Outputs in `--out`: `<name>.jsonl`, `<name>.csv`, `<name>.md`, `attention.png`, and the typed bench
+report `<name>.report.{json,md,png}` (edgekit/bench/report.py, rendered by edgekit/bench/render.py).
 """
 
 from __future__ import annotations
