@@ -140,3 +140,29 @@ def test_mounting_the_commands_imports_no_torch() -> None:
     code = ("import sys, edgekit.runtimes, edgekit.runtimes.attention.cli; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sweep_report_without_sdpa_math_and_with_oom_and_wrong_cells() -> None:
+    """The typed report from hand-made rows: the first kernel is the baseline when sdpa-math was not
+    swept; oom cells count but are not compared; wrong cells keep their TFLOP/s in the table but
+    stay out of the ratio; the report survives its JSON round trip."""
+    from edgekit.runtimes.attention.measure import Row
+    from edgekit.runtimes.attention.report import sweep_report
+
+    def row(kernel: str, s: int, status: str, ms: float | None = None, err: float | None = None) -> Row:
+        return Row(kernel, "causal", s, 1, 4, 4, 16, "bfloat16", "fwd", status, ms_median=ms,
+                   tflops=None if ms is None else 1.0 / ms, max_err=err, device="cuda:0")
+
+    rows = [row("sdpa-flash", 64, "ok", 2.0, 1e-3), row("flex-compiled", 64, "ok", 1.0, 2e-3),
+            row("sdpa-flash", 128, "ok", 4.0, 1e-3), row("flex-compiled", 128, "wrong", 1.0, 0.5),
+            row("sdpa-flash", 256, "oom"), row("flex-compiled", 256, "ok", 3.0, 1e-3)]
+    report = sweep_report(rows, command="edgekit bench attention", where="test GPU")
+    assert report.baseline == "sdpa-flash fwd" and "first kernel swept" in report.notes[0]
+    flex = report.variant("flex-compiled fwd")
+    assert flex.figures["ok"] == 2 and flex.figures["wrong"] == 1 and flex.figures["cells_compared"] == 1
+    assert flex.ratio("latency").value == pytest.approx(0.5) and flex.quality[0].max_abs_diff == 0.5
+    assert flex.quality[0].reference == report.reference == "math-float32"
+    assert report.variant("sdpa-flash fwd").figures["oom"] == 1
+    (table,) = report.tables
+    assert table.rows == ((64, 0.5, 1.0), (128, 0.25, "wrong (1)"), (256, "oom", pytest.approx(1 / 3)))
+    assert Report.from_json(report.to_json()) == report
