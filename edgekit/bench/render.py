@@ -142,7 +142,7 @@ def _workload_lines(report: Report) -> list[str]:
                                           f"{m.memory_gib} GiB" if m.memory_gib else "", m.os) if part)
     load = f"; load average {', '.join(f'{x:.2f}' for x in m.load_average)}" if m.load_average else ""
     threads = f"{w.threads} threads per variant, " if w.threads else ""
-    lines = [f"- Machine: {machine}; provider {w.provider}; {threads}each variant in its own process{load}."]
+    lines = [f"- Machine: {machine}; provider {w.provider}; {threads}{w.isolation}{load}."]
     if w.subject or w.data:
         lines.append("- Subject: " + "; ".join(p for p in (w.subject, f"data {w.data}" if w.data else "") if p) + ".")
     if w.sizes:

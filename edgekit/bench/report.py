@@ -2,8 +2,9 @@
 
 DESIGN.md §6 asks every speed or memory claim to be a ratio against a named baseline measured in
 the same command, with outputs compared every time. A `Report` holds exactly that, typed, so
-that every command (`edgekit bench select`, `select-deep`, `video`, `spine`) renders the same
-JSON, markdown and PNG through `edgekit.bench.render` instead of each writing its own:
+that every command (`edgekit bench select`, `select-deep`, `video`, `spine`, `attention`,
+`attention-cp`) renders the same JSON, markdown and PNG through `edgekit.bench.render` instead of
+each writing its own:
 
 - `Workload`: what was run (subject model/package, data, sizes, machine, provider, threads, the
   command line and any settings);
@@ -94,6 +95,7 @@ class Workload:
     threads: int | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
     machine: Machine = field(default_factory=Machine)
+    isolation: str = "each variant in its own process"  # how variants were kept apart, as the markdown says it
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
     def __post_init__(self) -> None:

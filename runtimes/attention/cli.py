@@ -6,7 +6,8 @@ project CLI as `edgekit bench attention` / `edgekit bench attention-cp`:
     app.command("attention-cp")(attention_cp)
 
 User mistakes raise `InvalidArgumentError` (one line; the project CLI prints it and exits 2).
-Outputs in `--out`: `<name>.jsonl`, `<name>.csv`, `<name>.md`, and `attention.png`.
+Outputs in `--out`: `<name>.jsonl`, `<name>.csv`, `<name>.md`, `attention.png`, and the typed bench
+report `<name>.report.{json,md,png}` (edgekit/bench/report.py, rendered by edgekit/bench/render.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from edgekit.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import torch
+
+    from edgekit.bench.report import Report
 
 MASKS_HELP = ("comma-separated masks: full, causal, sliding-window, sliding-window-causal, document, "
               "document-causal, shared-question, causal-blockwise, prefix-lm, prefix-lm-document, "
@@ -85,7 +88,7 @@ def attention(
     from edgekit.runtimes.attention.generators import MASK_NAMES
     from edgekit.runtimes.attention.kernels import default_kernels
     from edgekit.runtimes.attention.problem import dtype_name, parse_dtype
-    from edgekit.runtimes.attention.report import markdown_summary, plot_tflops
+    from edgekit.runtimes.attention.report import markdown_summary, plot_tflops, sweep_report
     from edgekit.runtimes.attention.sweep import (
         DEFAULT_CPU_SEQLENS,
         SweepConfig,
@@ -118,9 +121,13 @@ def attention(
     where = torch.cuda.get_device_name(dev) if gpu else f"CPU, {torch.get_num_threads()} threads"
     plot_tflops(rows, out_dir / "attention.png", title=f"attention TFLOP/s on {where} ({dtype_name(config.dtype)})")
     (out_dir / "attention.md").write_text(markdown_summary(rows, heading=f"Attention sweep on {where}"))
+    report = sweep_report(rows, command=_command_line(), where=where,
+                          threads=None if gpu else torch.get_num_threads(),
+                          settings={"reps": reps, "warmup": warmup, "seed": seed})
+    _publish(report, out_dir / "attention")
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unsupported", "oom", "wrong")}
     typer.echo(f"{len(rows)} cells ({', '.join(f'{k} {v}' for k, v in counts.items())}) → {out_dir}/attention."
-               "{jsonl,csv,png,md}")
+               "{jsonl,csv,png,md,report.json,report.md,report.png}")
 
 
 def attention_cp(
@@ -139,14 +146,15 @@ def attention_cp(
     timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
 ) -> None:
-    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time."""
+    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time, and one
+    per mask for the single-process baseline (method `single`)."""
     from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
-    from edgekit.runtimes.attention.report import markdown_cp_summary
+    from edgekit.runtimes.attention.report import cp_report, markdown_cp_summary
 
     out_dir = Path(out)
     config = CpConfig(nproc=nproc, methods=_names(methods), masks=_names(masks), seqlen=seqlen, batch=batch,
                       heads=heads, head_dim=head_dim, dtype=dtype, ulysses_degree=ulysses_degree, reps=reps,
-                      warmup=warmup, seed=seed)
+                      warmup=warmup, seed=seed, baseline=True)
     rows = launch_cp(config, timeout_s=timeout)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "attention_cp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -155,8 +163,25 @@ def attention_cp(
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "attention_cp.md").write_text(markdown_cp_summary(rows))
+    _publish(cp_report(rows, command=_command_line(),
+                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree}),
+             out_dir / "attention_cp")
     ok = sum(r["status"] == "ok" for r in rows)
-    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp.{{jsonl,csv,md}}")
+    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp."
+               "{jsonl,csv,md,report.json,report.md,report.png}")
+
+
+def _command_line() -> str:
+    return "edgekit " + " ".join(sys.argv[1:])
+
+
+def _publish(report: Report, stem: Path) -> None:
+    """The typed report through the bench renderer: `<stem>.report.json` (`Report.load` reads it
+    back), `<stem>.report.md` (its markdown section) and `<stem>.report.png`."""
+    from edgekit.bench import render
+    report.save(stem.with_name(stem.name + ".report.json"))
+    render.write_section(stem.with_name(stem.name + ".report.md"), render.markdown(report))
+    render.plot(report, stem.with_name(stem.name + ".report.png"))
 
 
 @contextlib.contextmanager

@@ -199,6 +199,16 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask
     return out.to(q.dtype)
 
 
+def single_process_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """The same tiled attention over the whole sequence in one process, no communication: the
+    baseline the context-parallel methods are timed against (`attention-cp`'s report)."""
+    whole = Shard(((0, q.shape[2]),))
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    lse = torch.full(q.shape[:-1], float("-inf"), dtype=torch.float32, device=q.device)
+    _attend_shard(q, torch.stack([k, v]).contiguous(), whole, whole, mask, out, lse)
+    return out.to(q.dtype)
+
+
 def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup, u: int) -> torch.Tensor:
     """`[B,H,s,D]` (sequence piece, all heads) → `[B,H/u,u·s,D]` (group's sequence, head slice)."""
     b, h, s, d = x.shape

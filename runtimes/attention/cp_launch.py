@@ -36,6 +36,7 @@ class CpConfig:
     reps: int = 5
     warmup: int = 1
     seed: int = 0
+    baseline: bool = False  # also time single-process attention per mask (rows with method "single")
 
     def validate(self) -> None:
         """Same checks as the worker, in this process: a user error never starts torchrun."""
@@ -54,7 +55,8 @@ class CpConfig:
                 "--seqlen", str(self.seqlen), "--batch", str(self.batch), "--heads", str(self.heads),
                 "--head-dim", str(self.head_dim), "--dtype", self.dtype,
                 "--ulysses-degree", str(self.ulysses_degree), "--reps", str(self.reps),
-                "--warmup", str(self.warmup), "--seed", str(self.seed), "--out", str(out)]
+                "--warmup", str(self.warmup), "--seed", str(self.seed), "--out", str(out),
+                *(["--baseline"] if self.baseline else [])]
 
 
 def torchrun_command(config: CpConfig, out: Path) -> list[str]:

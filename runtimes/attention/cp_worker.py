@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 from edgekit.errors import EdgekitError
-from edgekit.runtimes.attention.cp import ContextParallel, plan_layout
+from edgekit.runtimes.attention.cp import ContextParallel, plan_layout, single_process_attention
 from edgekit.runtimes.attention.generators import make_mask
 from edgekit.runtimes.attention.measure import peak_memory, summarize
 from edgekit.runtimes.attention.problem import Problem, Status, dtype_name, make_inputs, parse_dtype
@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", action="store_true",
+                    help="first time single-process attention per mask on rank 0 (method 'single')")
     ap.add_argument("--out", type=Path, required=True, help="JSONL file, appended to by rank 0")
     return ap.parse_args(argv)
 
@@ -105,6 +107,35 @@ def run_one(method: str, mask_name: str, args: argparse.Namespace, device: torch
     return row
 
 
+def run_single(mask_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """The baseline on rank 0 alone (the other ranks wait at a barrier): the whole sequence in one
+    process with the tiled attention the ring uses, timed and checked like the methods."""
+    mask = make_mask(mask_name, args.seqlen, args.seed)
+    dtype = parse_dtype(args.dtype)
+    p = Problem(mask, args.batch, args.heads, args.heads, args.head_dim, dtype, device)
+    x = make_inputs(p, args.seed)
+    times = []
+    for i in range(args.warmup + args.reps):
+        t0 = time.perf_counter()
+        out = single_process_attention(x.q, x.k, x.v, mask)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    with peak_memory(device) as peak:
+        single_process_attention(x.q, x.k, x.v, mask)
+    refs = [math_attention(*(t.to(d) for t in (x.q, x.k, x.v)), mask) for d in (high_precision(dtype), dtype)]
+    verdict = fa3_criterion(Result(out), refs[0], refs[1], dtype)
+    t, flops = summarize(times), p.flops()
+    return {"kernel": "single-process", "method": "single", "mask": mask_name, "seqlen": args.seqlen,
+            "batch": args.batch, "heads": args.heads, "kv_heads": args.heads, "head_dim": args.head_dim,
+            "dtype": dtype_name(dtype), "pass": "fwd", "world": 1, "ulysses_degree": 1, "ring_degree": 1,
+            "sharding": "none", "backend": "none", "device": str(device),
+            "status": (Status.OK if verdict.ok else Status.WRONG).value, "ms_median": t.median,
+            "ms_p20": t.p20, "ms_p80": t.p80, "flops": flops, "tflops": flops / (t.median * 1e-3) / 1e12,
+            "peak_mem_mb": float(peak[0]), "max_err": verdict.err, "tol": verdict.tol}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -127,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
+        for name in masks if args.baseline else ():
+            if dist.get_rank() == 0:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                with args.out.open("a") as f:
+                    f.write(json.dumps(run_single(name, args, device)) + "\n")
+            dist.barrier()
         for method in methods:
             for name in masks:
                 row = run_one(method, name, args, device)

@@ -9,10 +9,15 @@ legend entry, so none of them reads as a slow kernel.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekit.runtimes.attention.measure import Row
+
+if TYPE_CHECKING:
+    from edgekit.bench.report import Report
 
 # Cells without a time are drawn at 0 TFLOP/s with a marker per status.
 STATUS_MARKERS: dict[str, tuple[str, str]] = {"oom": ("x", "red"), "unsupported": ("o", "darkgrey"),
@@ -107,3 +112,179 @@ def markdown_cp_summary(rows: list[dict[str, object]]) -> str:
             f"{r['mask']} | {r['seqlen']} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–{r['ms_p80']:.2f}) | "
             f"{r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} |")
     return "\n".join(lines) + "\n"
+
+
+# --- The typed benchmark report (edgekit/bench/report.py) of a sweep and of a context-parallel run ---
+
+BASELINE_KERNEL = "sdpa-math"
+
+
+def _geomean(values: list[float]) -> float | None:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def _reference_name(dtype: str) -> str:
+    """The high-precision math reference `max_err` is taken against (reference.high_precision)."""
+    return "math-float64" if dtype in ("float32", "float64") else "math-float32"
+
+
+def sweep_baseline(kernels: list[str] | tuple[str, ...]) -> str:
+    """The kernel every ratio is against: SDPA's math backend (plain eager attention: no capability
+    check rejects it, on CPU or CUDA, for any mask, dtype or pass), else the first kernel swept."""
+    return BASELINE_KERNEL if BASELINE_KERNEL in kernels else kernels[0]
+
+
+def sweep_report(rows: list[Row], *, command: str, where: str, settings: dict[str, object] | None = None,
+                 threads: int | None = None) -> Report:
+    """One Variant per (kernel, pass): cell counts by status, median ms over its ok cells, the
+    geometric mean of its per-cell time ratio against the baseline kernel's same pass over the
+    cells where both ran ok, and its largest max abs diff against the high-precision reference;
+    one Table per mask (rows: length; columns: kernel-pass TFLOP/s, or the status)."""
+    from edgekit.bench.report import Machine, Quality, Ratio, Table, Variant, Workload
+    from edgekit.bench.report import Report as BenchReport
+
+    kernels = list(dict.fromkeys(r.kernel for r in rows))
+    passes = list(dict.fromkeys(r.pass_ for r in rows))
+    masks = list(dict.fromkeys(r.mask for r in rows))
+    seqlens = sorted({r.seqlen for r in rows})
+    base_kernel = sweep_baseline(kernels)
+    names = [f"{k} {p}" for k in kernels for p in passes]
+    cells = {(f"{r.kernel} {r.pass_}", r.mask, r.seqlen): r for r in rows}
+    dtype = rows[0].dtype if rows else ""
+    reference = _reference_name(dtype)
+    variants = []
+    for kernel in kernels:
+        for pass_ in passes:
+            name, base = f"{kernel} {pass_}", f"{base_kernel} {pass_}"
+            mine = [r for r in rows if r.kernel == kernel and r.pass_ == pass_]
+            ok = [r for r in mine if r.status == "ok" and r.ms_median is not None]
+            figures: dict[str, float | None] = {s: sum(r.status == s for r in mine)
+                                                for s in ("ok", "unsupported", "oom", "wrong")}
+            per_cell = []
+            for r in ok:
+                b = cells.get((base, r.mask, r.seqlen))
+                if b is not None and b.status == "ok" and b.ms_median:
+                    per_cell.append(r.ms_median / b.ms_median)
+            figures["cells_compared"] = len(per_cell)
+            peaks = [r.peak_mem_mb for r in mine if r.peak_mem_mb is not None]
+            figures["max_peak_mem_mb"] = max(peaks) if peaks else None
+            errs = [r.max_err for r in mine if r.max_err is not None]
+            ratios = (Ratio("latency", _geomean(per_cell), base,
+                            (min(per_cell), max(per_cell)) if per_cell else None),)
+            quality = (Quality(reference, output="out" if pass_ == "fwd" else "out+grads",
+                               max_abs_diff=max(errs) if errs else None),) if errs else ()
+            reasons = sorted({r.note for r in mine if r.status in ("unsupported", "oom") and r.note})
+            variants.append(Variant(
+                name, description=f"{kernel}, {pass_} pass, {len(mine)} cells",
+                latency_ms=statistics.median(r.ms_median for r in ok) if ok else None,  # type: ignore[type-var]
+                figures=figures, ratios=ratios, quality=quality, details={"not run": reasons} if reasons else {}))
+    tables = []
+    for mask in masks:
+        table_rows = []
+        for s in seqlens:
+            row: list[object] = [s]
+            for name in names:
+                r = cells.get((name, mask, s))
+                if r is None:
+                    row.append("—")
+                elif r.status == "ok":
+                    row.append(r.tflops)
+                elif r.status == "wrong" and r.tflops is not None:
+                    row.append(f"wrong ({r.tflops:.3g})")
+                else:
+                    row.append(r.status)
+            table_rows.append(tuple(row))
+        tables.append(Table(f"{mask}: TFLOP/s from the exact mask area (or the cell's status)",
+                            ("seqlen", *names), tuple(table_rows)))
+    notes = (
+        f"Baseline `{base_kernel}`: PyTorch SDPA pinned to its math backend (plain eager attention over a "
+        "dense mask). It is the one kernel no capability check rejects on any device, mask, dtype or pass, so "
+        "it has every cell the others are compared on" if base_kernel == BASELINE_KERNEL else
+        f"Baseline `{base_kernel}`: the first kernel swept ({BASELINE_KERNEL} was not among --kernels).",
+        "Latency ratio: geometric mean over the (mask, length) cells where both this variant and the baseline "
+        "kernel's same pass ran `ok` of (this cell's median ms / the baseline's); the bracket is the lowest and "
+        "highest per-cell ratio, not a spread over rounds; `cells compared` counts those cells. "
+        "Backward variants are compared with the baseline's backward.",
+        "Median ms: the median over the variant's `ok` cells of each cell's median, so it mixes lengths and "
+        "masks; read the ratios and the per-mask tables.",
+        f"Max abs diff: the largest over the variant's cells that ran (`ok` or `wrong`) against the "
+        f"{reference.replace('math-', 'math reference in ')} (out, and dq, dk, dv for bwd); "
+        "`wrong` means a cell failed the FlashAttention-3 criterion (docs/ATTENTION.md).",
+        "Per-cell rows (p20/p80, peak memory, error, tolerance, why a cell is unsupported) are in "
+        "attention.jsonl / attention.csv; the TFLOP/s panels in attention.png.",
+    )
+    first = rows[0] if rows else None
+    workload = Workload(
+        title=f"Attention kernels on {where} ({dtype})", key="attention", command=command,
+        subject=f"kernels {', '.join(kernels)}", data=f"masks {', '.join(masks)}",
+        sizes={"cells": len(rows), "masks": len(masks), "lengths": len(seqlens), "kernels": len(kernels),
+               "batch": first.batch if first else 0, "heads": first.heads if first else 0,
+               "kv_heads": first.kv_heads if first else 0, "head_dim": first.head_dim if first else 0},
+        provider=first.device if first else "cpu", threads=threads,
+        settings={"device": where, "dtype": dtype, "masks": masks, "seqlens": seqlens, "kernels": kernels,
+                  "passes": passes, **(settings or {})},
+        machine=Machine.here(), isolation="every kernel in this one process, cell after cell")
+    return BenchReport(workload=workload, baseline=f"{base_kernel} {passes[0] if passes else 'fwd'}",
+                       variants=tuple(variants), reference=reference, notes=notes, tables=tuple(tables),
+                       details={"status_counts": {s: sum(r.status == s for r in rows)
+                                                  for s in ("ok", "unsupported", "oom", "wrong")}})
+
+
+CP_BASELINE = "single-process"
+
+
+def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str, object] | None = None) -> Report:
+    """One Variant per (method, mask) and one per mask for the baseline (method `single`: the same
+    tiled attention over the whole sequence in one process, timed on rank 0 alone): median ms
+    (slowest rank), its latency ratio against the same mask's baseline, and its max abs diff
+    against the high-precision reference."""
+    from edgekit.bench.report import Machine, Quality, Ratio, Variant, Workload
+    from edgekit.bench.report import Report as BenchReport
+
+    def name(r: dict[str, object]) -> str:
+        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {r['mask']}"
+
+    ordered = sorted(rows, key=lambda r: r["method"] != "single")  # baselines first, each group in run order
+    base_ms = {r["mask"]: r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
+    dtype = str(rows[0]["dtype"]) if rows else ""
+    reference = _reference_name(dtype)
+    variants = []
+    for r in ordered:
+        ms = r.get("ms_median")
+        base = f"{CP_BASELINE} {r['mask']}"
+        value = ms / base_ms[r["mask"]] if r["status"] == "ok" and r["mask"] in base_ms and ms else None  # type: ignore[operator]
+        layout = f"world {r['world']} (ulysses {r['ulysses_degree']} × ring {r['ring_degree']}), {r['sharding']} sharding"
+        variants.append(Variant(
+            name(r), description=f"{r['kernel']} on {r['mask']}: {layout}; status {r['status']}",
+            latency_ms=ms,  # type: ignore[arg-type]
+            figures={"p20_ms": r.get("ms_p20"), "p80_ms": r.get("ms_p80"), "tflops": r.get("tflops"),  # type: ignore[dict-item]
+                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"]},  # type: ignore[dict-item]
+            ratios=(Ratio("latency", value, base),),
+            quality=(Quality(reference, output="out", max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
+            details={"status": r["status"], "ulysses_degree": r["ulysses_degree"], "ring_degree": r["ring_degree"],
+                     "sharding": r["sharding"], "backend": r.get("backend"), "tol": r.get("tol")}))
+    masks = list(dict.fromkeys(str(r["mask"]) for r in rows))
+    methods = list(dict.fromkeys(str(r["method"]) for r in rows if r["method"] != "single"))
+    first = rows[0] if rows else {}
+    world = max((int(r["world"]) for r in rows), default=0)  # type: ignore[call-overload]
+    notes = (
+        f"Baseline `{CP_BASELINE} <mask>`: full (non-parallel) attention, the same tiled online-softmax "
+        "attention the ring runs per shard pair, over the whole sequence in one process (rank 0, while the "
+        "other ranks wait), so a ratio is what splitting the sequence across the world buys.",
+        "Latency: median over repetitions of the slowest rank's time per repetition (the baseline: its one "
+        "process); ratio = this variant's median ms / its mask's baseline median ms (below 1: faster).",
+        f"Max abs diff: the output gathered on rank 0 against the {reference.replace('math-', 'math reference in ')}; "
+        "each row's status (ok / wrong by the FlashAttention-3 criterion) is in its description.",
+        "Per-row p20/p80, peak memory and tolerance are also in attention_cp.jsonl / attention_cp.csv.",
+    )
+    workload = Workload(
+        title=f"Context-parallel attention ({', '.join(methods)}) on {world} processes",
+        key="attention-cp", command=command, subject=f"methods {', '.join(methods)}", data=f"masks {', '.join(masks)}",
+        sizes={"seqlen": first.get("seqlen"), "batch": first.get("batch"), "heads": first.get("heads"),
+               "head_dim": first.get("head_dim"), "world": world},
+        provider=str(first.get("device", "cpu")),
+        settings={"dtype": dtype, "backend": next((r.get("backend") for r in rows if r["method"] != "single"), None),
+                  "masks": masks, "methods": methods, **(settings or {})},
+        machine=Machine.here(), isolation="every method under one torchrun launch, one after another")
+    return BenchReport(workload=workload, baseline=f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE,
+                       variants=tuple(variants), reference=reference, notes=notes)
