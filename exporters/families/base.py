@@ -92,6 +92,19 @@ def import_exporter(module: str, extra: str) -> ModuleType:
         ) from None
 
 
+def encoder_exporter(task: str) -> Callable[..., Manifest]:
+    """The BERT-like encoder exporter (exporters/encoder_export.py) for `task` ("rerank": a
+    cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
+
+    def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
+               dtype: str = "fp32") -> Manifest:
+        encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
+        return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
+                                             overwrite=overwrite, progress=progress)
+
+    return export
+
+
 def read_json(path: Path) -> Any:
     """The JSON at `path`, or None when it is absent or unreadable (recognition never raises: an
     unreadable file is "not recognised", and the registry's error says what the source holds)."""

@@ -13,25 +13,16 @@ from pathlib import Path
 
 from edgekit.exporters.families.base import (
     ExportFamily,
-    Progress,
-    import_exporter,
+    encoder_exporter,
     ranking_summary,
     read_config,
 )
 from edgekit.exporters.families.cross_encoder import ENCODER_MODEL_TYPES, is_encoder
-from edgekit.manifest import Manifest
 
 
 def _recognise(path: Path, task: str | None) -> bool:
     """An encoder type with a modules.json; any encoder type when --task select is named."""
     return is_encoder(read_config(path)) and ((path / "modules.json").is_file() or task == "select")
-
-
-def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-            dtype: str = "fp32") -> Manifest:
-    encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
-    return encoder_export.export_encoder(str(source), out, task="select", max_length=max_length, dtype=dtype,
-                                         overwrite=overwrite, progress=progress)
 
 
 def _build_tiny(directory: Path) -> Path:
@@ -48,7 +39,7 @@ BI_ENCODER = ExportFamily(
     stages=("embeddings", "layer", "head"),
     options=("max_length", "dtype"),
     recognise=_recognise,
-    exporter=_export,
+    exporter=encoder_exporter("select"),
     build_tiny=_build_tiny,
     summary=ranking_summary,
 )

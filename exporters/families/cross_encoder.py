@@ -12,13 +12,11 @@ from typing import Any
 
 from edgekit.exporters.families.base import (
     ExportFamily,
-    Progress,
     architectures,
-    import_exporter,
+    encoder_exporter,
     ranking_summary,
     read_config,
 )
-from edgekit.manifest import Manifest
 from edgekit.models.encoders import ENCODER_FAMILIES
 
 ENCODER_MODEL_TYPES = tuple(sorted(t for family in ENCODER_FAMILIES for t in family.model_types))
@@ -42,13 +40,6 @@ def _recognise(path: Path, task: str | None) -> bool:
     return task == "rerank" or not (path / "modules.json").is_file()
 
 
-def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-            dtype: str = "fp32") -> Manifest:
-    encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
-    return encoder_export.export_encoder(str(source), out, task="rerank", max_length=max_length, dtype=dtype,
-                                         overwrite=overwrite, progress=progress)
-
-
 def _build_tiny(directory: Path) -> Path:
     from edgekit.models.encoder_builds import build_cross_encoder
 
@@ -62,7 +53,7 @@ CROSS_ENCODER = ExportFamily(
     stages=("embeddings", "layer", "head", "depth_head"),
     options=("max_length", "dtype"),
     recognise=_recognise,
-    exporter=_export,
+    exporter=encoder_exporter("rerank"),
     build_tiny=_build_tiny,
     summary=ranking_summary,
 )
