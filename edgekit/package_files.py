@@ -104,24 +104,16 @@ class GraphSpec:
 
     name: str
     role: str
+    format: str
+    path: str
     files: tuple[FileEntry, ...]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     index: int | None = None
-    format: str = "onnx"
-    path: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.path and self.files:  # an exporter may give files only: the first one is loaded
-            object.__setattr__(self, "path", self.files[0].file)
 
     @property
     def bytes(self) -> int:
         return sum(entry.bytes for entry in self.files)
-
-    def location(self, root: Path) -> Path:
-        """The path a backend loads, under the package root."""
-        return root / self.path
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> GraphSpec:

@@ -35,7 +35,7 @@ from edgekit.exporters.package_parts import (
     versions,
 )
 from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
-from edgekit.manifest import GraphSpec, Manifest
+from edgekit.manifest import DTYPES, GraphSpec, Manifest
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backends import backend_for
@@ -48,7 +48,6 @@ EXAMPLE_CANDIDATES = (
     "Sorting a list in place.",
     "The quick brown fox jumps over the lazy dog " * 40,  # long: exercises truncation
 )
-DTYPES = ("fp32", "fp16")
 # fp16 graphs (weights, activations and IO in half precision) against the fp32 torch model:
 # max abs diff relative to max(1, max |reference|). Measured on MiniLM: layers ~4e-3.
 FP16_TOLERANCE = 2e-2

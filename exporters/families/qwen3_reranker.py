@@ -18,10 +18,8 @@ from edgekit.exporters.families.base import (
     ranking_summary,
     read_config,
 )
-from edgekit.manifest import Manifest
+from edgekit.manifest import DTYPES, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DECODER_MODEL_TYPES, SEQ_CLS, tiny_qwen3_config
-
-DTYPES = ("fp32", "fp16")
 
 
 def _recognise(path: Path, task: str | None) -> bool:
