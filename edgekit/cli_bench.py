@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from edgekit.bench.report import Report
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
+
+if TYPE_CHECKING:
+    from edgekit.bench.report import Report
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
 
