@@ -229,14 +229,11 @@ def calibrate(
     import edgekit
     from edgekit.dataset import read_examples
     from edgekit.errors import InvalidArgumentError
-    from edgekit.runtimes.calibration import record_traces, search, write_calibration
+    from edgekit.runtimes.calibration import check_search_args, record_traces, search, write_calibration
     from edgekit.runtimes.confidence import queries_needed
     from edgekit.runtimes.policies import policy_class
 
-    if not 0.0 < target_agreement <= 1.0:
-        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target_agreement}")
-    if not 0.0 < delta < 1.0:
-        raise InvalidArgumentError(f"--delta must be in (0, 1), got {delta}")
+    check_search_args(target_agreement, delta)
     if top_k <= 0:
         raise InvalidArgumentError(f"--top-k must be a positive integer, got {top_k}")
     policy_class(policy)  # an unknown name fails before the exact runs

@@ -110,13 +110,13 @@ class CalibrationResult:
     tested: int
     chains: int
 
-    @property
-    def threshold(self) -> float | None:  # cluster settings, for scripts that report them
-        return self.setting.threshold if isinstance(self.setting, ClusterPruning) else None
 
-    @property
-    def min_depth(self) -> int | None:
-        return self.setting.min_depth if self.setting is not None else None
+def check_search_args(target: float, delta: float) -> None:
+    """InvalidArgumentError unless target is in (0, 1] and delta in (0, 1)."""
+    if not 0.0 < target <= 1.0:
+        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target}")
+    if not 0.0 < delta < 1.0:
+        raise InvalidArgumentError(f"--delta must be in (0, 1), got {delta}")
 
 
 def search(traces: list[Trace], top_k: int, target: float, score_kind: str, layers: int,
@@ -125,10 +125,7 @@ def search(traces: list[Trace], top_k: int, target: float, score_kind: str, laye
     of new queries, with probability >= 1 - delta (see the module docstring)."""
     if not traces:
         raise InvalidArgumentError("calibration needs at least one query; pass a non-empty --data file")
-    if not 0.0 < delta < 1.0:
-        raise InvalidArgumentError(f"--delta must be in (0, 1), got {delta}")
-    if not 0.0 < target <= 1.0:
-        raise InvalidArgumentError(f"--target-agreement must be in (0, 1], got {target}")
+    check_search_args(target, delta)
     chains = [chain for chain in policy_class(policy).calibration_chains(layers, score_kind) if chain]
     n = len(traces)
     references = [replay(trace, None, top_k) for trace in traces]

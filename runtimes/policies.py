@@ -3,7 +3,8 @@
 A policy is one module with one class that satisfies `pruning.Policy` and offers
 `from_params(params, score_kind)` (rebuild a stored setting) and
 `calibration_chains(layers, score_kind)` (the settings calibration may test). Adding one means
-that module, its test, and one line in `POLICIES`.
+that module, its test, one line in `POLICIES` and its `--prune` syntax in `parse_prune` and
+`PRUNE_HELP`.
 
 `--prune` specs:
   exact              no pruning

@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekit.errors import InvalidArgumentError
 from edgekit.runtimes.pruning import NO_DECISION, Decision, fill_rule
+from edgekit.runtimes.ranking import top_k_order
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class StabilityTracker:
         if not np.all(np.isfinite(values)):
             self._last = None  # a non-finite score ranks nothing: start counting again
             return NO_DECISION
-        order = np.lexsort((np.arange(len(values)), -values))
+        order = top_k_order(values, len(values))
         current = frozenset(order[:open_slots].tolist())
         same = self._last is not None and self._shape == (len(values), open_slots) and current == self._last
         self._unchanged = self._unchanged + 1 if same else 0

@@ -71,7 +71,6 @@ def _calibrate(package: Path, traces: list[rank_metrics.Trace], examples: list[d
     from edgekit.manifest import Manifest
     from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.calibration import agreement, replay, search
-    from edgekit.runtimes.pruning import DEFAULT_CLUSTERS
     from edgekit.runtimes.selector import Selector
 
     manifest = Manifest.load(package)
@@ -79,12 +78,13 @@ def _calibrate(package: Path, traces: list[rank_metrics.Trace], examples: list[d
     rows = []
     for target in TARGETS:
         found = search(traces[:half], TOP_K, target, manifest.ranking.scoring.kind, manifest.ranking.num_layers)
-        row: dict[str, Any] = {"target": target, "threshold": found.threshold, "min_depth": found.min_depth,
+        setting = found.setting
+        row: dict[str, Any] = {"target": target, "threshold": getattr(setting, "threshold", None),
+                               "min_depth": setting.min_depth if setting is not None else None,
                                "calibration_agreement": found.agreement,
                                "calibration_fraction": found.candidate_layers_fraction}
-        if found.threshold is not None:
-            calibration = {"policy": "cluster", "threshold": found.threshold, "min_depth": found.min_depth,
-                           "clusters": DEFAULT_CLUSTERS}
+        if setting is not None:
+            calibration = {"policy": found.policy, "params": setting.params(), "top_k": TOP_K}
             selector = Selector(dataclasses.replace(manifest, ranking=dataclasses.replace(manifest.ranking,
                                                                                           calibration=calibration)),
                                 backend_for("onnx", "cpu"))

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from edgekit.errors import IntegrityError, InvalidArgumentError, ProviderUnavailableError
 from edgekit.measure import trim_heap
 from edgekit.runtimes.backends.base import BackendTraits
+from edgekit.runtimes.planner import RUNTIME_OVERHEAD_MB
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -33,9 +34,9 @@ _HOW_TO_GET = {
 }
 
 # runtime_overhead_mb is the planner's RUNTIME_OVERHEAD_MB (runtimes/planner.py), fitted by
-# scripts/measure_planner.py with the session options below; refit both after changing them.
+# scripts/measure_planner.py with the session options below; refit it after changing them.
 # External data (exporters/onnx_writer.py) is memory-mapped, never copied onto the heap.
-TRAITS = BackendTraits(runtime_overhead_mb=65.0, weights="mmap")
+TRAITS = BackendTraits(runtime_overhead_mb=RUNTIME_OVERHEAD_MB, weights="mmap")
 
 
 _shared_cpu_arena = False
@@ -99,10 +100,6 @@ class OrtBackend:
         return TRAITS
 
     def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
-            raise InvalidArgumentError(
-                f"unknown provider {self.provider!r}; choose one of {', '.join(PROVIDERS)}"
-            )
         if PROVIDERS[self.provider] not in ort.get_available_providers():
             raise ProviderUnavailableError(
                 f"provider {self.provider!r} ({PROVIDERS[self.provider]}) is not available in this onnxruntime "
