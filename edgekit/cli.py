@@ -24,14 +24,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
 
 
-def export_with_progress(source: str, out: Path, show: bool, task: str | None = None, **options: Any) -> Any:
-    """Export through the family registry (exporters/families/) with a rich progress bar on stderr
-    (when `show`); returns the manifest. Options a family does not take (None means not given),
-    a source no family recognises and a missing extra are one-line errors."""
-    return _export(source, out, show, task, **options).manifest
-
-
 def _export(source: str, out: Path, show: bool, task: str | None, **options: Any) -> Any:
+    """Export through the family registry (exporters/families/) with a rich progress bar on stderr
+    (when `show`); returns what `export_source` returns (the family and the manifest). Options a
+    family does not take (None means not given), a source no family recognises and a missing extra
+    are one-line errors."""
     from edgekit.exporters.families import export_source
 
     with progress_bar(show and stderr.is_terminal) as bar:
@@ -299,7 +296,7 @@ def demo(
 
     def export(source: str, out: Path) -> Any:
         exported.append(out)
-        return export_with_progress(source, out, show=not as_json, overwrite=True)
+        return _export(source, out, not as_json, None, overwrite=True).manifest
 
     package = demo_package(export, model=model)
     if not as_json:

@@ -36,7 +36,7 @@ from edgekit.exporters.package_parts import (
     versions,
 )
 from edgekit.exporters.source import SourceInfo
-from edgekit.manifest import GraphSpec, Manifest
+from edgekit.manifest import DTYPES, GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RankingSection, RotarySpec, Scoring, TokenizerSpec
 
@@ -170,6 +170,8 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
                    overwrite: bool = False, progress: Progress | None = None,
                    instruction: str | None = None) -> Manifest:
     """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`."""
+    if dtype not in DTYPES:
+        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     if instruction is not None and not instruction.strip():

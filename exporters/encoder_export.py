@@ -216,17 +216,6 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
     return diff
 
 
-def export_model(source: str, out: Path, task: str | None = None, max_length: int | None = None,
-                 dtype: str = "fp32", overwrite: bool = False, progress: Progress | None = None,
-                 instruction: str | None = None) -> Manifest:
-    """Any ranking source (cross-encoder, bi-encoder or decoder reranker), through the export
-    families (exporters/families/), which read what the source is from its files."""
-    from edgekit.exporters.families import export_source
-
-    return export_source(source, out, task=task, progress=progress, max_length=max_length, dtype=dtype,
-                         overwrite=overwrite, instruction=instruction).manifest
-
-
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
                    progress: Progress | None = None) -> Manifest:

@@ -120,13 +120,13 @@ def test_gathered_embedding_rows_equal_a_full_lookup(qwen3_package: Path, qwen3_
 def test_seq_cls_conversion_scores_like_the_causal_lm(tmp_path: Path, qwen3_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification
 
-    from edgekit.exporters.encoder_export import export_model
+    from edgekit.exporters.families import export_source
     from edgekit.models.decoder_builds import build_qwen3_reranker
 
     seq_cls = build_qwen3_reranker(tmp_path / "seq-cls", tiny_qwen3_config(512), architecture=SEQ_CLS)
     assert json.loads((seq_cls / "config.json").read_text())["architectures"] == [SEQ_CLS]
     assert AutoModelForSequenceClassification.from_pretrained(seq_cls).config.num_labels == 1
-    manifest = export_model(str(seq_cls), tmp_path / "pkg", max_length=MAX_LENGTH)
+    manifest = export_source(str(seq_cls), tmp_path / "pkg", max_length=MAX_LENGTH).manifest
     assert manifest.ranking.scoring.num_labels == 1
     ranking = edgekit.load(str(tmp_path / "pkg")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))
     expected = transformers_scores(qwen3_dir, QUERY, CANDIDATES, manifest.ranking.prompt.instruction)
@@ -148,9 +148,9 @@ def test_pruning_equals_the_replay_of_the_exact_trace(qwen3_package: Path) -> No
 
 
 def test_fp16_package_stays_within_its_tolerance(tmp_path: Path, qwen3_dir: Path) -> None:
-    from edgekit.exporters.encoder_export import export_model
+    from edgekit.exporters.families import export_source
 
-    manifest = export_model(str(qwen3_dir), tmp_path / "half", max_length=MAX_LENGTH, dtype="fp16")
+    manifest = export_source(str(qwen3_dir), tmp_path / "half", max_length=MAX_LENGTH, dtype="fp16").manifest
     assert manifest.dtype == "fp16" and manifest.ranking.embedding_table.dtype == "float16"
     assert manifest.parity["tolerance"] == 2e-2 and manifest.parity["chained_max_abs_diff"] <= 2e-2
     ranking = edgekit.load(str(tmp_path / "half")).rank(QUERY, CANDIDATES, top_k=len(CANDIDATES))

@@ -37,8 +37,8 @@ def grouped(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def blocks(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _export(tiny_svd, tmp_path_factory.mktemp("blocks") / "pkg")
+def blocks(svd_package: Path) -> Path:
+    return svd_package  # the session's block package (conftest), exported the same way; only read here
 
 
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

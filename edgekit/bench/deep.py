@@ -50,7 +50,7 @@ class DeepBench:
 
 def prepare(config: DeepBench, progress: Progress) -> tuple[Path, Path, Path]:
     """(checkpoint, package, monolithic graph), built when missing."""
-    from edgekit.exporters.encoder_export import export_model
+    from edgekit.exporters.families import export_source
     from edgekit.exporters.monolithic_decoder import GRAPH_FILE, export_monolithic_decoder
     from edgekit.models.decoder_builds import build_qwen3_reranker
     from edgekit.models.decoders import qwen3_reranker_0_6b_config
@@ -62,7 +62,7 @@ def prepare(config: DeepBench, progress: Progress) -> tuple[Path, Path, Path]:
         build_qwen3_reranker(checkpoint, qwen3_reranker_0_6b_config())
     if not (package / MANIFEST_FILE).is_file():
         progress(f"exporting the package to {package}")
-        export_model(str(checkpoint), package, max_length=config.tokens, overwrite=True)
+        export_source(str(checkpoint), package, max_length=config.tokens, overwrite=True)
     if not (graph_dir / GRAPH_FILE).is_file():
         progress(f"exporting the monolithic baseline graph to {graph_dir}")
         export_monolithic_decoder(checkpoint, graph_dir, max_length=config.tokens)

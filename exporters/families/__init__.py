@@ -85,12 +85,12 @@ def family_for_source(path: Path, task: str | None = None, options: Iterable[str
     path = Path(path)
     if task is not None and task not in TASKS:
         raise InvalidArgumentError(f"unknown task {task!r}; use {', '.join(TASKS)}")
-    claimed = [family for family in FAMILIES if family.recognises(path)]
     if task is not None:
         claimed_for_task = [family for family in FAMILIES if family.task == task and family.recognises(path, task)]
         _one_at_most(path, claimed_for_task)
         if claimed_for_task:
             return claimed_for_task[0]
+    claimed = [family for family in FAMILIES if family.recognises(path)]
     _one_at_most(path, claimed)
     if claimed:
         if task is not None:

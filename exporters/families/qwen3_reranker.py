@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgekit.errors import InvalidArgumentError
 from edgekit.exporters.families.base import (
     ExportFamily,
     Progress,
@@ -18,7 +17,7 @@ from edgekit.exporters.families.base import (
     ranking_summary,
     read_config,
 )
-from edgekit.manifest import DTYPES, Manifest
+from edgekit.manifest import Manifest
 from edgekit.models.decoders import CAUSAL_LM, DECODER_MODEL_TYPES, SEQ_CLS, tiny_qwen3_config
 
 
@@ -29,8 +28,6 @@ def _recognise(path: Path, task: str | None) -> bool:
 
 def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
             dtype: str = "fp32", instruction: str | None = None) -> Manifest:
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     decoder_export = import_exporter("edgekit.exporters.decoder_export", "export")
     from edgekit.exporters.source import inspect_decoder
 
