@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Table, Variant, Workload, ratio
-from edgekit.bench.select import run_variant
+from edgekit.bench.subprocess_runner import run_bench_variant as run_variant
 from edgekit.dataset import Example
 from edgekit.demo import cache_dir
 from edgekit.manifest import MANIFEST_FILE

@@ -29,11 +29,10 @@ import edgekit
 from edgekit.bench.report import Machine, Report
 from edgekit.bench.select_report import build_report
 from edgekit.bench.select_variant import CALIBRATED, VARIANTS
-from edgekit.bench.subprocess_runner import VariantError
-from edgekit.bench.subprocess_runner import run_variant as _run_variant
+from edgekit.bench.subprocess_runner import run_bench_variant as run_variant
 from edgekit.dataset import Example, read_examples
 from edgekit.demo import cache_dir
-from edgekit.errors import BenchmarkError, InvalidArgumentError
+from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.calibration import agreement, record_traces, search, write_calibration
 
@@ -42,15 +41,6 @@ ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic(-batched), edg
 SWEEP_VARIANTS = ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact")
 
 Progress = Callable[[str], None]
-
-
-def run_variant(module: str, args: list[str], threads: int) -> dict[str, Any]:
-    """One variant in its own process; a failing child becomes a one-line BenchmarkError."""
-    try:
-        return _run_variant(module, args, threads=threads)
-    except VariantError as error:
-        last = (error.stderr_tail.strip().splitlines() or ["no output"])[-1]
-        raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ import numpy as np
 
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Variant, Workload, ratio
 from edgekit.bench.select import monolithic_graph
-from edgekit.bench.subprocess_runner import VariantError, run_variant
-from edgekit.errors import BenchmarkError, EdgekitError, InvalidArgumentError
+from edgekit.bench.subprocess_runner import run_bench_variant
+from edgekit.errors import EdgekitError, InvalidArgumentError
 from edgekit.manifest import Manifest
 
 if TYPE_CHECKING:  # tokenizers is imported where the workload is built
@@ -232,12 +232,8 @@ def run_spine_bench(config: SpineBench, progress: Progress = lambda message: Non
     results = []
     for variant, options in plan:
         progress(f"running {variant} (ORT options: {options}) in its own process")
-        try:
-            results.append(run_variant(CHILD, ["--variant", variant, "--ort-options", options, *common],
-                                       threads=config.threads))
-        except VariantError as error:
-            last = (error.stderr_tail.strip().splitlines() or [str(error)])[-1]
-            raise BenchmarkError(f"benchmark variant {variant} failed: {last}") from None
+        results.append(run_bench_variant(CHILD, ["--variant", variant, "--ort-options", options, *common],
+                                         config.threads))
     return build_report(config, model, workload, manifest.ranking.max_length, results, machine,
                         tuple(os.getloadavg()))
 

@@ -96,3 +96,15 @@ def run_variant(module: str, args: Sequence[str], env: Mapping[str, str] | None 
         raise VariantError(f"`{shown}` printed no JSON object on its last stdout line (got {last!r}):\n{tail}",
                            completed.returncode, tail)
     return result
+
+
+def run_bench_variant(module: str, args: Sequence[str], threads: int, timeout_s: float = 900.0) -> dict[str, Any]:
+    """`run_variant` for a bench command whose `args` start with `--variant NAME`: a failing child
+    becomes a one-line BenchmarkError naming the variant and the child's last error line."""
+    from edgekit.errors import BenchmarkError
+
+    try:
+        return run_variant(module, args, threads=threads, timeout_s=timeout_s)
+    except VariantError as error:
+        last = (error.stderr_tail.strip().splitlines() or [str(error)])[-1]
+        raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None

@@ -40,20 +40,16 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.bench.report import Report
-from edgekit.bench.subprocess_runner import VariantError
-from edgekit.bench.subprocess_runner import run_variant as _run_variant
+from edgekit.bench.report import Report, ratio
+from edgekit.bench.subprocess_runner import run_bench_variant
 from edgekit.bench.video_report import build_report
+from edgekit.bench.video_variant import CHUNK_ONE, STAGES, VARIANTS
 from edgekit.demo import cache_dir
-from edgekit.errors import BenchmarkError
 
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.video_variant"
-VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
-            "edgekit-groups", "edgekit-sliced", "edgekit-lean")
 GROUPED_VARIANTS = ("edgekit-groups", "edgekit-sliced", "edgekit-lean")  # run on the package exported with --op-groups
-DECODE_VARIANTS = ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")  # the decode target takes the lower decode peak
-STAGES = ("encode", "denoise", "decode")
+DECODE_VARIANTS = CHUNK_ONE  # the decode target takes the lower decode peak
 REFERENCE, BASELINE = "diffusers", "onnx-monolithic"
 TARGETS = {"decode_peak": 0.20, "denoise_peak": 0.50, "denoise_max_abs_diff": 1e-4, "latency": 1.2}
 
@@ -143,10 +139,6 @@ def _compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     return {"max_abs_diff": float(np.max(np.abs(a - b))), "psnr_db": psnr(a, b)}
 
 
-def _ratio(value: float | None, base: float | None) -> float | None:
-    return None if value is None or not base else value / base
-
-
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One variant's result over rounds: the first run with its latency, load time, overall peak
     and per-stage time and peak replaced by their medians (outputs are deterministic)."""
@@ -164,22 +156,13 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def _ratio_range(runs: list[dict[str, Any]], base: list[dict[str, Any]]) -> dict[str, list[float]]:
     """[min, max] over rounds of each round's ratio to the baseline's run in the same round."""
     def per_round(get: Callable[[dict[str, Any]], float | None]) -> list[float]:
-        values = [_ratio(get(r), get(b)) for r, b in zip(runs, base)]
+        values = [ratio(get(r), get(b)) for r, b in zip(runs, base)]
         found = [v for v in values if v is not None]
         return [min(found), max(found)] if found else []
 
     return {"decode_peak": per_round(lambda r: r["stages"]["decode"]["peak_rss_mb"]),
             "denoise_peak": per_round(lambda r: r["stages"]["denoise"]["peak_rss_mb"]),
             "latency": per_round(lambda r: r["latency_ms"])}
-
-
-def run_variant(args: list[str], threads: int, timeout_s: float) -> dict[str, Any]:
-    """One variant in its own process; a failing child becomes a one-line BenchmarkError."""
-    try:
-        return _run_variant(VARIANT_MODULE, args, threads=threads, timeout_s=timeout_s)
-    except VariantError as error:
-        last = (error.stderr_tail.strip().splitlines() or [str(error)])[-1]
-        raise BenchmarkError(f"benchmark variant {args[1]} failed: {last}") from None
 
 
 def run_video_bench(config: VideoBench, progress: Progress = lambda message: None,
@@ -204,7 +187,7 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
         for name in config.variants:
             progress(name if config.repeat == 1 else f"{name} (round {round_ + 1}/{config.repeat})")
             chosen = grouped if name in GROUPED_VARIANTS else package
-            runs[name].append(run_variant(["--variant", name, "--package", str(chosen), *common,
+            runs[name].append(run_bench_variant(VARIANT_MODULE, ["--variant", name, "--package", str(chosen), *common,
                                            *extra.get(name, [])], config.threads, config.timeout_s))
     results = {name: median_run(found) for name, found in runs.items()}
     frames = {name: np.load(r["frames_file"]) for name, r in results.items()}
@@ -239,13 +222,13 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
             row["ratio_range"] = _ratio_range(runs[name], runs[BASELINE])
         if base is not None:
             row["ratios"] = {
-                "decode_peak": _ratio(r["stages"]["decode"]["peak_rss_mb"], base["stages"]["decode"]["peak_rss_mb"]),
-                "denoise_peak": _ratio(r["stages"]["denoise"]["peak_rss_mb"],
+                "decode_peak": ratio(r["stages"]["decode"]["peak_rss_mb"], base["stages"]["decode"]["peak_rss_mb"]),
+                "denoise_peak": ratio(r["stages"]["denoise"]["peak_rss_mb"],
                                        base["stages"]["denoise"]["peak_rss_mb"]),
-                "latency": _ratio(r["latency_ms"], base["latency_ms"]),
-                "latency_with_load": _ratio(r["latency_ms"] + (r.get("load_ms") or 0),
+                "latency": ratio(r["latency_ms"], base["latency_ms"]),
+                "latency_with_load": ratio(r["latency_ms"] + (r.get("load_ms") or 0),
                                             base["latency_ms"] + (base.get("load_ms") or 0)),
-                "peak": _ratio(r["peak_rss_mb"], base["peak_rss_mb"]),
+                "peak": ratio(r["peak_rss_mb"], base["peak_rss_mb"]),
             }
         variants.append(row)
     model = {"source": str(source), "package": str(package), "unet_graph": str(graph),

@@ -26,7 +26,6 @@ from edgekit.measure import current_rss_mb, peak_rss_mb
 from edgekit.runtimes.video.family import Network, Request, StageObserver, VideoFamily
 
 Progress = Callable[[str, int, int], None]
-STAGES = ("encode", "denoise", "decode")
 
 
 @dataclass

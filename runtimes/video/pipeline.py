@@ -46,8 +46,8 @@ class VideoPipeline:
         self.manifest = manifest
         self.backend = backend or backend_for("onnx")
         self.window = positive("window", 2 if window is None else window)
-        family = self._family()  # refuses a package of no registered video family, now
-        self.family_name = family.name
+        # refuses a package of no registered video family, now; the frame rate is the package's
+        self.frame_rate = self._family().frame_rate
         self.stats = VideoStats()
         self.latents: np.ndarray | None = None
         self.observers: list[StageObserver] = []
@@ -91,4 +91,4 @@ class VideoPipeline:
     @property
     def fps(self) -> int:
         """Frames per second the package's videos play at (the GIF's frame rate)."""
-        return self._family().frame_rate
+        return self.frame_rate
