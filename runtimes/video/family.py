@@ -37,6 +37,7 @@ import numpy as np
 
 from edgekit.errors import InvalidArgumentError
 from edgekit.runtimes.backends import Session
+from edgekit.runtimes.video.tiles import check_tile
 
 if TYPE_CHECKING:
     from edgekit.runtimes.video.driver import VideoStats
@@ -52,11 +53,24 @@ def positive(name: str, value: Any) -> int:
 @dataclass(frozen=True)
 class DecodeSettings:
     """How `decode` may bound its memory: `chunk` frames per decoder call (None: all at once),
-    spatial tiles of `tile` latent pixels sharing `tile_overlap` (None: untiled)."""
+    spatial tiles of `tile` latent pixels sharing `tile_overlap` (None with a tile: tile // 4;
+    None without: untiled). Checked when built (InvalidArgumentError), so every path that
+    decodes gets the same checks: a positive chunk, a tile that `check_tile` accepts, no overlap
+    without a tile."""
 
     chunk: int | None = None
     tile: int | None = None
     tile_overlap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None:
+            object.__setattr__(self, "chunk", positive("decode_chunk", self.chunk))
+        if self.tile is not None:
+            tile, overlap = check_tile(self.tile, self.tile_overlap)
+            object.__setattr__(self, "tile", tile)
+            object.__setattr__(self, "tile_overlap", overlap)
+        elif self.tile_overlap is not None:
+            raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
 
 
 class Request(Protocol):

@@ -47,7 +47,7 @@ from edgekit.runtimes.video.driver import VideoStats
 from edgekit.runtimes.video.family import DecodeSettings, Network, Prepared, positive
 from edgekit.runtimes.video.images import clip_input, read_image, vae_input
 from edgekit.runtimes.video.scheduler import EulerScheduler, Schedule
-from edgekit.runtimes.video.tiles import blend_into, box_weights, check_tile
+from edgekit.runtimes.video.tiles import blend_into, box_weights
 from edgekit.runtimes.video.unet import StreamedUNet
 
 
@@ -116,10 +116,7 @@ class SvdFamily:
         if decode_chunk is None:
             decode_chunk = c.decode_chunk_size
         chunk = frames if decode_chunk is None else min(positive("decode_chunk", decode_chunk), frames)
-        if decode_tile is not None:
-            check_tile(decode_tile, decode_tile_overlap)
-        elif decode_tile_overlap is not None:
-            raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
+        decode = DecodeSettings(chunk, decode_tile, decode_tile_overlap)
         slices = 1 if slices is None else positive("slices", slices)
         if slices > 1 and not self.manifest.video.op_groups:
             raise InvalidArgumentError(f"{self.manifest.root} has no operator groups to slice; re-export it with "
@@ -140,7 +137,7 @@ class SvdFamily:
         latents = _given("latents", latents, latent_shape, rng)
         return SvdRequest(pixels=pixels, num_frames=frames, steps=steps, height=height, width=width, latents=latents,
                           noise=noise, conditioning=conditioning, slices=slices,
-                          decode=DecodeSettings(chunk, decode_tile, decode_tile_overlap))
+                          decode=decode)
 
     def schedule(self, steps: int) -> Schedule:
         return self.scheduler.schedule(steps)
@@ -188,17 +185,14 @@ class SvdFamily:
         """
         c = self.manifest.video.conditioning
         flat = latents.reshape(-1, *latents.shape[2:]) * np.float32(1.0 / c.scaling_factor)
-        chunk = flat.shape[0] if settings.chunk is None else positive("decode_chunk", settings.chunk)
+        chunk = flat.shape[0] if settings.chunk is None else settings.chunk
         lh, lw = flat.shape[-2:]
         grid = None
-        tile = settings.tile
+        tile, overlap = settings.tile, settings.tile_overlap
         if tile is not None:
-            tile, overlap = check_tile(tile, settings.tile_overlap)
             stats.decode_tile, stats.decode_tile_overlap = tile, overlap
             if tile < lh or tile < lw:
                 grid = box_weights(lh, lw, tile, overlap, c.vae_scale_factor)
-        elif settings.tile_overlap is not None:
-            raise InvalidArgumentError("decode tile overlap needs a decode tile (--decode-tile N)")
         stats.decode_tiles = 1 if grid is None else len(grid)
         session = self.sessions.get("vae_decoder")
         opened = session is None
