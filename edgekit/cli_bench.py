@@ -22,16 +22,9 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named bas
 def _publish(report: Report, json_out: Path | None, markdown_file: Path | None, plot: Path | None) -> None:
     """Every bench command's outputs, from its one Report: the markdown section on stdout, and
     as asked the JSON, the section written into `markdown_file` and the PNG."""
-    from edgekit.bench import render
+    from edgekit.bench.render import publish
 
-    section = render.markdown(report)
-    stdout.print(section, markup=False, highlight=False)
-    if json_out is not None:
-        report.save(json_out)
-    if markdown_file is not None:
-        render.write_section(markdown_file, section)
-    if plot is not None:
-        render.plot(report, plot)
+    stdout.print(publish(report, json_out, markdown_file, plot), markup=False, highlight=False)
 
 
 @bench_app.command("select")

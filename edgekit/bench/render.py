@@ -273,3 +273,18 @@ def plot(report: Report, path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def publish(report: Report, json_path: Path | None = None, markdown_path: Path | None = None,
+            plot_path: Path | None = None) -> str:
+    """Every bench command's outputs from its one Report: the JSON (`Report.load` reads it back),
+    its section written into `markdown_path` (replacing an earlier run's), the PNG. Returns the
+    markdown section."""
+    section = markdown(report)
+    if json_path is not None:
+        report.save(json_path)
+    if markdown_path is not None:
+        write_section(markdown_path, section)
+    if plot_path is not None:
+        plot(report, plot_path)
+    return section

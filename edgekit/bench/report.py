@@ -21,7 +21,7 @@ None; `math.inf` (PSNR of identical frames) is written as JSON's `Infinity`, as 
 Example::
 
     report = Report(
-        workload=Workload(title="Spine", key="spine", command="python scripts/bench_spine.py",
+        workload=Workload(title="Spine", key="spine", command="edgekit bench spine",
                           subject="all-MiniLM-L6-v2", threads=2),
         baseline="onnx-monolithic",
         variants=(Variant("onnx-monolithic", latency_ms=1115.0, peak_rss_mb=506.0,

@@ -3,7 +3,6 @@
     edgekit bench spine [--candidates 100] [--tokens 128] [--repeats 5] [--threads 2] [--batch 16]
         [--json out/bench_spine.json] [--markdown] [--plot out/bench_spine.png]
 
-(`python scripts/bench_spine.py` with the same options still works; it calls `main` here.)
 Builds a deterministic workload (passages of ~`tokens` tokens cut from the Python standard
 library's docstrings, one query), exports the bundled all-MiniLM-L6-v2 (or `source`) as an
 edgekit package and as one whole-model graph into `cache` (reused when present), runs every
@@ -14,14 +13,11 @@ and returns a `Report` (edgekit/bench/report.py). Every number in it comes from 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import inspect
 import json
 import os
 import platform
-import shlex
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -236,41 +232,3 @@ def run_spine_bench(config: SpineBench, progress: Progress = lambda message: Non
                                          config.threads))
     return build_report(config, model, workload, manifest.ranking.max_length, results, machine,
                         tuple(os.getloadavg()))
-
-
-def main(argv: Sequence[str] | None = None, root: Path = Path.cwd()) -> None:
-    """`python scripts/bench_spine.py`: writes the JSON, the markdown section and (with --plot) the PNG."""
-    from edgekit.bench import render
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--candidates", type=int, default=100)
-    parser.add_argument("--tokens", type=int, default=128, help="tokens per candidate (at most; specials included)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16, help="candidates per run: batched baseline, edgekit chunk")
-    parser.add_argument("--no-default-options", action="store_true", help="skip the ORT-default-options variants")
-    parser.add_argument("--source", type=Path, help="sentence-transformers dir (default: bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--cache", type=Path, default=root / "out" / "bench_cache" / "minilm")
-    parser.add_argument("--rebuild", action="store_true", help="export again even if the cache holds the models")
-    parser.add_argument("--out-json", type=Path, default=root / "out" / "bench_spine.json")
-    parser.add_argument("--markdown", type=Path, default=root / "docs" / "BENCHMARKS.md")
-    parser.add_argument("--plot", type=Path, help="write a PNG here")
-    args = parser.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    config = SpineBench(candidates=args.candidates, tokens=args.tokens, repeats=args.repeats, threads=args.threads,
-                        batch=args.batch, default_options=not args.no_default_options, source=args.source,
-                        cache=args.cache, rebuild=args.rebuild,
-                        command=shlex.join(["python", "scripts/bench_spine.py", *argv]))
-    report = run_spine_bench(config, progress=lambda message: print(f"[bench] {message}", file=sys.stderr))
-    section = render.markdown(report)
-    print(section)
-    report.save(args.out_json)
-    if args.markdown:
-        render.write_section(args.markdown, section)
-    if args.plot:
-        render.plot(report, args.plot)
-    print(f"wrote {args.out_json}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

@@ -178,10 +178,9 @@ def _command_line() -> str:
 def _publish(report: Report, stem: Path) -> None:
     """The typed report through the bench renderer: `<stem>.report.json` (`Report.load` reads it
     back), `<stem>.report.md` (its markdown section) and `<stem>.report.png`."""
-    from edgekit.bench import render
-    report.save(stem.with_name(stem.name + ".report.json"))
-    render.write_section(stem.with_name(stem.name + ".report.md"), render.markdown(report))
-    render.plot(report, stem.with_name(stem.name + ".report.png"))
+    from edgekit.bench.render import publish
+
+    publish(report, *(stem.with_name(f"{stem.name}.report.{suffix}") for suffix in ("json", "md", "png")))
 
 
 @contextlib.contextmanager
