@@ -117,6 +117,7 @@ class Selector:
         if memory_budget_mb is not None and not memory_budget_mb > 0:
             raise MemoryBudgetError(f"memory budget must be a positive number of MiB, got {memory_budget_mb}")
         self.manifest = manifest
+        self.section = manifest.ranking  # the ranking section (checked above: never None here)
         self.backend = backend
         self.memory_budget_mb = memory_budget_mb
         self.window = window or DEFAULT_WINDOW
@@ -143,7 +144,7 @@ class Selector:
         """
         texts = self._check(query, candidates, top_k, order)
         self._check_instruction(instruction)
-        policy = parse_prune(prune, self.manifest.ranking.scoring.kind, self.manifest.ranking.calibration, top_k)
+        policy = parse_prune(prune, self.section.scoring.kind, self.section.calibration, top_k)
         if len(texts) <= top_k:
             policy = None  # every candidate is in the top-K: nothing to prune, rank them exactly
         with stopwatch() as timing:
@@ -151,7 +152,7 @@ class Selector:
             chosen = self._plan(encoded, policy is not None or trace)
             window, chunk = (chosen.window, chosen.chunk) if chosen else (self.window, self.chunk)
             runner = ChunkRunner(encoded, chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
-                                 self.embedding_table, self.manifest.ranking.padding_side, self.manifest.ranking.rotary)
+                                 self.embedding_table, self.section.padding_side, self.section.rotary)
             state = _Pass(len(texts), min(top_k, len(texts)))
             loads_before = self._loads
             stream, depth_heads = self._forward(runner, state, policy, query_row, order, trace, window)
@@ -174,9 +175,9 @@ class Selector:
             padded_tokens=runner.padded_tokens,
             provider=self.backend.provider,
             prune="exact" if policy is None else policy.describe(),
-            layers=self.manifest.ranking.num_layers,
+            layers=self.section.num_layers,
             candidate_layers=state.candidate_layers,
-            candidate_layers_exact=len(texts) * self.manifest.ranking.num_layers,
+            candidate_layers_exact=len(texts) * self.section.num_layers,
             alive_per_layer=state.alive_per_depth,
             query_truncated=query_row is not None and encoded[query_row].truncated,
             memory_budget_mb=self.memory_budget_mb,
@@ -209,7 +210,7 @@ class Selector:
         return self.encoder.encode_texts([*texts, query]), len(texts)  # the query rides along, last
 
     def _check_instruction(self, instruction: str | None) -> None:
-        if instruction is not None and self.manifest.ranking.prompt is None:
+        if instruction is not None and self.section.prompt is None:
             raise InvalidArgumentError("--instruction is for decoder rerankers (packages with a prompt); "
                                        "this package has none")
         if instruction is not None and not instruction.strip():
@@ -231,7 +232,7 @@ class Selector:
         hidden: dict[int, np.ndarray] | None = None
         stream: LayerStream[Session] = LayerStream(body, self._load, window=window)
         keep_accepted = order == "exact"
-        layers = self.manifest.ranking.num_layers
+        layers = self.section.num_layers
         try:
             for index, session in stream:  # index 0: embeddings; index d: layer d-1
                 computing = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
@@ -317,7 +318,7 @@ class Selector:
         after. When the accepted candidates were finished (order exact), the same set is sorted
         by final score. Ties always break by the lower candidate index, as FORMAT.md says.
         """
-        layers = self.manifest.ranking.num_layers
+        layers = self.section.num_layers
         decided = {row: depth for row, depth, _ in state.accepted}
         open_slots = max(0, state.top_k - len(state.accepted))
         finalists = sorted(state.undecided, key=lambda row: (-state.final[row], row))[:open_slots]

@@ -10,10 +10,10 @@ import pytest
 import edgekit
 from edgekit.exporters.encoder_export import export_encoder
 from edgekit.manifest import Manifest
+from edgekit.models.encoder_builds import build_cross_encoder
 from edgekit.models.encoders import ENCODER_FAMILIES
 from tests.conftest import CANDIDATES, QUERY
 from tests.reference import cross_encoder_scores
-from tests.tiny_models import build_cross_encoder
 
 
 def test_every_family_has_a_tiny_config() -> None:

@@ -9,9 +9,9 @@ import pytest
 
 import edgekit
 from edgekit.exporters.encoder_export import export_encoder
+from edgekit.models.encoder_builds import build_bi_encoder
 from tests.conftest import CANDIDATES, QUERY
 from tests.reference import bi_encoder_embeddings, cosine_scores
-from tests.tiny_models import build_bi_encoder
 
 
 def _scores(ranking, n: int) -> np.ndarray:
