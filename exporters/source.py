@@ -38,6 +38,17 @@ class SourceInfo:
     default_max_length: int | None = None
 
 
+def architectures(config: dict[str, Any]) -> tuple[str, ...]:
+    """config.json's `architectures` (empty when absent or not a list)."""
+    names = config.get("architectures") or ()
+    return tuple(str(name) for name in names) if isinstance(names, list) else ()
+
+
+def is_classifier(config: dict[str, Any]) -> bool:
+    """An `*ForSequenceClassification` checkpoint (a trained classification head)."""
+    return any(name.endswith("ForSequenceClassification") for name in architectures(config))
+
+
 def resolve_source(source: str) -> Path:
     """A local directory as is; otherwise treat `source` as a hub id and fetch (or find cached)."""
     path = Path(source).expanduser()
@@ -120,11 +131,11 @@ def inspect_decoder(path: Path) -> SourceInfo:
     rerank, refused in one line unless it is a causal LM (yes/no) or a seq-cls conversion."""
     config = _read_config(path)
     model_type = str(config.get("model_type", ""))
-    architectures = tuple(config.get("architectures") or ())
-    if not {CAUSAL_LM, SEQ_CLS} & set(architectures):
-        raise SourceModelError(f"{path}: architectures {list(architectures)}; a {model_type} reranker is "
+    names = architectures(config)
+    if not {CAUSAL_LM, SEQ_CLS} & set(names):
+        raise SourceModelError(f"{path}: architectures {list(names)}; a {model_type} reranker is "
                                f"{CAUSAL_LM} or {SEQ_CLS}")
-    return SourceInfo(path=path, task=TASK_RERANK, model_type=model_type, architectures=architectures)
+    return SourceInfo(path=path, task=TASK_RERANK, model_type=model_type, architectures=names)
 
 
 def inspect_source(path: Path, task: str | None = None) -> SourceInfo:
@@ -138,31 +149,31 @@ def inspect_source(path: Path, task: str | None = None) -> SourceInfo:
     """
     config = _read_config(path)
     model_type = str(config.get("model_type", ""))
-    architectures = tuple(config.get("architectures") or ())
-    is_classifier = any(name.endswith("ForSequenceClassification") for name in architectures)
+    names = architectures(config)
+    classifier = is_classifier(config)
     st_layout = _sentence_transformers_layout(path)
 
     if task is None:
         if st_layout is not None:
             task = TASK_SELECT
-        elif is_classifier:
+        elif classifier:
             task = TASK_RERANK
         else:
             raise SourceModelError(
-                f"cannot tell the task of {path}: model_type {model_type!r}, architectures {list(architectures)}, "
+                f"cannot tell the task of {path}: model_type {model_type!r}, architectures {list(names)}, "
                 "no modules.json; pass --task rerank (needs a *ForSequenceClassification checkpoint) or --task select"
             )
     if task == TASK_RERANK:
-        if not is_classifier:
+        if not classifier:
             raise SourceModelError(
                 f"--task rerank needs a *ForSequenceClassification checkpoint, but {path} has architectures "
-                f"{list(architectures)}; use --task select for a bi-encoder"
+                f"{list(names)}; use --task select for a bi-encoder"
             )
-        return SourceInfo(path=path, task=task, model_type=model_type, architectures=architectures)
+        return SourceInfo(path=path, task=task, model_type=model_type, architectures=names)
     if task == TASK_SELECT:
         pooling, normalize, max_length = st_layout if st_layout is not None else ("mean", True, None)
         return SourceInfo(
-            path=path, task=task, model_type=model_type, architectures=architectures,
+            path=path, task=task, model_type=model_type, architectures=names,
             pooling=pooling, normalize=normalize, default_max_length=max_length,
         )
     raise SourceModelError(f"unknown task {task!r}; use rerank or select")

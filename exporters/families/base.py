@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from edgekit.errors import InvalidArgumentError, MissingDependencyError
+from edgekit.exporters.source import architectures
 from edgekit.manifest import Manifest
 
 Progress = Callable[[str, int, int], None]
@@ -118,11 +119,6 @@ def read_config(path: Path) -> dict[str, Any]:
     """config.json as a dict ({} when absent, unreadable or not an object)."""
     config = read_json(path / "config.json")
     return config if isinstance(config, dict) else {}
-
-
-def architectures(config: Mapping[str, Any]) -> tuple[str, ...]:
-    names = config.get("architectures") or ()
-    return tuple(str(name) for name in names) if isinstance(names, list) else ()
 
 
 def describe_source(path: Path) -> str:

@@ -12,11 +12,11 @@ from typing import Any
 
 from edgekit.exporters.families.base import (
     ExportFamily,
-    architectures,
     encoder_exporter,
     ranking_summary,
     read_config,
 )
+from edgekit.exporters.source import is_classifier
 from edgekit.models.encoders import ENCODER_FAMILIES
 
 ENCODER_MODEL_TYPES = tuple(sorted(t for family in ENCODER_FAMILIES for t in family.model_types))
@@ -25,10 +25,6 @@ ENCODER_MODEL_TYPES = tuple(sorted(t for family in ENCODER_FAMILIES for t in fam
 def is_encoder(config: dict[str, Any]) -> bool:
     """config.json of a model type models/encoders.py describes."""
     return config.get("model_type") in ENCODER_MODEL_TYPES
-
-
-def is_classifier(config: dict[str, Any]) -> bool:
-    return any(name.endswith("ForSequenceClassification") for name in architectures(config))
 
 
 def _recognise(path: Path, task: str | None) -> bool:

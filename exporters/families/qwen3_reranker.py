@@ -12,11 +12,11 @@ from pathlib import Path
 from edgekit.exporters.families.base import (
     ExportFamily,
     Progress,
-    architectures,
     import_exporter,
     ranking_summary,
     read_config,
 )
+from edgekit.exporters.source import architectures
 from edgekit.manifest import Manifest
 from edgekit.models.decoders import CAUSAL_LM, DECODER_MODEL_TYPES, SEQ_CLS, tiny_qwen3_config
 
