@@ -70,9 +70,9 @@ def replay(trace: Trace, policy: Policy | None, top_k: int) -> Replay:
     accepted: list[int] = []
     cost = 0
     decider = policy.start() if policy is not None else None
+    first = policy.min_depth + 1 if policy is not None else layers + 1  # as online: the head scores from min_depth on
     for layer in range(1, layers + 1):  # before computing layer `layer`, `layer - 1` are done
-        # as online: the head scores only from the policy's first depth on
-        if layer > 1 and decider is not None and policy is not None and layer - 1 >= policy.min_depth and undecided:
+        if decider is not None and layer >= first and undecided:
             scores = np.array([trace[layer - 2][row] for row in undecided])
             decision = decider.decide(layer - 1, scores, k - len(accepted))
             accepted += [undecided[i] for i in sorted(decision.accept.tolist(), key=lambda i: (-scores[i], undecided[i]))]
