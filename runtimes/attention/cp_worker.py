@@ -57,6 +57,29 @@ def _split(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _problem_fields(mask_name: str, args: argparse.Namespace, dtype: torch.dtype) -> dict[str, object]:
+    return {"mask": mask_name, "seqlen": args.seqlen, "batch": args.batch, "heads": args.heads, "kv_heads": args.heads,
+            "head_dim": args.head_dim, "dtype": dtype_name(dtype), "pass": "fwd"}
+
+
+def _measured_fields(p: Problem, x: object, mask: object, out: torch.Tensor, times: list[float], peak_mb: float,
+                     dtype: torch.dtype) -> dict[str, object]:
+    """Status (FA3 criterion against the high-precision and same-dtype math references), timing
+    summary, FLOP rate and peak memory of one timed attention."""
+    refs = [math_attention(*(t.to(d) for t in (x.q, x.k, x.v)), mask) for d in (high_precision(dtype), dtype)]
+    verdict = fa3_criterion(Result(out), refs[0], refs[1], dtype)
+    t, flops = summarize(times), p.flops()
+    return {"status": (Status.OK if verdict.ok else Status.WRONG).value, "ms_median": t.median, "ms_p20": t.p20,
+            "ms_p80": t.p80, "flops": flops, "tflops": flops / (t.median * 1e-3) / 1e12, "peak_mem_mb": peak_mb,
+            "max_err": verdict.err, "tol": verdict.tol}
+
+
+def _append(path: Path, row: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def run_one(method: str, mask_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """Benchmark one (method, mask) on every rank; returns the row (meaningful on rank 0)."""
     world, rank = dist.get_world_size(), dist.get_rank()
@@ -86,24 +109,15 @@ def run_one(method: str, mask_name: str, args: argparse.Namespace, device: torch
     pieces = [torch.empty_like(out) for _ in range(world)]
     dist.all_gather(pieces, out.contiguous())
     row: dict[str, object] = {
-        "kernel": f"cp-{method}", "method": method, "mask": mask_name, "seqlen": args.seqlen,
-        "batch": args.batch, "heads": args.heads, "kv_heads": args.heads, "head_dim": args.head_dim,
-        "dtype": dtype_name(dtype), "pass": "fwd", "world": world, "ulysses_degree": layout.ulysses,
-        "ring_degree": layout.ring, "sharding": "zigzag" if layout.zigzag else "contiguous",
-        "backend": dist.get_backend(), "device": str(device),
+        "kernel": f"cp-{method}", "method": method, **_problem_fields(mask_name, args, dtype), "world": world,
+        "ulysses_degree": layout.ulysses, "ring_degree": layout.ring,
+        "sharding": "zigzag" if layout.zigzag else "contiguous", "backend": dist.get_backend(), "device": str(device),
     }
     if rank == 0:
         full = torch.empty_like(x.q)
         for r, piece in enumerate(pieces):
             full[:, :, layout.rank_shard(args.seqlen, r).index().to(device)] = piece
-        refs = [math_attention(*(t.to(d) for t in (x.q, x.k, x.v)), mask)
-                for d in (high_precision(dtype), dtype)]
-        verdict = fa3_criterion(Result(full), refs[0], refs[1], dtype)
-        t = summarize(times)
-        flops = p.flops()
-        row.update(status=(Status.OK if verdict.ok else Status.WRONG).value, ms_median=t.median,
-                   ms_p20=t.p20, ms_p80=t.p80, flops=flops, tflops=flops / (t.median * 1e-3) / 1e12,
-                   peak_mem_mb=float(peak_mb), max_err=verdict.err, tol=verdict.tol)
+        row.update(_measured_fields(p, x, mask, full, times, float(peak_mb), dtype))
     return row
 
 
@@ -124,16 +138,9 @@ def run_single(mask_name: str, args: argparse.Namespace, device: torch.device) -
             times.append((time.perf_counter() - t0) * 1e3)
     with peak_memory(device) as peak:
         single_process_attention(x.q, x.k, x.v, mask)
-    refs = [math_attention(*(t.to(d) for t in (x.q, x.k, x.v)), mask) for d in (high_precision(dtype), dtype)]
-    verdict = fa3_criterion(Result(out), refs[0], refs[1], dtype)
-    t, flops = summarize(times), p.flops()
-    return {"kernel": "single-process", "method": "single", "mask": mask_name, "seqlen": args.seqlen,
-            "batch": args.batch, "heads": args.heads, "kv_heads": args.heads, "head_dim": args.head_dim,
-            "dtype": dtype_name(dtype), "pass": "fwd", "world": 1, "ulysses_degree": 1, "ring_degree": 1,
-            "sharding": "none", "backend": "none", "device": str(device),
-            "status": (Status.OK if verdict.ok else Status.WRONG).value, "ms_median": t.median,
-            "ms_p20": t.p20, "ms_p80": t.p80, "flops": flops, "tflops": flops / (t.median * 1e-3) / 1e12,
-            "peak_mem_mb": float(peak[0]), "max_err": verdict.err, "tol": verdict.tol}
+    return {"kernel": "single-process", "method": "single", **_problem_fields(mask_name, args, dtype), "world": 1,
+            "ulysses_degree": 1, "ring_degree": 1, "sharding": "none", "backend": "none", "device": str(device),
+            **_measured_fields(p, x, mask, out, times, float(peak[0]), dtype)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,17 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in masks if args.baseline else ():
             if dist.get_rank() == 0:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                with args.out.open("a") as f:
-                    f.write(json.dumps(run_single(name, args, device)) + "\n")
+                _append(args.out, run_single(name, args, device))
             dist.barrier()
         for method in methods:
             for name in masks:
                 row = run_one(method, name, args, device)
                 if dist.get_rank() == 0:
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    with args.out.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    _append(args.out, row)
     finally:
         dist.destroy_process_group()
     return 0
