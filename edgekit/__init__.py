@@ -34,12 +34,15 @@ def _check_layout() -> None:
 _check_layout()
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from edgekit.runtimes.selector import Selector
     from edgekit.runtimes.video import VideoPipeline
 
 
 def load(directory: str, window: int | None = None, chunk: int | None = None, provider: str = "cpu",
-         threads: int | None = None, memory_budget_mb: float | None = None) -> Selector | VideoPipeline:
+         threads: int | None = None, memory_budget_mb: float | None = None,
+         public_key: str | Path | None = None) -> Selector | VideoPipeline:
     """Open an edge package: a Selector for ranking packages, a VideoPipeline for video ones.
 
     window: graphs resident at once (>= 1; None: 2 = one computing, one loading).
@@ -50,7 +53,13 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     chosen plan is in `ranking.stats.plan`. Not combinable with window/chunk.
     Video packages take window, provider and threads (chunk and memory_budget_mb are ranking
     options; the decode chunk is a `generate` argument).
+    public_key: a PEM public key; the package must carry a signature by its private half covering
+    every file unchanged (edgekit.signing), checked before the manifest is read (the `sign` extra).
     """
+    if public_key is not None:
+        from edgekit.signing import verify_signature
+
+        verify_signature(directory, public_key)
     from edgekit.errors import InvalidArgumentError
     from edgekit.manifest import Manifest
     from edgekit.runtimes.backends import backend_for

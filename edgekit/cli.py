@@ -20,6 +20,8 @@ from edgekit.cli_bench import bench_app
 from edgekit.cli_common import progress_bar, stderr, stdout, user_errors
 from edgekit.runtimes.policies import PRUNE_HELP
 
+PUBLIC_KEY_HELP = "Refuse the package unless it is signed by this public key's private half (PEM; the sign extra)."
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Export rerankers as streamed per-layer ONNX packages and run them on edge devices.")
 
@@ -103,11 +105,17 @@ def run(
     slices: int = typer.Option(None, "--slices",
                                help="Video packages exported with --op-groups: run each UNet operator group over "
                                     "N slices of its axis (exact; saves memory)."),
+    public_key: Path = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Rank candidates against a query, or (video packages) generate a video from an image."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
     from edgekit.manifest import Manifest
+
+    if public_key is not None:  # before anything reads the package
+        from edgekit.signing import verify_signature
+
+        verify_signature(package, public_key)
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
@@ -271,13 +279,35 @@ def inspect(package: Path = typer.Argument(..., help="Package directory.")) -> N
 
 @app.command()
 @user_errors
-def verify(package: Path = typer.Argument(..., help="Package directory.")) -> None:
-    """Re-hash every file of a package; exit 2 naming each file that fails."""
+def verify(package: Path = typer.Argument(..., help="Package directory."),
+           public_key: Path = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP)) -> None:
+    """Re-hash every file of a package; exit 2 naming each file that fails. With --public-key,
+    check the package's signature first."""
     from edgekit.manifest import Manifest
 
+    signed = ""
+    if public_key is not None:
+        from edgekit.signing import verify_signature
+
+        signed = f"signature by {public_key} covers {verify_signature(package, public_key)} files; "
     manifest = Manifest.load(package)
     manifest.verify()
-    stdout.print(f"ok: {len(manifest.files())} files verified in {package}")
+    stdout.print(f"ok: {signed}{len(manifest.files())} files verified in {package}")
+
+
+@app.command()
+@user_errors
+def sign(
+    package: Path = typer.Argument(..., help="Package directory (it must pass `edgekit verify`)."),
+    private_key: Path = typer.Option(..., "--private-key", help="EC private key (PEM; P-256, P-384 or P-521)."),
+    key_password: str = typer.Option(None, "--key-password", envvar="EDGEKIT_KEY_PASSWORD",
+                                     help="Password of an encrypted key (better: the EDGEKIT_KEY_PASSWORD variable)."),
+) -> None:
+    """Sign every file of a package with a private key (writes PKG/package.sig; the `sign` extra)."""
+    from edgekit.signing import sign_package
+
+    written = sign_package(package, private_key, password=key_password)
+    stdout.print(f"signed: wrote {written}; check it with `edgekit verify {package} --public-key PUB.pem`")
 
 
 @app.command()

@@ -66,3 +66,13 @@ class MemoryBudgetError(EdgekitError):
 
 class UnknownPolicyError(EdgekitError):
     """A stored calibration names a pruning policy this edgekit does not have."""
+
+
+class SignatureError(EdgekitError):
+    """A package's signature is missing, unreadable, made with another key, or no longer matches
+    the package (a file was added, removed or changed after signing)."""
+
+
+class SigningKeyError(EdgekitError):
+    """A signing or verification key file is missing, unreadable, not a PEM elliptic-curve key,
+    or the wrong half of the pair."""
