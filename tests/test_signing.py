@@ -262,27 +262,34 @@ def test_sign_refuses_a_package_that_fails_verify(package: Path, keys: tuple[Pat
 # --- without the extra ------------------------------------------------------------------------------
 def test_unsigned_path_never_imports_model_signing_and_a_missing_extra_is_one_line(signed: Path,
                                                                                    keys: tuple[Path, Path]) -> None:
+    """In a fresh process with torch & co. blocked: a plain load + rank imports no signing code; with the
+    sign extra 'uninstalled', a load with a public key is a one-line MissingDependencyError; with it
+    back, the signed load ranks (the signature check needs no torch either)."""
     code = textwrap.dedent(f"""
         import importlib.abc, json, sys
-        import edgekit
-        ranking = edgekit.load({str(signed)!r}).rank("read a file", ["open the file", "a cat"], top_k=2)
-        imported = [m for m in ("model_signing", "edgekit.signing", "cryptography") if m in sys.modules]
-
-        class Block(importlib.abc.MetaPathFinder):  # now the sign extra is 'not installed'
+        class Block(importlib.abc.MetaPathFinder):
+            blocked = {{"torch", "transformers", "diffusers", "optimum", "model_signing"}}
             def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "model_signing":
+                if name.split(".")[0] in self.blocked:
                     raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         sys.meta_path.insert(0, Block())
+        import edgekit
+        texts = ["open the file", "a cat"]
+        plain = edgekit.load({str(signed)!r}).rank("read a file", texts, top_k=2)
+        imported = [m for m in ("model_signing", "edgekit.signing", "cryptography") if m in sys.modules]
         try:
             edgekit.load({str(signed)!r}, public_key={str(keys[1])!r})
             refusal = None
         except Exception as error:
             refusal = [type(error).__name__, str(error)]
-        print(json.dumps({{"ranked": len(ranking), "imported": imported, "refusal": refusal}}))
+        Block.blocked.discard("model_signing")  # the extra is installed again
+        signed = edgekit.load({str(signed)!r}, public_key={str(keys[1])!r}).rank("read a file", texts, top_k=2)
+        print(json.dumps({{"same": [r.index for r in plain] == [r.index for r in signed], "imported": imported,
+                           "refusal": refusal, "torch": "torch" in sys.modules}}))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout.strip().splitlines()[-1])
-    assert payload["ranked"] == 2 and payload["imported"] == []
+    assert payload["same"] and payload["imported"] == [] and payload["torch"] is False
     kind, message = payload["refusal"]
     assert kind == "MissingDependencyError" and "pip install 'edgekit[sign]'" in message and "\n" not in message
