@@ -18,7 +18,10 @@ Threads: one Selector may be shared; `rank` calls run concurrently. What they sh
 by one lock: the kept-open sessions (resident mode loads each graph once, whichever call asks
 first, and the others wait for it) and the load counter. Each call counts the sessions it
 created itself, so its `graphs_loaded` never includes another call's loads. Streaming loads run
-outside the lock (each call streams its own sessions).
+outside the lock (each call streams its own sessions). Concurrent calls each hold their own
+pass's activations and streamed sessions, so the peak grows with the calls in flight; on a CPU
+that one call already saturates they add little throughput (docs/BENCHMARKS.md, "Soak"):
+serialise them (one lock around `rank`) to keep one pass's peak.
 
 Example::
 
