@@ -155,6 +155,7 @@ def _check_finite(graph: GraphSpec, outputs: dict[int, np.ndarray]) -> None:
         if not np.isfinite(value).all():
             kind = "NaN" if np.isnan(value).any() else "inf"
             raise NonFiniteOutputError(
-                f"graph {graph.name} ({graph.path}) produced {kind} for input sequence {row}; its weights are "
-                "corrupt or its values overflow the package's dtype: run `edgekit verify PKG` and re-export",
+                f"graph {graph.name} ({graph.path}) produced {kind} for input sequence {row}: its weights are "
+                "corrupt or its values overflow the package's dtype; re-export the package (`edgekit verify PKG` "
+                "says whether its files changed since the export)",
                 [item.file for item in graph.files])

@@ -177,3 +177,16 @@ def test_nan_frames_name_the_decoder(monkeypatch: Any) -> None:
     with pytest.raises(NonFiniteOutputError, match=r"^the decoded frames hold NaN or inf \(toy package, produced by "
                                                    r"the toy decoder graph\)"):
         generate(family, family.request(steps=2))
+
+
+def test_a_real_video_package_with_nan_unet_weights_is_refused(svd_package: Path, tmp_path: Path) -> None:
+    manifest = Manifest.load(svd_package)
+    mid = manifest.graph("mid_block")
+    data_file = next(entry.file for entry in mid.files if entry.file.endswith(".data"))
+    package = poisoned_copy(svd_package, tmp_path, data_file)
+    with pytest.raises(NonFiniteOutputError) as error:
+        edgekit.load(str(package)).generate(np.full((32, 32, 3), 0.5, np.float32), num_frames=2, steps=2, seed=0)
+    message = str(error.value)
+    first, last = manifest.unet_graphs[0].name, manifest.unet_graphs[-1].name
+    assert "\n" not in message and message.startswith("the latents after denoising step 1/2 hold NaN or inf")
+    assert f"(svd package, produced by graphs {first} … {last} ({len(manifest.unet_graphs)} graphs))" in message

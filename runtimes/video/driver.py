@@ -161,5 +161,5 @@ def _network_name(network: Network) -> str:
 
 def _non_finite(family: VideoFamily, what: str, graphs: str) -> NonFiniteOutputError:
     return NonFiniteOutputError(f"{what} hold NaN or inf ({family.name} package, produced by {graphs}); the "
-                                "package's weights are corrupt or overflow its dtype: run `edgekit verify PKG` and "
-                                "re-export", [])
+                                "package's weights are corrupt or overflow its dtype; re-export the package (`edgekit "
+                                "verify PKG` says whether its files changed since the export)", [])
