@@ -145,7 +145,7 @@ def run(
                             memory_budget_mb=memory_budget)
     if show_plan:
         chosen = selector.plan(query, texts, instruction=instruction, prune=prune)
-        typer.echo(json.dumps(chosen.to_dict()) if as_json else chosen.describe())
+        typer.echo(json.dumps(chosen.to_dict(), allow_nan=False) if as_json else chosen.describe())
         return
     ranking = selector.rank(query, texts, top_k=top_k, prune=prune, order=order, instruction=instruction)
     print_ranking(ranking, as_json)
@@ -178,7 +178,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     stats = pipeline.stats.to_dict()
     if as_json:
         typer.echo(json.dumps({"gif": str(gif), "frames_dir": str(pngs[0].parent), "frames": len(pngs),
-                               "stats": stats}))
+                               "stats": stats}, allow_nan=False))
         return
     rss = f"{stats['peak_rss_mb']:.0f} MiB" if stats["peak_rss_mb"] is not None else "n/a"
     tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
@@ -196,7 +196,7 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
         payload = {"top_k": [{"index": r.index, "score": r.score, "text": r.text,
                               "decided_at_layer": r.decided_at_layer} for r in ranking],
                    "stats": stats.to_dict()}
-        typer.echo(json.dumps(payload))
+        typer.echo(json.dumps(payload, allow_nan=False))  # strict JSON: scores are finite (checked)
         return
     if stats.top_k_returned < stats.top_k_requested:
         stderr.print(f"note: top-k {stats.top_k_requested} > {stats.candidates} candidates; returning all of them")
@@ -252,7 +252,7 @@ def calibrate(
     result = search(traces, top_k, target_agreement, manifest.ranking.scoring.kind, manifest.ranking.num_layers, policy, delta)
     updated = write_calibration(manifest, result, top_k, target_agreement, data)
     if as_json:
-        typer.echo(json.dumps({"calibration": updated.ranking.calibration}))
+        typer.echo(json.dumps({"calibration": updated.ranking.calibration}, allow_nan=False))
         return
     if result.setting is None:
         needed = queries_needed(target_agreement, result.delta_per_test)

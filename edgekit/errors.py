@@ -28,6 +28,11 @@ class IntegrityError(EdgekitError):
         self.bad_files = bad_files
 
 
+class NonFiniteOutputError(IntegrityError):
+    """A graph produced NaN or inf (corrupt weights, or values beyond the package's dtype); the
+    message names the graph. Raised instead of a result: a non-finite score never ranks."""
+
+
 class CandidatesError(EdgekitError):
     """The candidates (file or list) are empty, unreadable, not UTF-8 or malformed."""
 

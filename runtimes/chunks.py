@@ -11,6 +11,11 @@ and key not padding; dtype-min elsewhere, never -inf, so fully masked padding ro
 and rotary `cos`/`sin` [B,S,D] for positions 0..S-1 of the chunk. Decoder packages pad on the
 left (the last position is every sequence's last token); rotary attention depends only on
 position differences, so left padding does not change real positions' values either.
+
+Every output is checked to be finite where it is kept (real positions; padding is never read)
+before anyone reads it, so a NaN or inf is a `NonFiniteOutputError` naming the graph that first
+produced it (a layer, the embeddings or a head), before any score exists or pruning decides on
+it. The check reads each output once (O(tokens x H) against the graph's O(tokens x H^2) work).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekit.errors import NonFiniteOutputError
+from edgekit.package_files import GraphSpec
 from edgekit.ranking_manifest import RotarySpec
 from edgekit.runtimes.backends import Session
 from edgekit.runtimes.text import EncodedText
@@ -111,12 +118,13 @@ class ChunkRunner:
         return feeds
 
     def run(self, session: Session, rows: Sequence[int], hidden: dict[int, np.ndarray] | None,
-            per_token: bool) -> dict[int, np.ndarray]:
-        """Run `session` over `rows`; returns each row's output.
+            per_token: bool, graph: GraphSpec) -> dict[int, np.ndarray]:
+        """Run `session` (the graph `graph`) over `rows`; returns each row's output.
 
         hidden: per-row states fed as `hidden_states` (None for the embeddings graph, which
         takes token ids). per_token: the output is [B,S,...] and is trimmed to each row's length;
-        otherwise it is per sequence ([B] or [B,H]).
+        otherwise it is per sequence ([B] or [B,H]). NonFiniteOutputError naming `graph` when a
+        kept output value is NaN or inf.
         """
         outputs: dict[int, np.ndarray] = {}
         names = set(session.input_names)
@@ -136,4 +144,18 @@ class ChunkRunner:
             self.runs += 1
             for slot, row in enumerate(group):
                 outputs[int(row)] = result[slot, self._span(int(row), length)].copy() if per_token else result[slot]
+            if not np.isfinite(result).all():  # whole chunk first (cheap); then only the kept values count
+                _check_finite(graph, {int(row): outputs[int(row)] for row in group})
         return outputs
+
+
+def _check_finite(graph: GraphSpec, outputs: dict[int, np.ndarray]) -> None:
+    """NonFiniteOutputError naming `graph` and the first row whose kept output is NaN or inf."""
+    for row, value in outputs.items():
+        if not np.isfinite(value).all():
+            kind = "NaN" if np.isnan(value).any() else "inf"
+            raise NonFiniteOutputError(
+                f"graph {graph.name} ({graph.path}) produced {kind} for input sequence {row}: its weights are "
+                "corrupt or its values overflow the package's dtype; re-export the package (`edgekit verify PKG` "
+                "says whether its files changed since the export)",
+                [item.file for item in graph.files])

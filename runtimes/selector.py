@@ -11,6 +11,18 @@ above everything still undecided then), ties by their score at acceptance; candi
 reached the last layer follow by final score. `order="exact"` keeps accepted candidates
 computing to the last layer (at most K of them) so order and scores equal the full model's.
 
+A NaN or inf from any graph is a `NonFiniteOutputError` naming that graph (runtimes/chunks.py),
+raised before any score exists or the policy decides on it: never a ranking.
+
+Threads: one Selector may be shared; `rank` calls run concurrently. What they share is guarded
+by one lock: the kept-open sessions (resident mode loads each graph once, whichever call asks
+first, and the others wait for it) and the load counter. Each call counts the sessions it
+created itself, so its `graphs_loaded` never includes another call's loads. Streaming loads run
+outside the lock (each call streams its own sessions). Concurrent calls each hold their own
+pass's activations and streamed sessions, so the peak grows with the calls in flight; on a CPU
+that one call already saturates they add little throughput (docs/BENCHMARKS.md, "Soak"):
+serialise them (one lock around `rank`) to keep one pass's peak.
+
 Example::
 
     selector = Selector(Manifest.load("pkg"), backend_for("onnx", "cpu"), window=2, chunk=16)
@@ -20,6 +32,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,7 +45,7 @@ from edgekit.errors import (
     MemoryBudgetError,
     NotAPackageError,
 )
-from edgekit.manifest import Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, stopwatch
 from edgekit.runtimes.backends import Backend, Session
 from edgekit.runtimes.chunks import ChunkRunner
@@ -92,6 +105,7 @@ class _Pass:
         self.final: dict[int, float] = {}
         self.alive_per_depth: list[int] = []
         self.candidate_layers = 0
+        self.graphs_loaded = 0  # sessions this pass created (under the selector's lock)
         self.trace: list[dict[int, float]] = []  # scores of the undecided at each depth checked
 
     @property
@@ -125,6 +139,7 @@ class Selector:
         self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
         self._pinned: dict[Path, Session] = {}
         self._loads = 0  # sessions created, all calls together
+        self._lock = threading.Lock()  # guards _pinned, _loads and every pass's graphs_loaded
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
@@ -154,7 +169,6 @@ class Selector:
             runner = ChunkRunner(encoded, chunk, self.encoder.pad_token_id, self.encoder.use_type_ids,
                                  self.embedding_table, self.section.padding_side, self.section.rotary)
             state = _Pass(len(texts), min(top_k, len(texts)))
-            loads_before = self._loads
             stream, depth_heads = self._forward(runner, state, policy, query_row, order, trace, window)
         results = self._results(state, texts)
         stats = RunStats(
@@ -164,8 +178,8 @@ class Selector:
             top_k_requested=top_k,
             top_k_returned=len(results),
             truncated=sum(item.truncated for item in encoded[: len(texts)]),
-            graphs_loaded=self._loads - loads_before,  # sessions created by this call
-            max_resident_graphs=(len(self._pinned) if self.keep_resident
+            graphs_loaded=state.graphs_loaded,  # sessions created by this call (not by concurrent ones)
+            max_resident_graphs=(self._pinned_count() if self.keep_resident
                                  else stream.max_resident + (1 if policy is not None or trace else 0)
                                  + depth_heads),
             window=window,
@@ -222,22 +236,28 @@ class Selector:
         """Run the pass; returns the stream (for its residency count) and how many per-depth
         head sessions it kept open besides."""
         graphs = self.manifest.stream_graphs
-        head_path = self.manifest.root / graphs[-1].path
+        head_graph = graphs[-1]
+        head_path = self.manifest.root / head_graph.path
         body = [self.manifest.root / graph.path for graph in graphs[:-1]]
+
+        def load(path: Path) -> Session:
+            return self._load(path, state)
+
         # The head stays resident when it is needed between layers; otherwise it loads last.
         # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
-        head = self._load(head_path) if (policy is not None or trace) else None
+        head = load(head_path) if (policy is not None or trace) else None
         decider = policy.start() if policy is not None else None  # this pass's memory, if the policy has any
         depth_heads: dict[Path, Session] = {}
         hidden: dict[int, np.ndarray] | None = None
-        stream: LayerStream[Session] = LayerStream(body, self._load, window=window)
+        stream: LayerStream[Session] = LayerStream(body, load, window=window)
+        walk = iter(stream)
         keep_accepted = order == "exact"
         layers = self.section.num_layers
         try:
-            for index, session in stream:  # index 0: embeddings; index d: layer d-1
+            for index, session in walk:  # index 0: embeddings; index d: layer d-1
                 computing = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
                 rows = computing + ([query_row] if query_row is not None else [])
-                hidden = runner.run(session, rows, hidden, per_token=True)
+                hidden = runner.run(session, rows, hidden, per_token=True, graph=graphs[index])
                 depth = index  # layers computed so far
                 if depth == 0:
                     continue
@@ -245,62 +265,80 @@ class Selector:
                 state.candidate_layers += len(computing)
                 scoring_due = trace or (policy is not None and depth >= policy.min_depth)
                 if head is not None and depth < layers and scoring_due and state.undecided:
-                    path = self.manifest.root / self.manifest.head_for_depth(depth).path
+                    depth_head = self.manifest.head_for_depth(depth)
+                    path = self.manifest.root / depth_head.path
                     if path != head_path and path not in depth_heads:
-                        depth_heads[path] = self._load(path)
+                        depth_heads[path] = load(path)
                     scorer = depth_heads.get(path, head)
-                    self._decide(scorer, runner, hidden, state, decider, depth, query_row, trace)
+                    self._decide(scorer, depth_head, runner, hidden, state, decider, depth, query_row, trace)
                 if not state.undecided and not keep_accepted:
                     break  # all decided: later layers (past the one already prefetched) never load
+            walk.close()  # the prefetch thread is done: no load of this pass runs past here
             if head is None:
-                head = self._load(head_path)
+                head = load(head_path)
             final_rows = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
             if final_rows and hidden is not None:
-                scores = self._score(head, runner, hidden, final_rows, query_row)
+                scores = self._score(head, head_graph, runner, hidden, final_rows, query_row)
                 state.final = dict(zip(final_rows, scores.tolist()))
                 if trace:
                     state.trace.append(dict(state.final))
         finally:
+            walk.close()  # also on an error: release this pass's sessions and join its prefetch thread
             if head is not None:
                 head.release()
             for session in depth_heads.values():
                 session.release()
         return stream, len(depth_heads)
 
-    def _load(self, path: Path) -> Session:
-        """A fresh session (streaming), or the kept-open one when every graph fits the window."""
+    def _load(self, path: Path, state: _Pass) -> Session:
+        """A fresh session (streaming), or the kept-open one when every graph fits the window.
+
+        Counted once in the selector's total and in `state` (the calling pass). Resident mode
+        loads under the lock, so concurrent passes asking for the same graph get one session."""
         if not self.keep_resident:
-            self._loads += 1
-            return self.backend.load(path)
-        if path not in self._pinned:
-            self._loads += 1
-            self._pinned[path] = self.backend.load(path)
-        return _Pinned(self._pinned[path])
+            session = self.backend.load(path)  # outside the lock: concurrent passes load in parallel
+            with self._lock:
+                self._loads += 1
+                state.graphs_loaded += 1
+            return session
+        with self._lock:
+            if path not in self._pinned:
+                self._pinned[path] = self.backend.load(path)
+                self._loads += 1
+                state.graphs_loaded += 1
+            return _Pinned(self._pinned[path])
+
+    def _pinned_count(self) -> int:
+        with self._lock:
+            return len(self._pinned)
 
     def close(self) -> None:
-        """Release sessions kept open across calls (only when the window holds every graph)."""
-        for session in self._pinned.values():
-            session.release()
-        self._pinned.clear()
+        """Release sessions kept open across calls (only when the window holds every graph).
+        Call it when no `rank` is running."""
+        with self._lock:
+            for session in self._pinned.values():
+                session.release()
+            self._pinned.clear()
 
-    def _score(self, head: Session, runner: ChunkRunner, hidden: dict[int, np.ndarray], rows: list[int],
-               query_row: int | None) -> np.ndarray:
-        """Head scores of `rows` from their current hidden states (cosine with the query's)."""
+    def _score(self, head: Session, graph: GraphSpec, runner: ChunkRunner, hidden: dict[int, np.ndarray],
+               rows: list[int], query_row: int | None) -> np.ndarray:
+        """Head scores of `rows` from their current hidden states (cosine with the query's).
+        The head's outputs are checked finite (runner.run), so the scores are too."""
         if query_row is None:
-            outputs = runner.run(head, rows, hidden, per_token=False)
+            outputs = runner.run(head, rows, hidden, per_token=False, graph=graph)
             return np.array([float(outputs[row]) for row in rows])
-        outputs = runner.run(head, [*rows, query_row], hidden, per_token=False)
+        outputs = runner.run(head, [*rows, query_row], hidden, per_token=False, graph=graph)
         query = outputs[query_row].astype(np.float64)  # fp16 packages: score in double precision
         matrix = np.stack([outputs[row] for row in rows]).astype(np.float64)
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
         return (matrix @ query) / np.maximum(norms, 1e-12)
 
-    def _decide(self, head: Session, runner: ChunkRunner, hidden: dict[int, np.ndarray], state: _Pass,
-                decider: Decider | None, depth: int, query_row: int | None, trace: bool) -> None:
+    def _decide(self, head: Session, graph: GraphSpec, runner: ChunkRunner, hidden: dict[int, np.ndarray],
+                state: _Pass, decider: Decider | None, depth: int, query_row: int | None, trace: bool) -> None:
         if not state.undecided:
             return
         rows = list(state.undecided)
-        scores = self._score(head, runner, hidden, rows, query_row)
+        scores = self._score(head, graph, runner, hidden, rows, query_row)  # finite, or raised before deciding
         if trace:
             state.trace.append(dict(zip(rows, scores.tolist())))
         if decider is None:

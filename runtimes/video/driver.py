@@ -5,6 +5,12 @@ stage, wall time and memory in `VideoStats`. `network=` replaces the family's ow
 denoising loop (the bench's one-graph baseline passes `OneGraph(session)`); `observers` are told
 when each stage starts and ends.
 
+Finite outputs: the latents after every step and the decoded frames are checked; a NaN or inf is
+a `NonFiniteOutputError` naming the stage, the step and the graphs that produced it (the
+network's graphs when it lists them, as the streamed UNet does), never a video. The check reads
+the latents once per step (tiny next to a UNet evaluation). The frames are checked after the
+family maps them to [0, 1]: a NaN survives that clip, an inf saturates to a white pixel.
+
 Example::
 
     family = family_for(manifest, backend, window=2)              # runtimes/video/families.py
@@ -22,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import NonFiniteOutputError
 from edgekit.measure import current_rss_mb, peak_rss_mb
 from edgekit.runtimes.video.family import Network, Request, StageObserver, VideoFamily
 
@@ -126,6 +133,8 @@ def generate(family: VideoFamily, request: Request, network: Network | None = No
         for i, t in enumerate(schedule.timesteps):
             prediction = family.predict(network, schedule.scale(latents, i), t, prepared, last_step=i == last)
             latents = schedule.step(prediction, i, latents)
+            if not np.isfinite(latents).all():
+                raise _non_finite(family, f"the latents after denoising step {i + 1}/{steps}", _network_name(network))
             report("denoising", i + 1, steps)
     del prepared  # the conditioning is not needed to decode
     stats.graphs_loaded += network.loads
@@ -134,6 +143,23 @@ def generate(family: VideoFamily, request: Request, network: Network | None = No
     report("decoding", steps, steps)
     with _stage("decode", stats, observers):
         frames = family.decode(latents, request.decode, stats)
+        if not np.isfinite(frames).all():
+            raise _non_finite(family, "the decoded frames", f"the {family.name} decoder graph")
     stats.latency_ms = (time.perf_counter() - started) * 1000
     stats.peak_rss_mb = peak_rss_mb()
     return Generation(frames=frames, latents=latents, stats=stats)
+
+
+def _network_name(network: Network) -> str:
+    """The graphs a network evaluates, for an error message: their names when the network lists
+    `graphs` (GraphSpec, as StreamedUNet does), else its type."""
+    names = [str(getattr(graph, "name", graph)) for graph in getattr(network, "graphs", ())]
+    if not names:
+        return f"the network {type(network).__name__}"
+    return f"graph {names[0]}" if len(names) == 1 else f"graphs {names[0]} … {names[-1]} ({len(names)} graphs)"
+
+
+def _non_finite(family: VideoFamily, what: str, graphs: str) -> NonFiniteOutputError:
+    return NonFiniteOutputError(f"{what} hold NaN or inf ({family.name} package, produced by {graphs}); the "
+                                "package's weights are corrupt or overflow its dtype; re-export the package (`edgekit "
+                                "verify PKG` says whether its files changed since the export)", [])
