@@ -150,14 +150,13 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
-    from edgekit.runtimes.video.images import save_video
+    from edgekit.runtimes.video.images import check_video_output, save_video
 
     if image is None:
         raise InvalidArgumentError("video packages need --image IN.png (the first frame to animate)")
     if out is None:
         raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
-    if out.suffix.lower() != ".gif":
-        raise InvalidArgumentError(f"--out {out} must end with .gif (PNG frames go to {out.stem}_frames/)")
+    check_video_output(out)  # before generating: a GIF path that is a folder fails now, not in a minute
     pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
