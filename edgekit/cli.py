@@ -50,7 +50,8 @@ def export(
     dtype: str = typer.Option(None, "--dtype", help="fp32 (default), or fp16 (half-size graphs and table; "
                                                     "parity vs fp32 torch ≤ 2e-2). Ranking models."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing edgekit package (or an empty folder) at "
+                                                      "--out; anything else there is refused, never deleted."),
     instruction: str = typer.Option(None, "--instruction",
                                     help="Decoder rerankers: the default instruction stored in the package."),
     op_groups: bool = typer.Option(False, "--op-groups",
@@ -58,9 +59,16 @@ def export(
                                         "slices exactly (more, smaller graphs)."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
-    from the source's files; an option the family does not take is an error)."""
-    exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
-                       instruction=instruction, op_groups=op_groups or None)
+    from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
+    and SIGHUP remove the unfinished package and exit 128 + the signal number, in one line."""
+    try:
+        exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
+                           instruction=instruction, op_groups=op_groups or None)
+    except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
+        signum = getattr(stop, "signum", 2)
+        typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "
+                   f"left beside {out}", err=True)
+        raise typer.Exit(code=128 + signum) from None
     stdout.print(f"wrote {out} ({exported.summary()})")
 
 
