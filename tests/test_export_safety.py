@@ -263,15 +263,24 @@ def test_sigterm_during_export_leaves_the_old_package_and_no_partial(
 @pytest.mark.parametrize(("signum", "raised"), [(signal.SIGTERM, atomic.ExportInterrupted),
                                                 (signal.SIGINT, KeyboardInterrupt)])
 def test_a_signal_inside_the_staged_directory_removes_it(tmp_path: Path, signum: int, raised: type) -> None:
-    handler = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(raised), staged_directory(tmp_path / "pkg") as root:
-        (root / "graphs").mkdir()
-        (root / "graphs" / "layer_000.onnx").write_bytes(b"half")
-        os.kill(os.getpid(), signum)
-        time.sleep(5)  # the handler raises here
-        raise AssertionError("the signal should have interrupted the export")
+    class NotHandled(Exception):
+        pass
+
+    def outside(signum: int, frame: object) -> None:  # SIGTERM outside the export: fail, don't kill pytest
+        raise NotHandled(signum)
+
+    previous = signal.signal(signal.SIGTERM, outside)
+    try:
+        with pytest.raises(raised), staged_directory(tmp_path / "pkg") as root:
+            (root / "graphs").mkdir()
+            (root / "graphs" / "layer_000.onnx").write_bytes(b"half")
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises here
+            raise AssertionError("the signal should have interrupted the export")
+        assert signal.getsignal(signal.SIGTERM) is outside  # put back after the export
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is handler  # put back after the export
 
 
 # --- permissions -----------------------------------------------------------------------------------
