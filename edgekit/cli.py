@@ -61,9 +61,12 @@ def export(
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
     from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
     and SIGHUP remove the unfinished package and exit 128 + the signal number, in one line."""
+    from edgekit.atomic import terminate_as_interrupt
+
     try:
-        exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
-                           instruction=instruction, op_groups=op_groups or None)
+        with terminate_as_interrupt():  # while loading the model too, not only once files are staged
+            exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
+                               instruction=instruction, op_groups=op_groups or None)
     except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
         signum = getattr(stop, "signum", 2)
         typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "
