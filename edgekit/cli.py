@@ -52,7 +52,8 @@ def export(
     dtype: str = typer.Option(None, "--dtype", help="fp32 (default), or fp16 (half-size graphs and table; "
                                                     "parity vs fp32 torch ≤ 2e-2). Ranking models."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing package at --out."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing edgekit package (or an empty folder) at "
+                                                      "--out; anything else there is refused, never deleted."),
     instruction: str = typer.Option(None, "--instruction",
                                     help="Decoder rerankers: the default instruction stored in the package."),
     op_groups: bool = typer.Option(False, "--op-groups",
@@ -60,9 +61,19 @@ def export(
                                         "slices exactly (more, smaller graphs)."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
-    from the source's files; an option the family does not take is an error)."""
-    exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
-                       instruction=instruction, op_groups=op_groups or None)
+    from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
+    and SIGHUP remove the unfinished package and exit 128 + the signal number, in one line."""
+    from edgekit.atomic import terminate_as_interrupt
+
+    try:
+        with terminate_as_interrupt():  # while loading the model too, not only once files are staged
+            exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
+                               instruction=instruction, op_groups=op_groups or None)
+    except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
+        signum = getattr(stop, "signum", 2)
+        typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "
+                   f"left beside {out}", err=True)
+        raise typer.Exit(code=128 + signum) from None
     stdout.print(f"wrote {out} ({exported.summary()})")
 
 
@@ -158,14 +169,13 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
-    from edgekit.runtimes.video.images import save_video
+    from edgekit.runtimes.video.images import check_video_output, save_video
 
     if image is None:
         raise InvalidArgumentError("video packages need --image IN.png (the first frame to animate)")
     if out is None:
         raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
-    if out.suffix.lower() != ".gif":
-        raise InvalidArgumentError(f"--out {out} must end with .gif (PNG frames go to {out.stem}_frames/)")
+    check_video_output(out)  # before generating: a GIF path that is a folder fails now, not in a minute
     pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)

@@ -57,6 +57,11 @@ class OutputExistsError(EdgekitError):
     """The export destination exists and overwriting was not asked for."""
 
 
+class OutputPathError(EdgekitError):
+    """An output path cannot be written: too long, inside a file, a folder where a file goes (or
+    the reverse), or its folder is not writable. Raised before any work starts."""
+
+
 class MissingDependencyError(EdgekitError):
     """An optional dependency (an extra) is needed for this command."""
 

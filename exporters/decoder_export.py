@@ -35,7 +35,7 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
-from edgekit.exporters.source import SourceInfo
+from edgekit.exporters.source import SourceInfo, checkpoint_errors, load_failure
 from edgekit.manifest import DTYPES, GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RankingSection, RotarySpec, Scoring, TokenizerSpec
@@ -62,8 +62,8 @@ def load_decoder(info: SourceInfo) -> tuple[torch.nn.Module, Any]:
             warnings.simplefilter("ignore")
             model = loader.from_pretrained(info.path, attn_implementation="eager", dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(info.path)
-    except (OSError, ValueError, KeyError) as error:
-        raise SourceModelError(f"transformers could not load {info.path}: {str(error).splitlines()[0]}") from None
+    except checkpoint_errors() as error:
+        raise load_failure("transformers", info.path, error) from None
     if not tokenizer.is_fast:
         raise SourceModelError(f"{info.path}: no fast tokenizer (tokenizer.json); edgekit needs one")
     if tokenizer.pad_token_id is None:

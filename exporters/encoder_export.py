@@ -34,7 +34,15 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
-from edgekit.exporters.source import LAYER_HEADS_FILE, TASK_RERANK, SourceInfo, inspect_source, resolve_source
+from edgekit.exporters.source import (
+    LAYER_HEADS_FILE,
+    TASK_RERANK,
+    SourceInfo,
+    checkpoint_errors,
+    inspect_source,
+    load_failure,
+    resolve_source,
+)
 from edgekit.manifest import DTYPES, GraphSpec, Manifest
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
@@ -63,8 +71,8 @@ def load_source_model(info: SourceInfo) -> tuple[torch.nn.Module, Any]:
             warnings.simplefilter("ignore")
             model = loader.from_pretrained(info.path, attn_implementation="eager")
             tokenizer = AutoTokenizer.from_pretrained(info.path)
-    except (OSError, ValueError, KeyError) as error:
-        raise SourceModelError(f"transformers could not load {info.path}: {str(error).splitlines()[0]}") from None
+    except checkpoint_errors() as error:
+        raise load_failure("transformers", info.path, error) from None
     if not tokenizer.is_fast:
         raise SourceModelError(f"{info.path}: no fast tokenizer (tokenizer.json) could be built; edgekit needs one")
     if info.task == TASK_RERANK and model.config.num_labels not in (1, 2):

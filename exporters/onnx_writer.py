@@ -9,7 +9,9 @@ streamed session's weights are file-backed pages that leave memory when the sess
 released. Measured on the Qwen3-0.6B-shaped package (window 2, 8 x 128 tokens): peak RSS
 383 -> 223 MiB together with `session.disable_prepacking`
 (runtimes/backends/onnxruntime_backend.py). The GraphSpec lists the .onnx file first, then its
-data file.
+data file. onnx creates the data file with mode 0600 (as safetensors does its files);
+`edgekit.atomic.settle` gives every file of the staged package plain permissions (0644 under
+the usual umask) before it is moved into place.
 """
 
 from __future__ import annotations

@@ -70,11 +70,66 @@ def resolve_source(source: str) -> Path:
         ) from None
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line (safetensors and transformers messages wrap)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def checkpoint_errors() -> tuple[type[Exception], ...]:
+    """What loading a damaged checkpoint raises in transformers / diffusers: OSError, ValueError,
+    KeyError, and safetensors' own SafetensorError (a truncated or garbled .safetensors file)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        return (OSError, ValueError, KeyError)
+    return (OSError, ValueError, KeyError, SafetensorError)
+
+
+def load_failure(loader: str, path: Path, error: Exception) -> SourceModelError:
+    """The one-line error for a checkpoint `loader` (transformers, diffusers) could not load."""
+    hint = ""
+    if type(error).__name__ == "SafetensorError":
+        hint = "; a .safetensors file is truncated or damaged: restore it from the original checkpoint"
+    return SourceModelError(f"{loader} could not load {path}: {one_line(error)}{hint}")
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise SourceModelError(f"cannot read {path}: {error}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise SourceModelError(f"cannot read {path}: {one_line(error)}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; SourceModelError naming the file when it is unreadable or holds
+    anything else (`[1, 2]`, `null`, a string)."""
+    value = _read_json(path)
+    if not isinstance(value, dict):
+        raise SourceModelError(f"{path} holds {_kind(value)}, not a JSON object; restore it from the original "
+                               "checkpoint")
+    return value
+
+
+_JSON_KINDS = {"list": "array", "str": "string", "int": "number", "float": "number", "bool": "boolean",
+               "dict": "object"}
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a message: `null`, `a JSON array ([1, 2])`."""
+    if value is None:
+        return "null"
+    return f"a JSON {_JSON_KINDS.get(type(value).__name__, type(value).__name__)} ({json.dumps(value)[:40]})"
+
+
+def _module_path(modules_file: Path, module: dict[str, Any], required: bool = False) -> str:
+    """A module's folder, relative and inside the checkpoint ("" is the root itself)."""
+    where = module.get("path", "")
+    if required and not where:
+        raise SourceModelError(f"{modules_file}: the {module.get('type')} module has no folder (\"path\"); "
+                               "restore modules.json from the original checkpoint")
+    if not isinstance(where, str) or where.startswith(("/", "\\")) or ".." in Path(where).parts:
+        raise SourceModelError(f"{modules_file}: module path {where!r} must be a folder inside the checkpoint")
+    return where
 
 
 def _sentence_transformers_layout(path: Path) -> tuple[str, bool, int | None] | None:
@@ -83,24 +138,31 @@ def _sentence_transformers_layout(path: Path) -> tuple[str, bool, int | None] | 
     if not modules_file.is_file():
         return None
     modules = _read_json(modules_file)
+    if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
+        raise SourceModelError(f"{modules_file} holds {_kind(modules)}; sentence-transformers writes a JSON list "
+                               'of {"type", "path"} objects; restore it from the original checkpoint')
     types = [module.get("type") for module in modules]
-    unsupported = [t for t in types if t not in (_ST_TRANSFORMER, _ST_POOLING, _ST_NORMALIZE)]
+    unsupported = [str(t) for t in types if t not in (_ST_TRANSFORMER, _ST_POOLING, _ST_NORMALIZE)]
     if unsupported:
         raise SourceModelError(
             f"{modules_file} has modules edgekit cannot export yet: {', '.join(unsupported)} "
             "(supported: Transformer, Pooling, Normalize)"
         )
     transformer = [m for m in modules if m.get("type") == _ST_TRANSFORMER]
-    if not transformer or transformer[0].get("path", "") not in ("", "."):
+    if not transformer or _module_path(modules_file, transformer[0]) not in ("", "."):
         raise SourceModelError(f"{modules_file}: expected the Transformer module at the directory root")
     pooling = "mean"
     for module in modules:
         if module.get("type") == _ST_POOLING:
-            pooling = _pooling_mode(_read_json(path / module["path"] / "config.json"), path / module["path"])
+            folder = path / _module_path(modules_file, module, required=True)
+            pooling = _pooling_mode(read_json_object(folder / "config.json"), folder)
     max_length = None
     bert_config = path / "sentence_bert_config.json"
     if bert_config.is_file():
-        max_length = _read_json(bert_config).get("max_seq_length")
+        max_length = read_json_object(bert_config).get("max_seq_length")
+        if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
+                                       or max_length < 1):
+            raise SourceModelError(f"{bert_config}: max_seq_length {max_length!r} is not a positive integer")
     return pooling, _ST_NORMALIZE in types, max_length
 
 
@@ -123,7 +185,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise SourceModelError(f"{path} has no config.json; pass a transformers checkpoint directory")
-    return _read_json(config_file)
+    return read_json_object(config_file)
 
 
 def inspect_decoder(path: Path) -> SourceInfo:

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
 from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import check_parity, max_diff, versions
+from edgekit.exporters.source import checkpoint_errors, load_failure, read_json_object
 from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
 from edgekit.exporters.video_stages import (
     DownBlockStage,
@@ -86,13 +86,6 @@ class SvdSource:
         return pixels * 8 // math.gcd(pixels, 8)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise SourceModelError(f"{path} is not readable JSON ({error})") from None
-
-
 def load_svd(source: Path) -> SvdSource:
     """Load a diffusers SVD directory; SourceModelError names what is missing or unsupported."""
     source = Path(source)
@@ -100,7 +93,7 @@ def load_svd(source: Path) -> SvdSource:
     if not index_file.is_file():
         raise SourceModelError(f"{source} is not a diffusers pipeline directory (no model_index.json); "
                                "--task video exports a Stable Video Diffusion directory")
-    index = _read_json(index_file)
+    index = read_json_object(index_file)
     if index.get("_class_name") != "StableVideoDiffusionPipeline":
         raise SourceModelError(f"{source}: model_index.json names {index.get('_class_name')!r}; --task video "
                                "exports StableVideoDiffusionPipeline directories")
@@ -116,16 +109,19 @@ def load_svd(source: Path) -> SvdSource:
             unet = UNetSpatioTemporalConditionModel.from_pretrained(source, subfolder="unet")
             vae = AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae")
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(source / "image_encoder")
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise SourceModelError(f"diffusers could not load {source}: {str(error).splitlines()[0]}") from None
-    scheduler = _read_json(source / "scheduler" / "scheduler_config.json")
+    except (*checkpoint_errors(), RuntimeError) as error:
+        raise load_failure("diffusers", source, error) from None
+    scheduler = read_json_object(source / "scheduler" / "scheduler_config.json")
     if scheduler.get("_class_name") != "EulerDiscreteScheduler":
         raise SourceModelError(f"{source}: scheduler {scheduler.get('_class_name')!r} is not supported "
                                "(edgekit runs EulerDiscreteScheduler)")
     processor_file = source / "feature_extractor" / "preprocessor_config.json"
-    processor = _read_json(processor_file) if processor_file.is_file() else {}
-    mean = tuple(float(x) for x in processor.get("image_mean", CLIP_MEAN))
-    std = tuple(float(x) for x in processor.get("image_std", CLIP_STD))
+    processor = read_json_object(processor_file) if processor_file.is_file() else {}
+    try:
+        mean = tuple(float(x) for x in processor.get("image_mean", CLIP_MEAN))
+        std = tuple(float(x) for x in processor.get("image_std", CLIP_STD))
+    except (TypeError, ValueError):
+        raise SourceModelError(f"{processor_file}: image_mean and image_std must be lists of numbers") from None
     return SvdSource(path=source, unet=unet.float().eval(), vae=vae.float().eval(),
                      image_encoder=image_encoder.float().eval(), scheduler=scheduler,
                      image_mean=mean, image_std=std)  # type: ignore[arg-type]

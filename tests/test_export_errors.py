@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,14 +61,21 @@ def test_unsupported_model_type(tmp_path: Path) -> None:
 
 
 def test_existing_output_needs_force(tiny_cross_encoder: Path, tiny_cross_package: Path, tmp_path: Path) -> None:
+    """--force replaces a package; a folder of other files is refused even with --force
+    (tests/test_export_safety.py has the rest of that story)."""
     out = tmp_path / "pkg"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    shutil.copytree(tiny_cross_package, out)
     with pytest.raises(OutputExistsError, match="--force"):
-        export_encoder(str(tiny_cross_encoder), out, max_length=64)
-    assert (out / "keep.txt").read_text() == "mine"
-    export_encoder(str(tiny_cross_encoder), out, max_length=64, overwrite=True)
-    assert not (out / "keep.txt").exists() and Manifest.load(out).task == "rerank"
+        export_encoder(str(tiny_cross_encoder), out, max_length=32)
+    assert Manifest.load(out).ranking.max_length == 64
+    export_encoder(str(tiny_cross_encoder), out, max_length=32, overwrite=True)
+    assert Manifest.load(out).ranking.max_length == 32
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="replaces only an edgekit package"):
+        export_encoder(str(tiny_cross_encoder), mine, max_length=64, overwrite=True)
+    assert (mine / "keep.txt").read_text() == "mine"
     assert _leftovers(tmp_path) == []
 
 

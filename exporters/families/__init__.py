@@ -15,11 +15,13 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgekit.atomic import check_destination
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.families.base import ExportFamily, Progress, describe_source, flag
 from edgekit.exporters.families.bi_encoder import BI_ENCODER
@@ -105,7 +107,11 @@ def family_for_source(path: Path, task: str | None = None, options: Iterable[str
 def export_source(source: str | Path, out: Path, task: str | None = None, progress: Progress | None = None,
                   **options: Any) -> Exported:
     """`edgekit export`: resolve `source` (a directory or hub id), pick its family, check the
-    options against it (None means "not given"), export. Every user mistake is one typed line."""
+    options against it (None means "not given"), export. Every user mistake is one typed line.
+    `out` is checked first (edgekit/atomic.py: writable, not a non-package with --force), before
+    a hub download or a model load."""
+    local = Path(source) if os.path.isdir(source) else None  # a hub id is checked after the download
+    check_destination(Path(out), local, overwrite=bool(options.get("overwrite")))
     path = resolve_source(str(source))
     given = [name for name, value in options.items() if value is not None]
     family = family_for_source(path, task, given)

@@ -127,6 +127,8 @@ def describe_source(path: Path) -> str:
     config = read_config(path)
     if config:
         facts.append(f"model_type {config.get('model_type')!r}, architectures {list(architectures(config))}")
+    elif (path / "config.json").is_file():
+        facts.append("a config.json that is not a readable JSON object")
     if (path / "modules.json").is_file():
         facts.append("a modules.json")
     elif config:

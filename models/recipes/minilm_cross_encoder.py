@@ -294,7 +294,8 @@ def build_minilm_cross_encoder(out: Path, steps: int = FULL_STEPS, seed: int = 0
         "versions": {"torch": torch.__version__, "transformers": transformers_version},
     }
     tokenizer.model_max_length = config.export_max_length
-    with staged_directory(Path(out), overwrite=True) as root:
+    # replaces only an earlier build (it holds RECIPE_FILE) or an empty folder, never other files
+    with staged_directory(Path(out), overwrite=True, replaceable=lambda path: (path / RECIPE_FILE).is_file()) as root:
         model.save_pretrained(root)
         tokenizer.save_pretrained(root)
         if not (root / "tokenizer.json").is_file():

@@ -14,12 +14,15 @@ then normalised with the package's mean and std.
 
 from __future__ import annotations
 
+import os
+import re
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InvalidArgumentError
+from edgekit.errors import InvalidArgumentError, OutputPathError
 
 
 def _pil() -> Any:
@@ -155,31 +158,77 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+FRAME_NAME = re.compile(r"frame_(\d{3,})\.png")
+
+
+def frame_name(index: int) -> str:
+    return f"frame_{index:03d}.png"
+
+
+def check_video_output(gif: Path | str) -> tuple[Path, Path]:
+    """(gif, frames folder) once both can be written; run it before generating.
+
+    Refused in one line (OutputPathError): a name not ending in .gif, a GIF path that is a
+    folder, a frames folder (`<stem>_frames/` beside the GIF) that is a file, a path too long, a
+    folder that is a file or not writable. Missing folders are created by `save_video`."""
+    from edgekit.output_paths import check_output_path, shown
+
+    gif = Path(gif)
+    if gif.suffix.lower() != ".gif":
+        raise InvalidArgumentError(f"--out {shown(gif)} must end with .gif (PNG frames go to {gif.stem}_frames/)")
+    folder = gif.parent / f"{gif.stem}_frames"
+    gif = check_output_path(gif, "--out", suffix_bytes=len(".") + len(".tmp-") + 8)  # its temporary's name
+    folder = check_output_path(folder, "frames folder")
+    if gif.is_dir():
+        raise OutputPathError(f"--out {shown(gif)} is a folder; pass the path of a .gif file to write")
+    if gif.exists() and not gif.is_file():
+        raise OutputPathError(f"--out {shown(gif)} exists and is not a regular file; choose another --out")
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"the frames folder {shown(folder)} is a file; move it or choose another --out")
+    if folder.is_dir():
+        check_output_path(folder / frame_name(0), "frames folder")  # writable inside
+    return gif, folder
+
+
 def save_video(frames: np.ndarray, gif: Path, fps: int) -> tuple[Path, list[Path]]:
     """Write `gif` (animated, looping, 1000/fps ms per frame) and PNG frames in `<stem>_frames/`.
 
-    Files are written under temporary names and renamed into place. Returns (gif, pngs)."""
-    import os
-    import uuid
-
+    Paths are checked first (`check_video_output`). Files are written under temporary names and
+    renamed into place; on any failure the temporaries are removed. The frames folder ends up
+    holding exactly this video's `frame_NNN.png`: frames of that naming left by a longer earlier
+    video are removed. Any other file in the folder is the user's and is left alone. Returns
+    (gif, pngs)."""
     Image = _pil()
-    gif = Path(gif)
-    if gif.suffix.lower() != ".gif":
-        raise InvalidArgumentError(f"--out {gif} must end with .gif (PNG frames go beside it)")
-    gif.parent.mkdir(parents=True, exist_ok=True)
+    gif, folder = check_video_output(gif)
     images = [Image.fromarray(frame) for frame in to_uint8(frames)]
-    folder = gif.parent / f"{gif.stem}_frames"
-    folder.mkdir(exist_ok=True)
-    pngs = []
     token = uuid.uuid4().hex[:8]
-    for index, image in enumerate(images):
-        path = folder / f"frame_{index:03d}.png"
-        temporary = folder / f".{path.name}.tmp-{token}"
-        image.save(temporary, format="PNG")
-        os.replace(temporary, path)
-        pngs.append(path)
-    temporary = gif.parent / f".{gif.name}.tmp-{token}"
-    images[0].save(temporary, format="GIF", save_all=True, append_images=images[1:],
-                   duration=max(1, round(1000 / max(fps, 1))), loop=0)
-    os.replace(temporary, gif)
+    temporaries: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        pngs = []
+        for index, image in enumerate(images):
+            path = folder / frame_name(index)
+            temporaries.append(folder / f".{path.name}.tmp-{token}")
+            image.save(temporaries[-1], format="PNG")
+            pngs.append(path)
+        temporaries.append(gif.parent / f".{gif.name}.tmp-{token}")
+        images[0].save(temporaries[-1], format="GIF", save_all=True, append_images=images[1:],
+                       duration=max(1, round(1000 / max(fps, 1))), loop=0)
+        for temporary, path in zip(temporaries, [*pngs, gif]):
+            os.replace(temporary, path)
+        _remove_stale_frames(folder, len(pngs))
+    except OSError as error:
+        raise OutputPathError(f"could not write the video to {gif} ({error.strerror or error}); "
+                              "check the folder and free space") from None
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
     return gif, pngs
+
+
+def _remove_stale_frames(folder: Path, count: int) -> None:
+    """Remove `frame_NNN.png` files numbered `count` or more (a longer earlier video's); nothing else."""
+    for entry in os.scandir(folder):
+        match = FRAME_NAME.fullmatch(entry.name)
+        if match and int(match.group(1)) >= count and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
