@@ -66,3 +66,9 @@ class MemoryBudgetError(EdgekitError):
 
 class UnknownPolicyError(EdgekitError):
     """A stored calibration names a pruning policy this edgekit does not have."""
+
+
+class ContainmentError(IntegrityError):
+    """A package would make the runtime read something outside itself: a symlink inside the package,
+    a file that is not a regular file, or an ONNX graph whose external data is not one of its listed
+    files (docs/FORMAT.md, "Containment")."""
