@@ -269,7 +269,12 @@ def read_manifest_data(root: Path) -> Any:
 def read_manifest_bytes(root: Path) -> bytes:
     """The exact bytes of `root/manifest.json` (what the package digest covers); typed errors for a
     missing, unreadable or symlinked one (a symlink is refused before it is followed)."""
-    if not root.exists():
+    try:
+        exists = root.exists()
+    except OSError as error:  # a name too long for the filesystem, a permission denied on the way
+        raise NotAPackageError(f"package directory {str(root)[:200]} cannot be examined ({error.strerror}); "
+                               "point at a directory written by `edgekit export`") from None
+    if not exists:
         raise PackageNotFoundError(f"package directory {root} does not exist; export one with `edgekit export`")
     path = root / MANIFEST_FILE
     check_inside(root, MANIFEST_FILE, "package file")

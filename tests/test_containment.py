@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import onnx
-import onnxruntime
 import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
@@ -21,6 +20,7 @@ from edgekit.cli import app
 from edgekit.errors import ContainmentError, IntegrityError
 from edgekit.package_digest import DIGEST_FILE
 from edgekit.package_files import sha256_file
+from edgekit.runtimes.backends import backend_for
 from tests.conftest import CANDIDATES, QUERY
 from tests.package_edits import rewrite_manifest
 
@@ -29,11 +29,13 @@ OUTSIDE_FIX = "packages may not read files outside themselves"
 
 
 def _forbid_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any onnxruntime session created from here on fails the test: refusals must come first."""
+    """Any onnxruntime session created from here on fails the test: refusals must come first.
+    Patched below the backend (by name: tests use onnxruntime only through the backend), so no
+    path to a session escapes."""
     def refuse(*args, **kwargs):
         raise AssertionError("onnxruntime was asked for a session: the package was not refused first")
 
-    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    monkeypatch.setattr("onnxruntime.InferenceSession", refuse)
 
 
 @pytest.fixture
@@ -207,7 +209,7 @@ def test_unlisted_external_data_is_refused_although_onnxruntime_accepts_it(tiny_
     shutil.copy(graphs / "layer_001.onnx.data", graphs / "extra.data")
     _point_external_data(graphs / "layer_001.onnx", "extra.data")
     _relist(package, "graphs/layer_001.onnx")
-    onnxruntime.InferenceSession(str(graphs / "layer_001.onnx"), providers=["CPUExecutionProvider"])  # accepted
+    backend_for("onnx", "cpu").load(graphs / "layer_001.onnx").release()  # onnxruntime accepts it
     _forbid_sessions(monkeypatch)
     _verify_and_run_refuse(package, tmp_path, "'layer_001'", "'extra.data'", "not one of the graph's listed files")
 
@@ -258,3 +260,23 @@ def test_the_digest_is_what_sha256sum_checks(tiny_cross_package: Path) -> None:
     if shutil.which("sha256sum"):
         checked = subprocess.run(["sha256sum", "-c", DIGEST_FILE], cwd=tiny_cross_package, capture_output=True, text=True)
         assert checked.returncode == 0 and "manifest.json: OK" in checked.stdout
+
+
+def test_a_version_1_package_is_named_as_one_not_as_a_digest_failure(tiny_cross_package: Path,
+                                                                      tmp_path: Path) -> None:
+    """Version-1 packages predate the digest: the version check comes first and says what to do."""
+    package = _copy(tiny_cross_package, tmp_path / "pkg")
+    rewrite_manifest(package, lambda data: data.update(format_version=1))
+    (package / DIGEST_FILE).unlink()
+    _refused_in_one_line(_cli("verify", package), "format version 1", "re-export")
+
+
+@pytest.mark.parametrize("case", ["symlink loop", "name too long"])
+def test_an_unresolvable_package_path_is_one_line(tmp_path: Path, case: str) -> None:
+    if case == "symlink loop":
+        os.symlink(tmp_path / "b", tmp_path / "a")
+        os.symlink(tmp_path / "a", tmp_path / "b")
+        package = tmp_path / "a"
+    else:
+        package = tmp_path / ("d/" * 2600)
+    _refused_in_one_line(_cli("verify", package))
