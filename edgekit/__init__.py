@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 def load(directory: str, window: int | None = None, chunk: int | None = None, provider: str = "cpu",
          threads: int | None = None, memory_budget_mb: float | None = None,
-         public_key: str | Path | None = None) -> Selector | VideoPipeline:
+         verify: bool = True, public_key: str | Path | None = None) -> Selector | VideoPipeline:
     """Open an edge package: a Selector for ranking packages, a VideoPipeline for video ones.
 
     window: graphs resident at once (>= 1; None: 2 = one computing, one loading).
@@ -51,6 +51,9 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     memory_budget_mb: let the planner choose window and chunk per call so the process's
     estimated peak stays within this many MiB (MemoryBudgetError when no plan fits); the
     chosen plan is in `ranking.stats.plan`. Not combinable with window/chunk.
+    verify: check the sha256 of every file the package lists before the first session (hashes are
+    remembered per file identity, so a repeated load of an unchanged package only stats its files;
+    edgekit/hash_cache.py); False skips it. Containment and the manifest's digest are always checked.
     Video packages take window, provider and threads (chunk and memory_budget_mb are ranking
     options; the decode chunk is a `generate` argument).
     public_key: a PEM public key; the package must carry a signature by its private half covering
@@ -65,6 +68,10 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
     from edgekit.runtimes.backends import backend_for
 
     manifest = Manifest.load(directory)
+    if verify:
+        from edgekit.hash_cache import verify_cached
+
+        verify_cached(manifest.root, manifest.files())
     formats = sorted({graph.format for graph in manifest.graphs})
     if len(formats) > 1:
         raise InvalidArgumentError(f"{directory} mixes graph formats {formats}; one backend runs a package, so "

@@ -97,6 +97,8 @@ def run(
     memory_budget: float = typer.Option(None, "--memory-budget",
                                         help="MiB the process may peak at; the planner picks window and chunk."),
     show_plan: bool = typer.Option(False, "--plan", help="With --memory-budget: print the plan, don't run."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the package's files "
+                                   "before loading (hashes are remembered per file, so repeated runs are cheap)."),
     image: Path = typer.Option(None, "--image", help="Video packages: the input image (RGB PNG/JPEG)."),
     frames: int = typer.Option(None, "--frames", help="Video packages: frames to generate (default: the package's)."),
     steps: int = typer.Option(None, "--steps", help="Video packages: denoising steps (default: the package's)."),
@@ -140,7 +142,8 @@ def run(
                                        f"({', '.join(given) or '--plan/--prune/--order/--top-k'}) do not apply")
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
-                  as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices)
+                  as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
+                  verify=not no_verify)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -153,7 +156,7 @@ def run(
         raise InvalidArgumentError("--plan shows what --memory-budget would choose; pass --memory-budget MB too")
     texts = read_candidates(candidates)
     selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads,
-                            memory_budget_mb=memory_budget)
+                            memory_budget_mb=memory_budget, verify=not no_verify)
     if show_plan:
         chosen = selector.plan(query, texts, instruction=instruction, prune=prune)
         typer.echo(json.dumps(chosen.to_dict(), allow_nan=False) if as_json else chosen.describe())
@@ -165,7 +168,7 @@ def run(
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
-              decode_tile_overlap: int | None = None, slices: int | None = None) -> None:
+              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
@@ -176,7 +179,7 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     if out is None:
         raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
     check_video_output(out)  # before generating: a GIF path that is a folder fails now, not in a minute
-    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads)
+    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads, verify=verify)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
@@ -291,8 +294,8 @@ def inspect(package: Path = typer.Argument(..., help="Package directory.")) -> N
 @user_errors
 def verify(package: Path = typer.Argument(..., help="Package directory."),
            public_key: Path = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP)) -> None:
-    """Re-hash every file of a package; exit 2 naming each file that fails. With --public-key,
-    check the package's signature first."""
+    """Re-hash every file of a package (no cache) after the containment and digest checks; exit 2
+    naming each file that fails. With --public-key, check the package's signature first."""
     from edgekit.manifest import Manifest
 
     signed = ""

@@ -86,3 +86,9 @@ class SignatureError(EdgekitError):
 class SigningKeyError(EdgekitError):
     """A signing or verification key file is missing, unreadable, not a PEM elliptic-curve key,
     or the wrong half of the pair."""
+
+
+class ContainmentError(IntegrityError):
+    """A package would make the runtime read something outside itself: a symlink inside the package,
+    a file that is not a regular file, or an ONNX graph whose external data is not one of its listed
+    files (docs/FORMAT.md, "Containment")."""

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.containment import check_contained, check_inside, package_root
 from edgekit.errors import FormatVersionError, NotAPackageError, PackageNotFoundError
+from edgekit.package_digest import MANIFEST_FILE, check_digest, write_manifest
 from edgekit.package_files import (
     GRAPH_FORMATS,
     FileEntry,
     GraphSpec,
     TensorSpec,
-    check_present,
     sha256_file,
     verify_entries,
 )
@@ -39,7 +40,6 @@ from edgekit.video_manifest import VIDEO_ROLES, VideoSection
 
 FORMAT_NAME = "edgekit-package"
 FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
 
 VIDEO_TASK = "video"
 TASKS = (*RANKING_TASKS, VIDEO_TASK)
@@ -73,12 +73,18 @@ class Manifest:
     # --- reading -------------------------------------------------------------------------
     @staticmethod
     def load(directory: str | Path) -> Manifest:
-        """Read and check a package of any task: format, version, graph entries, the task's
-        section, and that every listed file exists with its recorded size. Hashes are checked by
-        `verify()` (they cost a full read)."""
-        root = Path(directory)
-        manifest = Manifest.from_dict(read_manifest_data(root), root)
-        check_present(root, manifest.files())
+        """Read and check a package of any task: format, version, the package digest (manifest.sha256),
+        graph entries, the task's section, that every listed file exists with its recorded size,
+        and containment (no symlinks; every graph reads only its listed files: edgekit/containment.py),
+        all before any session exists. Hashes are checked by `verify()` (a full read) or, cached per
+        file identity, by `edgekit.load` (edgekit/hash_cache.py)."""
+        root = package_root(directory)
+        raw = read_manifest_bytes(root)
+        data = parse_manifest(raw, root)
+        check_format(data, root)  # first: a version-1 package is named as one, not as a digest failure
+        check_digest(root, raw)
+        manifest = Manifest.from_dict(data, root)
+        check_contained(manifest)
         return manifest
 
     @staticmethod
@@ -147,9 +153,8 @@ class Manifest:
         }
 
     def save(self, directory: Path) -> Path:
-        path = directory / MANIFEST_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        """Write manifest.json and its digest, manifest.sha256 (edgekit/package_digest.py)."""
+        return write_manifest(directory, json.dumps(self.to_dict(), indent=2) + "\n")
 
     # --- integrity -----------------------------------------------------------------------
     def files(self) -> list[FileEntry]:
@@ -258,17 +263,37 @@ def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) 
 
 def read_manifest_data(root: Path) -> Any:
     """The parsed JSON of `root/manifest.json`; typed errors for a missing or unreadable one."""
-    if not root.exists():
+    return parse_manifest(read_manifest_bytes(root), root)
+
+
+def read_manifest_bytes(root: Path) -> bytes:
+    """The exact bytes of `root/manifest.json` (what the package digest covers); typed errors for a
+    missing, unreadable or symlinked one (a symlink is refused before it is followed)."""
+    try:
+        exists = root.exists()
+    except OSError as error:  # a name too long for the filesystem, a permission denied on the way
+        raise NotAPackageError(f"package directory {str(root)[:200]} cannot be examined ({error.strerror}); "
+                               "point at a directory written by `edgekit export`") from None
+    if not exists:
         raise PackageNotFoundError(f"package directory {root} does not exist; export one with `edgekit export`")
     path = root / MANIFEST_FILE
+    check_inside(root, MANIFEST_FILE, "package file")
     if not root.is_dir() or not path.is_file():
         raise NotAPackageError(
             f"{root} is not an edgekit package (no {MANIFEST_FILE}); point at a directory written by `edgekit export`"
         )
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise NotAPackageError(f"{path} is not readable JSON ({error}); re-export the package") from None
+        return path.read_bytes()
+    except OSError as error:
+        raise NotAPackageError(f"{path} is not readable ({error}); re-export the package") from None
+
+
+def parse_manifest(raw: bytes, root: Path) -> Any:
+    """`raw` (manifest.json's bytes) parsed as JSON; NotAPackageError when it is not."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise NotAPackageError(f"{root / MANIFEST_FILE} is not readable JSON ({error}); re-export the package") from None
 
 
 def check_format(data: Any, root: Path) -> None:

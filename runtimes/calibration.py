@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.atomic import write_text_atomic
 from edgekit.dataset import Example
 from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import MANIFEST_FILE, Manifest
+from edgekit.package_digest import check_digest, write_manifest
 from edgekit.runtimes.confidence import binomial_p_value, clopper_pearson_lower
 from edgekit.runtimes.policies import policy_class
 from edgekit.runtimes.pruning import ClusterPruning, Policy
@@ -190,8 +190,9 @@ def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int,
         "data": data_file.name,
         "data_sha256": hashlib.sha256(data_file.read_bytes()).hexdigest(),
     }
-    path = manifest.root / MANIFEST_FILE
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    before = (manifest.root / MANIFEST_FILE).read_bytes()
+    check_digest(manifest.root, before)  # the new digest must not vouch for an edit made by someone else
+    raw = json.loads(before)
     raw["ranking"]["calibration"] = calibration
-    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
+    write_manifest(manifest.root, json.dumps(raw, indent=2) + "\n")  # and its digest, manifest.sha256
     return Manifest.load(manifest.root)

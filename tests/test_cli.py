@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from tests.conftest import CANDIDATES, QUERY
+from tests.package_edits import rewrite_manifest
 
 runner = CliRunner()
 
@@ -97,9 +98,7 @@ def test_bad_packages(tiny_cross_package: Path, tmp_path: Path, case: str, needl
     elif case in ("future-version", "missing-graph"):
         shutil.copytree(tiny_cross_package, package)
         if case == "future-version":
-            manifest = json.loads((package / "manifest.json").read_text())
-            manifest["format_version"] = 99
-            (package / "manifest.json").write_text(json.dumps(manifest))
+            rewrite_manifest(package, lambda manifest: manifest.update(format_version=99))
         else:
             (package / "graphs" / "head.onnx").unlink()
     result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
@@ -196,9 +195,7 @@ def test_export_refuses_to_overwrite_its_own_source(tiny_cross_encoder: Path, tm
 def test_malformed_manifests_are_one_line_errors(tiny_cross_package: Path, tmp_path: Path, mutate, needle: str) -> None:
     package = tmp_path / "pkg"
     shutil.copytree(tiny_cross_package, package)
-    manifest = json.loads((package / "manifest.json").read_text())
-    mutate(manifest)
-    (package / "manifest.json").write_text(json.dumps(manifest))
+    rewrite_manifest(package, mutate)
     result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
     _assert_user_error(result, "malformed", needle)
 
@@ -206,11 +203,13 @@ def test_malformed_manifests_are_one_line_errors(tiny_cross_package: Path, tmp_p
 def test_unknown_nested_fields_from_a_newer_minor_release_are_ignored(tiny_cross_package: Path, tmp_path: Path) -> None:
     package = tmp_path / "pkg"
     shutil.copytree(tiny_cross_package, package)
-    manifest = json.loads((package / "manifest.json").read_text())
-    manifest["ranking"]["scoring"]["temperature"] = 1.0
-    manifest["graphs"][1]["files"][0]["compression"] = "none"
-    manifest["future_field"] = {"x": 1}
-    (package / "manifest.json").write_text(json.dumps(manifest))
+
+    def add_unknown_fields(manifest: dict) -> None:
+        manifest["ranking"]["scoring"]["temperature"] = 1.0
+        manifest["graphs"][1]["files"][0]["compression"] = "none"
+        manifest["future_field"] = {"x": 1}
+
+    rewrite_manifest(package, add_unknown_fields)
     result = _run("run", package, "--query", QUERY, "--candidates", _candidates(tmp_path, CANDIDATES))
     assert result.exit_code == 0, result.output
 

@@ -18,6 +18,7 @@ from edgekit.errors import FormatVersionError, NotAPackageError
 from edgekit.manifest import FORMAT_VERSION, Manifest
 from edgekit.package_files import files_under, sha256_file
 from tests.conftest import CANDIDATES, QUERY
+from tests.package_edits import rewrite_manifest
 
 runner = CliRunner()
 
@@ -29,10 +30,7 @@ def _copy(package: Path, tmp_path: Path) -> Path:
 
 
 def _edit(package: Path, change: Any) -> None:
-    path = package / "manifest.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
+    rewrite_manifest(package, change)
 
 
 def test_export_writes_version_2_with_role_format_and_hashes(tiny_cross_package: Path) -> None:
