@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgekit.cli import app
 from tests.conftest import CANDIDATES, QUERY
-from tests.package_edits import rewrite_manifest
+from tests.manifest_edit import rewrite_manifest
 
 runner = CliRunner()
 

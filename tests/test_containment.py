@@ -22,7 +22,7 @@ from edgekit.package_digest import DIGEST_FILE
 from edgekit.package_files import sha256_file
 from edgekit.runtimes.backends import backend_for
 from tests.conftest import CANDIDATES, QUERY
-from tests.package_edits import rewrite_manifest
+from tests.manifest_edit import rewrite_manifest
 
 runner = CliRunner()
 OUTSIDE_FIX = "packages may not read files outside themselves"

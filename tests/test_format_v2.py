@@ -18,7 +18,7 @@ from edgekit.errors import FormatVersionError, NotAPackageError
 from edgekit.manifest import FORMAT_VERSION, Manifest
 from edgekit.package_files import files_under, sha256_file
 from tests.conftest import CANDIDATES, QUERY
-from tests.package_edits import rewrite_manifest
+from tests.manifest_edit import rewrite_manifest
 
 runner = CliRunner()
 

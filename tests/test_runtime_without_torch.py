@@ -52,3 +52,22 @@ def test_cli_run_with_heavy_modules_blocked(tiny_bi_package: Path, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(payload["top_k"]) == 2 and payload["stats"]["max_resident_graphs"] <= 2
+
+
+def test_graph_checks_read_onnx_schema_without_importing_onnx(tiny_cross_package: Path) -> None:
+    """The containment check parses each .onnx with onnx's generated protobuf schema alone: a run
+    never imports the onnx package itself (its __init__ pulls ml_dtypes, ~0.5 s), and importing
+    onnx afterwards in the same process still works and shares the schema's classes."""
+    result = _run(f"""
+        import json, sys, edgekit
+        edgekit.load({str(tiny_cross_package)!r}).rank("read a file", ["open the file", "a cat"], top_k=1)
+        before = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "ml_dtypes"))
+        import onnx
+        from edgekit.containment import onnx_schema
+        model = onnx.load({str(tiny_cross_package / "graphs" / "layer_000.onnx")!r}, load_external_data=False)
+        print(json.dumps({{"before": before, "same": onnx_schema().TensorProto is onnx.TensorProto,
+                          "nodes": len(model.graph.node) > 0}}))
+    """)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload == {"before": [], "same": True, "nodes": True}

@@ -27,6 +27,7 @@ from edgekit.cli import app  # noqa: E402
 from edgekit.errors import SignatureError, SigningKeyError  # noqa: E402
 from edgekit.signing import SIGNATURE_FILE, sign_package, verify_signature  # noqa: E402
 from tests.conftest import CANDIDATES, QUERY  # noqa: E402
+from tests.manifest_edit import write_manifest  # noqa: E402
 
 runner = CliRunner()
 
@@ -110,7 +111,7 @@ def test_a_signed_package_stays_valid_when_moved_and_resigning_replaces_the_sign
     assert verify_signature(moved, keys[1]) > 0
     data = json.loads((moved / "manifest.json").read_text())
     data["parity"]["note"] = "changed on purpose"
-    (moved / "manifest.json").write_text(json.dumps(data))
+    write_manifest(moved, data)  # an intended edit: the digest follows it, the signature does not
     with pytest.raises(SignatureError, match="manifest.json changed"):
         verify_signature(moved, keys[1])
     sign_package(moved, keys[0])  # the publisher signs the new contents
@@ -126,11 +127,12 @@ def _flip_weight_byte(package: Path, private_key: Path | None = None) -> None:
 
 
 def _swap_two_layers(package: Path, private_key: Path | None = None) -> None:
-    """Still a valid manifest whose files all match their hashes: `verify` without a key passes."""
+    """Still a valid manifest whose files all match their hashes, its digest rewritten to match:
+    `verify` without a key passes."""
     data = json.loads((package / "manifest.json").read_text())
     layers = [graph for graph in data["graphs"] if graph["role"] == "layer"]
     layers[0]["index"], layers[1]["index"] = layers[1]["index"], layers[0]["index"]
-    (package / "manifest.json").write_text(json.dumps(data, indent=2))
+    write_manifest(package, data)
 
 
 def _alter_signed_statement(package: Path, private_key: Path) -> None:
@@ -192,7 +194,8 @@ def test_attacks_on_a_signed_package_are_refused_by_verify_run_and_load(attack: 
 
 
 def test_swapped_layers_pass_plain_verify_but_not_the_signature(signed: Path, keys: tuple[Path, Path]) -> None:
-    """Why sign: the manifest itself is covered by nothing else (issue 13)."""
+    """Why sign: the manifest's digest (manifest.sha256) catches an accidental edit, but whoever can
+    edit the package can rewrite the digest too; only the signature ties it to the publisher."""
     _swap_two_layers(signed)
     assert _cli("verify", signed).exit_code == 0
     _assert_refused(_cli("verify", signed, "--public-key", keys[1]), "manifest.json changed")
