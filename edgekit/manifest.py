@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.containment import check_contained, check_inside, package_root
-from edgekit.errors import FormatVersionError, NotAPackageError, PackageNotFoundError
+from edgekit.errors import FormatVersionError, NotAPackageError, PackageNotFoundError, ParityError
 from edgekit.package_digest import MANIFEST_FILE, check_digest, write_manifest
 from edgekit.package_files import (
     GRAPH_FORMATS,
@@ -153,8 +153,15 @@ class Manifest:
         }
 
     def save(self, directory: Path) -> Path:
-        """Write manifest.json and its digest, manifest.sha256 (edgekit/package_digest.py)."""
-        return write_manifest(directory, json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write manifest.json and its digest, manifest.sha256 (edgekit/package_digest.py). The JSON
+        is strict: a non-finite number (a parity figure measured on a model that produces NaN) is a
+        ParityError, never a bare `NaN` that other JSON readers refuse."""
+        try:
+            text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        except ValueError:
+            raise ParityError("the package would record a non-finite number (NaN or inf) in manifest.json: the "
+                              "exported graphs produce non-numbers; check the source model's weights and dtype") from None
+        return write_manifest(directory, text)
 
     # --- integrity -----------------------------------------------------------------------
     def files(self) -> list[FileEntry]:

@@ -194,5 +194,5 @@ def write_calibration(manifest: Manifest, result: CalibrationResult, top_k: int,
     check_digest(manifest.root, before)  # the new digest must not vouch for an edit made by someone else
     raw = json.loads(before)
     raw["ranking"]["calibration"] = calibration
-    write_manifest(manifest.root, json.dumps(raw, indent=2) + "\n")  # and its digest, manifest.sha256
+    write_manifest(manifest.root, json.dumps(raw, indent=2, allow_nan=False) + "\n")  # and its digest, manifest.sha256
     return Manifest.load(manifest.root)

@@ -190,3 +190,16 @@ def test_a_real_video_package_with_nan_unet_weights_is_refused(svd_package: Path
     first, last = manifest.unet_graphs[0].name, manifest.unet_graphs[-1].name
     assert "\n" not in message and message.startswith("the latents after denoising step 1/2 hold NaN or inf")
     assert f"(svd package, produced by graphs {first} … {last} ({len(manifest.unet_graphs)} graphs))" in message
+
+
+def test_a_manifest_is_never_written_with_a_non_finite_number(tiny_cross_package: Path, tmp_path: Path) -> None:
+    """Strict JSON on the export side too: a parity figure measured as NaN (a source model that
+    produces non-numbers) stops the export with a typed error instead of writing bare `NaN`."""
+    import dataclasses
+
+    from edgekit.errors import ParityError
+
+    manifest = dataclasses.replace(Manifest.load(tiny_cross_package), parity={"max_abs_diff": math.nan})
+    with pytest.raises(ParityError, match="non-finite number"):
+        manifest.save(tmp_path)
+    assert not (tmp_path / "manifest.json").exists()
