@@ -216,9 +216,7 @@ class RankingSection:
             if type(value) is not int:
                 raise ManifestError(f"dims must map names to integers, got {shown(name)}: {shown(value)}")
             integer(value, f"{where}.dims.{name}", 1, MAX_VOCAB)
-        calibration = data.get("calibration")
-        if calibration is not None and not isinstance(calibration, dict):
-            raise ManifestError(f"{where}.calibration must be an object")
+        calibration = optional(data.get("calibration"), _calibration, f"{where}.calibration")
         return RankingSection(
             max_length=integer(required(data, "max_length", where), f"{where}.max_length", 1, MAX_LENGTH),
             hidden_size=integer(required(data, "hidden_size", where), f"{where}.hidden_size", 1, MAX_HIDDEN),
@@ -286,6 +284,29 @@ class RankingSection:
         if self.embedding_table.dtype != TABLE_DTYPES.get(dtype):
             raise ManifestError(f"a {dtype} package has a {TABLE_DTYPES.get(dtype)} embedding table, not "
                                 f"{self.embedding_table.dtype}")
+
+
+# the calibration parameters a policy is rebuilt from (runtimes/policies.py), and their bounds
+CALIBRATION_COUNTS = ("min_depth", "clusters", "patience")  # integers in 1..MAX_LAYERS
+CALIBRATION_LEGACY = ("threshold", "min_depth", "clusters")  # the first shape: at the top level
+
+
+def _calibration(value: Any, where: str) -> dict[str, Any]:
+    """`edgekit calibrate`'s record. What `--prune auto` rebuilds a policy from is bounded here
+    (a 1e400 patience or a 1e12-cluster k-means would fail or allocate at run); the rest (the
+    statistics of the calibration run) is informational and kept as written."""
+    data = obj(value, where)
+    optional(data.get("policy"), text, f"{where}.policy")
+    optional(data.get("top_k"), integer, f"{where}.top_k", 1, MAX_LENGTH)
+    params = data.get("params") if "params" in data else {key: data[key] for key in CALIBRATION_LEGACY
+                                                              if key in data and data[key] is not None}
+    inside = f"{where}.params" if "params" in data else where
+    for key, setting in (optional(params, obj, inside) or {}).items():
+        if key in CALIBRATION_COUNTS:
+            integer(setting, f"{inside}.{key}", 1, MAX_LAYERS)
+        else:
+            number(setting, f"{inside}.{key}", -1e6, 1e6)
+    return data
 
 
 def _check_feeds(graph: GraphSpec, hidden_size: int) -> None:

@@ -117,6 +117,9 @@ ATTACKS: list[tuple[str, Edit, str]] = [
     ("a float16 table in an fp32 package", lambda d: d["ranking"]["embedding_table"].update(dtype="float16"),
      "a fp32 package has a float32 embedding table, not float16"),
     ("format_version 2.0", lambda d: d.update(format_version=2.0), "package format version 2.0 is not supported"),
+    ("a calibrated patience of 1e400", lambda d: d["ranking"].update(calibration={
+        "policy": "rank-stability", "params": {"patience": float("inf"), "min_depth": 1}, "top_k": 3}),
+     "ranking.calibration.params.patience must be an integer in 1..1024, got inf"),
 ]
 
 
