@@ -38,9 +38,9 @@ class TextEncoder:
             raise IntegrityError(f"cannot read {path.name} ({error}); run `edgekit verify` and re-export the package",
                                  [path.name]) from None
         rows = manifest.ranking.embedding_table.shape[0]
-        largest = max(self.tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
-        if largest >= rows:  # an id past the table would fail mid-run (IndexError in the row gather)
-            raise NotAPackageError(f"{path.name} has token id {largest}, the embedding table has {rows} rows; "
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)  # O(1); ChunkRunner bounds each id too
+        if size > rows:  # ids past the table would fail mid-run (IndexError in the row gather)
+            raise NotAPackageError(f"{path.name} has {size} tokens, the embedding table has {rows} rows; "
                                    "the tokenizer is not the package's: re-export the package")
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(manifest.ranking.max_length, strategy=manifest.ranking.tokenizer.truncation)

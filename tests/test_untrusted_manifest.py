@@ -94,7 +94,7 @@ ATTACKS: list[tuple[str, Edit, str]] = [
     ("label tokens beyond the vocabulary", lambda d: d["ranking"]["scoring"].update(label_tokens={"yes": 4000}),
      "scoring.label_tokens.yes = 4000 is not a row of the embedding table (vocabulary 98)"),
     ("a tokenizer with ids past the table", lambda d: d["ranking"]["embedding_table"].update(shape=[50, 32]),
-     "tokenizer.json has token id 97, the embedding table has 50 rows"),
+     "tokenizer.json has 98 tokens, the embedding table has 50 rows"),
     ("a prompt template that allocates", lambda d: d["ranking"].update(
         prompt={"prefix": "", "template": "{query:>999999999}", "suffix": "", "instruction": "x"}),
      "ranking.prompt.template may only hold {instruction}, {query} and {document}"),
@@ -159,6 +159,26 @@ def test_an_untouched_package_still_ranks(tiny_cross_package: Path, tmp_path: Pa
     result = _cli_run(package, tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(edgekit.load(str(package)).rank(QUERY, CANDIDATES, top_k=3)) == 3
+
+
+def test_a_token_id_past_the_table_is_refused_at_the_gather() -> None:
+    """A crafted tokenizer.json can give ids beyond its declared size (sparse ids): the row
+    gather bounds every id, so such an id is a one-line refusal, not an IndexError mid-run."""
+    import numpy as np
+
+    from edgekit.runtimes.chunks import ChunkRunner
+    from edgekit.runtimes.text import EncodedText
+
+    class NeverRuns:
+        input_names, output_names = ("inputs_embeds",), ("hidden_states_out",)
+
+        def run(self, feeds: dict[str, Any], shrink_arena: bool = False) -> list[Any]:
+            raise AssertionError("the gather refuses before any graph runs")
+
+    runner = ChunkRunner([EncodedText((1, 7), (0, 0), False)], chunk=4, pad_token_id=0, use_type_ids=False,
+                         embedding_table=np.zeros((5, 4), np.float32))
+    with pytest.raises(NotAPackageError, match="token id 7 is past the embedding table's 5 rows"):
+        runner.run(NeverRuns(), [0], None, per_token=True)  # type: ignore[arg-type]
 
 
 VIDEO_ATTACKS: list[tuple[str, Edit, str]] = [
