@@ -98,6 +98,10 @@ ATTACKS: list[tuple[str, Edit, str]] = [
     ("a prompt template that allocates", lambda d: d["ranking"].update(
         prompt={"prefix": "", "template": "{query:>999999999}", "suffix": "", "instruction": "x"}),
      "ranking.prompt.template may only hold {instruction}, {query} and {document}"),
+    ("a prompt that leaves no room for the pair", lambda d: (d["ranking"]["tokenizer"].update(pair=False), d[
+        "ranking"].update(prompt={"prefix": "read " * 100, "template": "{query} {document}", "suffix": "",
+                                  "instruction": "x"})),
+     "the prompt's prefix and suffix take 64 tokens, max_length is 64: no room for the pair"),
     ("a path spelled twice ('.' part)", lambda d: _graph(d, "layer_001")["files"].append(
         {**_graph(d, "layer_000")["files"][1], "file": "graphs/./layer_000.onnx.data"}),
      "must be a relative path inside the package"),
