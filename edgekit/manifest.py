@@ -26,6 +26,17 @@ from typing import Any
 
 from edgekit.containment import check_contained, check_inside, package_root
 from edgekit.errors import FormatVersionError, NotAPackageError, PackageNotFoundError, ParityError
+from edgekit.manifest_fields import (
+    MAX_GRAPHS,
+    MAX_NAME_CHARS,
+    ManifestError,
+    choice,
+    items,
+    obj,
+    required,
+    shown,
+    text,
+)
 from edgekit.package_digest import MANIFEST_FILE, check_digest, write_manifest
 from edgekit.package_files import (
     GRAPH_FORMATS,
@@ -45,6 +56,8 @@ VIDEO_TASK = "video"
 TASKS = (*RANKING_TASKS, VIDEO_TASK)
 DTYPES = ("fp32", "fp16")
 SECTION_KEYS = {"rerank": "ranking", "select": "ranking", VIDEO_TASK: "video"}
+# roles that occur more than once carry an index; every other role's index is null (graph() finds them so)
+INDEXED_ROLES = ("layer", "depth_head", "down_block", "up_block", "unet_group")
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "TASKS", "VIDEO_TASK", "FileEntry", "GraphSpec",
            "Manifest", "TensorSpec", "sha256_file"]
@@ -89,48 +102,52 @@ class Manifest:
 
     @staticmethod
     def from_dict(data: Any, root: Path) -> Manifest:
-        """Parse and check a manifest object; NotAPackageError (one line) names what is wrong."""
+        """Parse and check a manifest object read from an untrusted package. Returns a Manifest
+        or raises NotAPackageError / FormatVersionError (one line naming the field); every field
+        is type- and range-checked by the readers of edgekit/manifest_fields.py, so no other
+        exception escapes (tests/test_manifest_fuzz.py holds it to that)."""
         check_format(data, root)
         try:
-            task = data["task"]
-            if task not in TASKS:
-                raise ValueError(f"task {task!r} is not one of {TASKS}")
+            task = choice(required(data, "task", ""), "task", TASKS)
             key = SECTION_KEYS[task]
-            if not isinstance(data.get(key), dict):
-                raise ValueError(f"a {task} package needs its {key!r} section")
-            if not isinstance(data["graphs"], list) or not data["graphs"]:
-                raise ValueError("graphs must be a non-empty list")
+            section = obj(required(data, key, ""), f"the {task} package's {key!r} section")
+            graphs = items(required(data, "graphs", ""), "graphs", 0, MAX_GRAPHS)
+            if not graphs:
+                raise ManifestError("graphs must be a non-empty list")
+            exporter = obj(required(data, "exporter", ""), "exporter")
+            text(exporter.get("edgekit"), "exporter.edgekit (the edgekit version that wrote the package)")
             manifest = Manifest(
                 task=task,
-                family=_string(data["family"], "family"),
-                dtype=data["dtype"],
-                graphs=tuple(_graph(entry, position) for position, entry in enumerate(data["graphs"])),
-                ranking=RankingSection.from_dict(data[key]) if key == "ranking" else None,
-                video=VideoSection.from_dict(data[key]) if key == "video" else None,
-                source=_object(data.get("source", {}), "source"),
-                exporter=_object(data["exporter"], "exporter"),
-                parity=_object(data.get("parity", {}), "parity"),
+                family=text(required(data, "family", ""), "family"),
+                dtype=choice(required(data, "dtype", ""), "dtype", DTYPES),
+                graphs=tuple(_graph(entry, position) for position, entry in enumerate(graphs)),
+                ranking=RankingSection.from_dict(section) if key == "ranking" else None,
+                video=VideoSection.from_dict(section) if key == "video" else None,
+                source=obj(data.get("source", {}), "source"),
+                exporter=exporter,
+                parity=obj(data.get("parity", {}), "parity"),
                 root=root,
             )
             manifest.check_consistency()
             return manifest
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as error:
-            what = f"missing field {error}" if isinstance(error, KeyError) else str(error)
-            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({what}); re-export the package") from None
+        except ManifestError as error:
+            raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
 
     def check_consistency(self) -> None:
-        """Raise ValueError when fields contradict each other or what this runtime can execute."""
+        """Raise ManifestError (a ValueError) when fields contradict each other or what this
+        runtime can execute. Also run by exporters on the Manifest they built."""
         if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+            raise ManifestError(f"dtype {self.dtype!r} is not one of {DTYPES}")
         if not isinstance(self.exporter.get("edgekit"), str):
-            raise ValueError("exporter must name the edgekit version that wrote the package")
+            raise ManifestError("exporter must name the edgekit version that wrote the package")
         roles = RANKING_ROLES if self.ranking is not None else VIDEO_ROLES
         _check_graph_entries(self.graphs, roles)
         if self.ranking is not None:
             self.ranking.check(self.task, self.graphs_by_role)
+            self.ranking.check_dtype(self.dtype)
         elif self.video is not None:
             if self.dtype != "fp32":
-                raise ValueError(f"video packages are fp32, not {self.dtype!r}")
+                raise ManifestError(f"video packages are fp32, not {self.dtype!r}")
             self.video.check(self.family, self.graphs_by_role, self.unet_graphs)
 
     # --- writing -------------------------------------------------------------------------
@@ -209,63 +226,60 @@ class Manifest:
         denoising step runs, in order."""
         blocks = (*self.graphs_by_role("down_block"), *self.graphs_by_role("mid_block"),
                   *self.graphs_by_role("up_block"))
-        return (self.graph("time_embedding"), *(blocks or self.graphs_by_role("unet_group")))
-
-
-def _string(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"{name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _object(value: Any, name: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be an object, got {type(value).__name__}")
-    return value
+        # by role, not graph(): the manifest check calls this before it has checked that the one
+        # time_embedding graph exists (and then refuses the package in one line if not)
+        return (*self.graphs_by_role("time_embedding"), *(blocks or self.graphs_by_role("unet_group")))
 
 
 def _graph(entry: Any, position: int) -> GraphSpec:
-    """One graph entry; errors name the graph (its name, else its position)."""
-    label = repr(entry.get("name")) if isinstance(entry, dict) and isinstance(entry.get("name"), str) \
+    """One graph entry; errors name the graph (its name when it is a short string, else its
+    position)."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    label = repr(name) if isinstance(name, str) and 0 < len(name) <= MAX_NAME_CHARS and name.isprintable() \
         else f"#{position}"
     try:
         return GraphSpec.from_dict(entry)
-    except KeyError as error:
-        raise ValueError(f"graph {label}: missing field {error}") from None
-    except (TypeError, ValueError, AttributeError) as error:
-        raise ValueError(f"graph {label}: {error}") from None
+    except ManifestError as error:
+        raise ManifestError(f"graph {label}: {error}") from None
 
 
 def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) -> None:
-    """Names unique; role known; format known; at least one file; the load path among the files
-    (a file graph) or holding them (a directory graph); no (role, index) or file listed twice."""
+    """Names unique; role known; an index exactly for the roles that repeat; format known; at
+    least one file; the load path among the files (a file graph) or holding them (a directory
+    graph); no (role, index) or file listed twice."""
     names: set[str] = set()
     slots: set[tuple[str, int | None]] = set()
     files: set[str] = set()
     for graph in graphs:
         label = f"graph {graph.name!r}"
         if graph.name in names:
-            raise ValueError(f"{label} is listed twice (graph names are unique)")
+            raise ManifestError(f"{label} is listed twice (graph names are unique)")
         names.add(graph.name)
         if graph.role not in roles:
-            raise ValueError(f"{label}: role {graph.role!r} is not one of {roles}")
+            raise ManifestError(f"{label}: role {shown(graph.role)} is not one of {roles}")
+        if (graph.index is None) == (graph.role in INDEXED_ROLES):
+            raise ManifestError(f"{label}: a {graph.role!r} graph has " +
+                                ("an integer index" if graph.role in INDEXED_ROLES else "index null"))
         if graph.format not in GRAPH_FORMATS:
-            raise ValueError(f"{label}: format {graph.format!r} is not one of {GRAPH_FORMATS}")
+            raise ManifestError(f"{label}: format {shown(graph.format)} is not one of {GRAPH_FORMATS}")
         if not graph.files:
-            raise ValueError(f"{label} lists no files")
+            raise ManifestError(f"{label} lists no files")
         listed = [entry.file for entry in graph.files]
         inside = all(name.startswith(graph.path.rstrip("/") + "/") for name in listed)
         if graph.format == "mlpackage" and not inside:
-            raise ValueError(f"{label}: an mlpackage graph lists the files inside its directory {graph.path!r}")
+            raise ManifestError(f"{label}: an mlpackage graph lists the files inside its directory {graph.path!r}")
         if graph.format == "onnx" and listed[0] != graph.path:
-            raise ValueError(f"{label}: an onnx graph lists its .onnx file {graph.path!r} first")
+            raise ManifestError(f"{label}: an onnx graph lists its .onnx file {graph.path!r} first")
         if (graph.role, graph.index) in slots:
-            raise ValueError(f"{label}: role {graph.role!r} with index {graph.index} is taken by another graph")
+            raise ManifestError(f"{label}: role {graph.role!r} with index {graph.index} is taken by another graph")
         slots.add((graph.role, graph.index))
-        twice = [name for name in listed if name in files or listed.count(name) > 1]
-        if twice:
-            raise ValueError(f"{label}: file {twice[0]!r} is listed twice")
-        files.update(listed)
+        for name in listed:
+            if name in files:
+                raise ManifestError(f"{label}: file {name!r} is listed twice")
+            files.add(name)
+
+
+MAX_MANIFEST_BYTES = 64 << 20  # read no more of an untrusted manifest.json than this
 
 
 def read_manifest_data(root: Path) -> Any:
@@ -290,16 +304,25 @@ def read_manifest_bytes(root: Path) -> bytes:
             f"{root} is not an edgekit package (no {MANIFEST_FILE}); point at a directory written by `edgekit export`"
         )
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as error:
         raise NotAPackageError(f"{path} is not readable ({error}); re-export the package") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise NotAPackageError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB (a manifest of thousands of "
+                               "graphs stays under 10 MiB); re-export the package")
+    return raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_manifest(raw: bytes, root: Path) -> Any:
     """`raw` (manifest.json's bytes) parsed as JSON; NotAPackageError when it is not."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)  # strict: no NaN/Infinity
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise NotAPackageError(f"{root / MANIFEST_FILE} is not readable JSON ({error}); re-export the package") from None
 
 
@@ -309,8 +332,8 @@ def check_format(data: Any, root: Path) -> None:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise NotAPackageError(f"{root / MANIFEST_FILE} is not an {FORMAT_NAME} manifest; re-export the package")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise FormatVersionError(
-            f"package format version {version!r} is not supported (this edgekit reads version {FORMAT_VERSION}); "
+            f"package format version {shown(version)} is not supported (this edgekit reads version {FORMAT_VERSION}); "
             "re-export the package with `edgekit export` from this edgekit, or install the matching edgekit release"
         )

@@ -12,12 +12,34 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from edgekit.errors import IntegrityError
+from edgekit.manifest_fields import (
+    MAX_BYTES,
+    MAX_DIM,
+    MAX_FILES,
+    MAX_NAME_CHARS,
+    MAX_RANK,
+    MAX_TENSORS,
+    ManifestError,
+    choice,
+    integer,
+    items,
+    obj,
+    optional,
+    package_path,
+    required,
+    sha256_hex,
+    shown,
+    text,
+)
 
 GRAPH_FORMATS = ("onnx", "mlpackage")  # mlpackage: reserved for Core ML (a directory graph)
+# what a TensorSpec's dtype may say (ONNX element types by numpy name)
+TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+MAX_INDEX = 1 << 16  # a graph's index (layer, block or group number)
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -29,23 +51,23 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+def known(cls: type, data: Any, where: str = "") -> dict[str, Any]:
     """The keys of `data` that dataclass `cls` has: fields added by a later minor release are
     ignored, not fatal (FORMAT.md: additive optional fields do not bump the version)."""
-    if not isinstance(data, dict):
-        raise TypeError(f"expected an object for {cls.__name__}, got {type(data).__name__}")
+    data = obj(data, where or cls.__name__)
     names = {f.name for f in dataclasses.fields(cls)}
     return {key: value for key, value in data.items() if key in names}
 
 
-def inside_package(relative: Any) -> str:
-    """`relative` if it is a non-empty relative path that stays inside the package, else ValueError."""
-    if not isinstance(relative, str) or not relative:
-        raise TypeError(f"a package path must be a non-empty string, got {relative!r}")
-    parts = PurePosixPath(relative).parts
-    if relative.startswith("/") or ".." in parts or "\\" in relative:
-        raise ValueError(f"path {relative!r} must be a relative path inside the package")
-    return relative
+def inside_package(relative: Any, where: str = "path") -> str:
+    """`relative` if it is a canonical relative path that stays inside the package, else
+    ManifestError (manifest_fields.package_path: checked before any filesystem call)."""
+    return package_path(relative, where)
+
+
+def _dim(value: Any, where: str) -> int | str:
+    """One dim of a TensorSpec: a size in 0..MAX_DIM or a symbolic name ("batch")."""
+    return text(value, where) if isinstance(value, str) else integer(value, where, 0, MAX_DIM)
 
 
 @dataclass(frozen=True)
@@ -57,8 +79,13 @@ class TensorSpec:
     shape: tuple[int | str, ...]
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> TensorSpec:
-        return TensorSpec(name=str(data["name"]), dtype=str(data["dtype"]), shape=tuple(data["shape"]))
+    def from_dict(data: Any, where: str = "tensor") -> TensorSpec:
+        """Name and dtype checked; each dim an int in 0..MAX_DIM or a symbolic name."""
+        data = obj(data, where)
+        shape = items(required(data, "shape", where), f"{where}.shape", 0, MAX_RANK)
+        dims = tuple(_dim(dim, f"{where}.shape[{i}]") for i, dim in enumerate(shape))
+        return TensorSpec(name=text(required(data, "name", where), f"{where}.name"),
+                          dtype=choice(required(data, "dtype", where), f"{where}.dtype", TENSOR_DTYPES), shape=dims)
 
 
 @dataclass(frozen=True)
@@ -75,12 +102,12 @@ class FileEntry:
         return FileEntry(file=relative, sha256=sha256_file(path), bytes=path.stat().st_size)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> FileEntry:
-        entry = FileEntry(**known(FileEntry, data))
-        if not isinstance(entry.sha256, str) or type(entry.bytes) is not int or entry.bytes < 0:
-            raise TypeError(f"file entry {data!r} needs a string sha256 and a non-negative integer byte size")
-        inside_package(entry.file)
-        return entry
+    def from_dict(data: Any, where: str = "file entry") -> FileEntry:
+        """A canonical package path, a 64-hex-digit sha256 and a byte size in 0..MAX_BYTES."""
+        data = obj(data, where)
+        return FileEntry(file=package_path(required(data, "file", where), f"{where}.file"),
+                         sha256=sha256_hex(required(data, "sha256", where), f"{where}.sha256"),
+                         bytes=integer(required(data, "bytes", where), f"{where}.bytes", 0, MAX_BYTES))
 
 
 def files_under(root: Path, relative: str) -> tuple[FileEntry, ...]:
@@ -116,28 +143,30 @@ class GraphSpec:
         return sum(entry.bytes for entry in self.files)
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> GraphSpec:
-        """Parse one entry; KeyError/TypeError/ValueError say which field is wrong."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a graph entry must be an object, got {type(data).__name__}")
+    def from_dict(data: Any) -> GraphSpec:
+        """Parse one entry; ManifestError names the field (relative to the entry: the caller
+        prefixes the graph). Tensor names are unique among the inputs and among the outputs."""
+        data = obj(data, "the entry")
         for key in ("name", "role", "format", "path", "files", "inputs", "outputs"):
-            if key not in data:
-                raise KeyError(key)
-        index = data.get("index")
-        if index is not None and type(index) is not int:
-            raise TypeError(f"index must be an integer or null, got {index!r}")
-        if not isinstance(data["files"], list) or not isinstance(data["inputs"], list) \
-                or not isinstance(data["outputs"], list):
-            raise TypeError("files, inputs and outputs must be lists")
+            required(data, key, "")
+        files = items(data["files"], "files", 0, MAX_FILES)
+        specs = {}
+        for kind in ("inputs", "outputs"):
+            listed = items(data[kind], kind, 0, MAX_TENSORS)
+            specs[kind] = tuple(TensorSpec.from_dict(spec, f"{kind}[{i}]") for i, spec in enumerate(listed))
+            names = [spec.name for spec in specs[kind]]
+            twice = [name for name in names if names.count(name) > 1]
+            if twice:
+                raise ManifestError(f"{kind} name tensor {shown(twice[0])} twice")
         return GraphSpec(
-            name=str(data["name"]),
-            role=str(data["role"]),
-            index=index,
-            format=str(data["format"]),
-            path=inside_package(data["path"]),
-            files=tuple(FileEntry.from_dict(entry) for entry in data["files"]),
-            inputs=tuple(TensorSpec.from_dict(spec) for spec in data["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(spec) for spec in data["outputs"]),
+            name=text(data["name"], "name", MAX_NAME_CHARS),
+            role=text(data["role"], "role", MAX_NAME_CHARS),
+            index=optional(data.get("index"), integer, "index", 0, MAX_INDEX),
+            format=text(data["format"], "format", MAX_NAME_CHARS),
+            path=package_path(data["path"], "path"),
+            files=tuple(FileEntry.from_dict(entry, f"files[{i}]") for i, entry in enumerate(files)),
+            inputs=specs["inputs"],
+            outputs=specs["outputs"],
         )
 
 

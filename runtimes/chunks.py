@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekit.errors import NonFiniteOutputError
+from edgekit.errors import NonFiniteOutputError, NotAPackageError
 from edgekit.package_files import GraphSpec
 from edgekit.ranking_manifest import RotarySpec
 from edgekit.runtimes.backends import Session
@@ -95,6 +95,9 @@ class ChunkRunner:
                 type_ids[slot, self._span(int(row), length)] = item.type_ids
         feeds = {"input_ids": input_ids, "token_type_ids": type_ids}
         if self.embedding_table is not None:
+            if input_ids.size and int(input_ids.max()) >= self.embedding_table.shape[0]:  # a crafted tokenizer.json
+                raise NotAPackageError(f"token id {int(input_ids.max())} is past the embedding table's "
+                                       f"{self.embedding_table.shape[0]} rows; re-export the package")
             feeds["inputs_embeds"] = np.asarray(self.embedding_table[input_ids])  # the table's dtype
         return feeds
 

@@ -49,6 +49,7 @@ from edgekit.manifest import GraphSpec, Manifest
 from edgekit.measure import current_rss_mb, peak_rss_mb, stopwatch
 from edgekit.runtimes.backends import Backend, Session
 from edgekit.runtimes.chunks import ChunkRunner
+from edgekit.runtimes.graph_io import checked_backend
 from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.planner import Plan, plan
 from edgekit.runtimes.policies import parse_prune
@@ -132,7 +133,7 @@ class Selector:
             raise MemoryBudgetError(f"memory budget must be a positive number of MiB, got {memory_budget_mb}")
         self.manifest = manifest
         self.section = manifest.ranking  # the ranking section (checked above: never None here)
-        self.backend = backend
+        self.backend = checked_backend(backend, manifest)  # every session's IO names checked on load
         self.memory_budget_mb = memory_budget_mb
         self.window = window or DEFAULT_WINDOW
         # window >= every graph: nothing needs streaming, so sessions stay open across calls

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tokenizers import Encoding, Tokenizer
 
-from edgekit.errors import IntegrityError
+from edgekit.errors import IntegrityError, NotAPackageError
 from edgekit.manifest import Manifest
 
 
@@ -37,6 +37,11 @@ class TextEncoder:
         except Exception as error:  # tokenizers raises a bare Exception for unreadable files
             raise IntegrityError(f"cannot read {path.name} ({error}); run `edgekit verify` and re-export the package",
                                  [path.name]) from None
+        rows = manifest.ranking.embedding_table.shape[0]
+        size = self.tokenizer.get_vocab_size(with_added_tokens=True)  # O(1); ChunkRunner bounds each id too
+        if size > rows:  # ids past the table would fail mid-run (IndexError in the row gather)
+            raise NotAPackageError(f"{path.name} has {size} tokens, the embedding table has {rows} rows; "
+                                   "the tokenizer is not the package's: re-export the package")
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(manifest.ranking.max_length, strategy=manifest.ranking.tokenizer.truncation)
         self.pad_token_id = manifest.ranking.tokenizer.pad_token_id
@@ -46,6 +51,10 @@ class TextEncoder:
         if self.prompt is not None:
             self._prefix = self._ids(self.prompt.prefix)
             self._suffix = self._ids(self.prompt.suffix)
+            if len(self._prefix) + len(self._suffix) >= self.max_length:
+                raise NotAPackageError(f"the prompt's prefix and suffix take {len(self._prefix) + len(self._suffix)} "
+                                       f"tokens, max_length is {self.max_length}: no room for the pair; re-export "
+                                       "the package")
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids)

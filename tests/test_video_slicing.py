@@ -194,6 +194,7 @@ def test_each_group_really_runs_in_slices_along_its_axis(grouped: Path) -> None:
     class Recording:  # a session that records the shapes it is fed
         def __init__(self, path: Path) -> None:
             self.name, self.session = Path(path).stem, backend_for("onnx", "cpu").load(path)
+            self.input_names, self.output_names = self.session.input_names, self.session.output_names
 
         def run(self, feeds: dict[str, np.ndarray], shrink_arena: bool = False) -> list[np.ndarray]:
             calls.setdefault(self.name, []).append({k: v.shape for k, v in feeds.items()})

@@ -11,6 +11,7 @@ from typing import Any
 from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.backends import Backend
+from edgekit.runtimes.graph_io import checked_backend
 from edgekit.runtimes.video.family import VideoFamily
 from edgekit.runtimes.video.svd import SvdFamily
 
@@ -32,4 +33,4 @@ def family_for(manifest: Manifest, backend: Backend, window: int) -> VideoFamily
     if manifest.video is None or family is None:
         raise InvalidArgumentError(f"{manifest.root} is a {manifest.task} package of family {manifest.family!r}; "
                                    f"the video runtime runs the families {sorted(VIDEO_FAMILIES)}")
-    return family(manifest, backend, window)
+    return family(manifest, checked_backend(backend, manifest), window)  # sessions' IO names checked on load
