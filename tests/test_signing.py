@@ -28,21 +28,13 @@ from edgekit.errors import SignatureError, SigningKeyError  # noqa: E402
 from edgekit.signing import SIGNATURE_FILE, sign_package, verify_signature  # noqa: E402
 from tests.conftest import CANDIDATES, QUERY  # noqa: E402
 from tests.manifest_edit import write_manifest  # noqa: E402
+from tests.refusals import assert_refused  # noqa: E402
 
 runner = CliRunner()
 
 
 def _cli(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def _assert_refused(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert message.startswith("error: ") and "\n" not in message and "Traceback" not in result.output, message
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def _write_key_pair(directory: Path, name: str, password: bytes | None = None) -> tuple[Path, Path]:
@@ -185,8 +177,8 @@ def test_attacks_on_a_signed_package_are_refused_by_verify_run_and_load(attack: 
     mutate, needle = ATTACKS[attack]
     mutate(signed, keys[0])
     public = keys[1]
-    _assert_refused(_cli("verify", signed, "--public-key", public), needle)
-    _assert_refused(_cli("run", signed, "--public-key", public, "--query", QUERY, "--candidates",
+    assert_refused(_cli("verify", signed, "--public-key", public), needle)
+    assert_refused(_cli("run", signed, "--public-key", public, "--query", QUERY, "--candidates",
                          _candidates(tmp_path)), needle)
     with pytest.raises(SignatureError) as refused:
         edgekit.load(str(signed), public_key=public)
@@ -198,12 +190,12 @@ def test_swapped_layers_pass_plain_verify_but_not_the_signature(signed: Path, ke
     edit the package can rewrite the digest too; only the signature ties it to the publisher."""
     _swap_two_layers(signed)
     assert _cli("verify", signed).exit_code == 0
-    _assert_refused(_cli("verify", signed, "--public-key", keys[1]), "manifest.json changed")
+    assert_refused(_cli("verify", signed, "--public-key", keys[1]), "manifest.json changed")
 
 
 def test_another_publishers_key_is_refused(signed: Path, tmp_path: Path) -> None:
     _, stranger = _write_key_pair(tmp_path, "stranger")
-    _assert_refused(_cli("verify", signed, "--public-key", stranger),
+    assert_refused(_cli("verify", signed, "--public-key", stranger),
                     "was not made with the private key of", "verify with the publisher's public key")
 
 
@@ -233,22 +225,22 @@ def test_bad_key_files_are_one_line_errors(signed: Path, keys: tuple[Path, Path]
     rsa_key = tmp_path / "rsa.pub.pem"
     rsa_key.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    _assert_refused(_cli("verify", signed, "--public-key", tmp_path / "missing.pem"), "does not exist")
-    _assert_refused(_cli("verify", signed, "--public-key", junk), "is not a PEM public key")
-    _assert_refused(_cli("verify", signed, "--public-key", private), "holds a private key", "-pubout")
-    _assert_refused(_cli("verify", signed, "--public-key", rsa_key), "elliptic-curve keys")
-    _assert_refused(_cli("sign", signed, "--private-key", public), "holds a public key")
-    _assert_refused(_cli("sign", signed, "--private-key", junk), "is not a PEM private key")
-    _assert_refused(_cli("sign", signed, "--private-key", tmp_path), "cannot read private key file")
+    assert_refused(_cli("verify", signed, "--public-key", tmp_path / "missing.pem"), "does not exist")
+    assert_refused(_cli("verify", signed, "--public-key", junk), "is not a PEM public key")
+    assert_refused(_cli("verify", signed, "--public-key", private), "holds a private key", "-pubout")
+    assert_refused(_cli("verify", signed, "--public-key", rsa_key), "elliptic-curve keys")
+    assert_refused(_cli("sign", signed, "--private-key", public), "holds a public key")
+    assert_refused(_cli("sign", signed, "--private-key", junk), "is not a PEM private key")
+    assert_refused(_cli("sign", signed, "--private-key", tmp_path), "cannot read private key file")
     with pytest.raises(SigningKeyError):
         verify_signature(signed, junk)
-    assert "-----BEGIN" not in _assert_refused(_cli("verify", signed, "--public-key", private))  # no key echoed
+    assert "-----BEGIN" not in assert_refused(_cli("verify", signed, "--public-key", private))  # no key echoed
 
 
 def test_an_encrypted_key_needs_its_password(package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     private, public = _write_key_pair(tmp_path, "locked", password=b"s3cret")
-    _assert_refused(_cli("sign", package, "--private-key", private), "it is encrypted: pass its password")
-    _assert_refused(_cli("sign", package, "--private-key", private, "--key-password", "wrong"),
+    assert_refused(_cli("sign", package, "--private-key", private), "it is encrypted: pass its password")
+    assert_refused(_cli("sign", package, "--private-key", private, "--key-password", "wrong"),
                     "its password is wrong")
     monkeypatch.setenv("EDGEKIT_KEY_PASSWORD", "s3cret")
     assert _cli("sign", package, "--private-key", private).exit_code == 0
@@ -257,9 +249,9 @@ def test_an_encrypted_key_needs_its_password(package: Path, tmp_path: Path, monk
 
 def test_sign_refuses_a_package_that_fails_verify(package: Path, keys: tuple[Path, Path]) -> None:
     _flip_weight_byte(package)
-    _assert_refused(_cli("sign", package, "--private-key", keys[0]), "graphs/layer_000.onnx.data")
+    assert_refused(_cli("sign", package, "--private-key", keys[0]), "graphs/layer_000.onnx.data")
     assert not (package / SIGNATURE_FILE).exists()
-    _assert_refused(_cli("sign", package.parent / "absent", "--private-key", keys[0]), "does not exist")
+    assert_refused(_cli("sign", package.parent / "absent", "--private-key", keys[0]), "does not exist")
 
 
 # --- without the extra ------------------------------------------------------------------------------
