@@ -87,8 +87,8 @@ def verify_cached(root: Path, entries: list[FileEntry], store: Path | None = Non
     if changed:
         _write(store, disk)
     if bad:
-        raise IntegrityError(f"package {root}: hash mismatch for {', '.join(bad)}; re-export it "
-                             "(or run with --no-verify / verify=False to skip this check)", bad)
+        raise IntegrityError(f"package {root}: {', '.join(bad)} changed since export (sha256 mismatch), so scores "
+                             "would shift silently; restore the file from the published package or re-export it", bad)
 
 
 def _sha256(path: Path, disk: dict[str, Any]) -> tuple[int, str, bool]:
