@@ -56,8 +56,11 @@ EXTREMES = [0, -1, 1, -5, True, False, None, 2, 2.0, 0.5, 10**12, 1e12, 2**63, 1
             float("inf"), float("-inf"), float("nan"), 1e-300, "", " ", "x" * 5000, "../../etc/passwd",
             "/etc/passwd", "a\\b", "a/./b", "a//b", "a\x00b", "\x1b[2J", "é" * 300, "{query:>999999999}",
             "{query.__class__}", "{", [], {}, [1, 2], {"a": 1}, [[[]]]]
+# a fresh copy per draw: a later mutation must never change the shared list/dict objects above
+# (hypothesis replays draws and refuses a strategy whose data changes between runs)
+EXTREME = st.sampled_from(EXTREMES).map(copy.deepcopy)
 JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**500), max_value=10**500),
-                        st.floats(), st.text(max_size=40), st.sampled_from(EXTREMES))
+                        st.floats(), st.text(max_size=40), EXTREME)
 JSON = st.recursive(JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(st.text(max_size=12), inner, max_size=4), max_leaves=6)
 
@@ -275,7 +278,7 @@ def mutate(data: dict[str, Any], draw: Callable[[st.SearchStrategy], Any]) -> st
     if kind == "delete":
         del parent[key]
     elif kind == "extreme":
-        parent[key] = draw(st.sampled_from(EXTREMES))
+        parent[key] = draw(EXTREME)
     elif kind == "list" and isinstance(parent[key], list) and parent[key]:
         value = parent[key]
         how = draw(st.sampled_from(["drop", "duplicate", "reverse", "empty"]))
