@@ -34,7 +34,7 @@ def bench_select(
     data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates", "relevant"?} per line.'),
     top_k: int = typer.Option(10, "--top-k"),
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    batch: int = typer.Option(16, "--batch", help="Candidates per run for onnx-monolithic-batched."),
+    batch: int = typer.Option(16, "--batch", help="Candidates per run for the batched onnx-monolithic variants."),
     chunk: int = typer.Option(16, "--chunk", help="edgekit chunk size."),
     queries: int = typer.Option(0, "--queries", help="Use only the first N queries (0: all)."),
     split: bool = typer.Option(True, "--split/--no-split", help="Calibrate on the first half, measure on the rest."),
@@ -49,8 +49,9 @@ def bench_select(
     title: str = typer.Option("", "--title", help="Section title in the markdown (default: from the package)."),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency vs agreement, peak RSS."),
 ) -> None:
-    """Run torch, monolithic ONNX (all at once / batched) and edgekit (exact / cluster-pruned / rank-stable) on the
-    same queries; pruned variants are calibrated on the first half and checked on the second."""
+    """Run torch, monolithic ONNX (all at once / batched longest-first / in order / optimized) and edgekit
+    (exact / cluster-pruned / rank-stable) on the same queries; pruned variants are calibrated on the first half
+    and checked on the second."""
     from edgekit.bench.select import SelectBench, run_select_bench
     from edgekit.errors import InvalidArgumentError
 
@@ -79,6 +80,8 @@ def bench_select_deep(
                                       help="edgekit-budget runs: budgets as shares of the baseline's peak."),
     work: Path = typer.Option(None, "--work", help="Where the model, package and graph are cached."),
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (every variant)."),
+    optimized: bool = typer.Option(True, "--optimized/--no-optimized",
+                                   help="Also run the one graph after onnxruntime's transformer optimizer."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
@@ -101,7 +104,7 @@ def bench_select_deep(
     backend_for("onnx", provider)  # an unavailable provider is a one-line error here, not a failed child
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
-                            threads=threads, budget_shares=shares, **options)
+                            threads=threads, budget_shares=shares, optimized=optimized, **options)
     report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
                                  command="edgekit " + " ".join(sys.argv[1:]))
     _publish(report, json_out, markdown_file if markdown else None, plot)

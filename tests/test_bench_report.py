@@ -101,3 +101,23 @@ def test_select_deep_report_from_its_childrens_results() -> None:
     section = markdown(report)
     assert "| onnx-monolithic (baseline) |" in section and "peak RSS × onnx-monolithic" in section
     assert "window 1, chunk 2" in section and "0.95×" in section  # measured / budget
+
+
+def test_select_deep_report_carries_the_optimized_baseline() -> None:
+    """With the optimized one graph measured, it is a variant against the plain baseline and the
+    report names the fusions that fired."""
+    from edgekit.bench.deep import DeepBench, build_report
+
+    def child(name: str, latency: float, scores: list[list[float]]) -> dict:
+        return {"variant": name, "latency_ms": latency, "latencies_ms": [latency], "peak_rss_mb": 400.0,
+                "scores": scores}
+
+    model = {"shape": "qwen3-0.6b", "layers": 28, "hidden": 1024, "vocab": 151669, "package_mb": 2300.0,
+             "largest_graph_mb": 600.0}
+    report = build_report(DeepBench(top_k=2, budget_shares=()), model, child("onnx-monolithic", 100.0, [[0.9, 0.1]]),
+                          child("edgekit", 120.0, [[0.9, 0.1]]), [], "edgekit bench",
+                          child("onnx-monolithic-optimized", 80.0, [[0.9, 0.1000001]]),
+                          "onnxruntime transformer optimizer, model type qwen3: SimplifiedLayerNormalization ×57")
+    assert [v.name for v in report.variants] == ["onnx-monolithic", "onnx-monolithic-optimized", "edgekit"]
+    assert report.variant("onnx-monolithic-optimized").ratio("latency").value == 0.8
+    assert "`onnx-monolithic-optimized`: onnxruntime transformer optimizer, model type qwen3" in markdown(report)

@@ -33,10 +33,12 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     assert result.exit_code == 0, result.output
     report = Report.load(tmp_path / "r.json")
     names = [v.name for v in report.variants]
-    assert names[:4] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact"]
+    assert names[:6] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
+                         "onnx-monolithic-optimized", "edgekit-exact"]
     assert report.baseline == "onnx-monolithic-batched" and report.reference == "torch"
     # exact variants select exactly what the reference selects; every ratio is finite
-    for name in ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-resident"):
+    for name in ("onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
+                 "onnx-monolithic-optimized", "edgekit-exact", "edgekit-resident"):
         variant = report.variant(name)
         assert variant.compared_with("torch").top_k_agreement == 1.0
         assert variant.peak_rss_mb > 0 and variant.latency_ms > 0
@@ -65,6 +67,9 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     assert "| edgekit-exact |" in text and "| onnx-monolithic-batched (baseline) |" in text
     assert "latency × onnx-monolithic-batched" in text and text.count("bench:select:smoke:start") == 1
     assert "Calibration, rank-stability:" in text and "Held out (6 queries" in text
+    # the report says how the baselines batch and which fusions fired in the optimized graph
+    assert "sort the candidates longest-first by tokenized length" in text
+    assert "`onnx-monolithic-optimized`: onnxruntime transformer optimizer, model type bert: Attention ×" in text
     # a rerun replaces the section instead of appending a second one
     rerun = CliRunner().invoke(app, ["bench", "select", str(tiny_cross_package), "--data", str(data), "--top-k", "3",
                                      "--threads", "1", "--variants", "edgekit-exact", "--no-split", "--markdown",

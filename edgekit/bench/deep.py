@@ -2,7 +2,8 @@
 count, width and vocabulary) streamed by edgekit against the whole model in one ONNX Runtime
 graph, each variant in its own process, the same prompts and candidates for all.
 
-Variants: onnx-monolithic (the baseline), edgekit (window 2, no pruning), edgekit-budget (the
+Variants: onnx-monolithic (the baseline), onnx-monolithic-optimized (the same graph after
+onnxruntime's transformer optimizer, model type qwen3; `optimized=False` skips it), edgekit (window 2, no pruning), edgekit-budget (the
 planner under --memory-budget = each of `budget_shares` x the baseline's measured peak). The
 `Report` (edgekit/bench/report.py) holds per variant: median latency and peak RSS (and device
 peak on CUDA) as ratios of the baseline's, and the max abs score difference and top-K agreement
@@ -18,7 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from edgekit.dataset import Example
 from edgekit.demo import cache_dir
 from edgekit.manifest import MANIFEST_FILE
 from edgekit.runtimes.ranking import top_k_order
+
+if TYPE_CHECKING:
+    from edgekit.exporters.optimized_graph import OptimizedGraph
 
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.deep_variant"
@@ -45,7 +49,19 @@ class DeepBench:
     threads: int = 2
     budget_shares: tuple[float, ...] = (0.25, 0.09)
     provider: str = "cpu"
+    optimized: bool = True  # also run onnx-monolithic-optimized
     work: Path = cache_dir() / "bench" / "deep"
+
+
+def optimized(checkpoint: Path, graph: Path, progress: Progress) -> OptimizedGraph:
+    """The monolithic graph after onnxruntime's transformer optimizer, in a folder beside it (cached)."""
+    from edgekit.exporters.optimized_graph import optimize_graph
+
+    out = graph.parent.with_name("monolithic-optimized") / graph.name
+    if not out.is_file():
+        progress(f"optimizing the monolithic graph into {out.parent}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+    return optimize_graph(graph, out, checkpoint)
 
 
 def prepare(config: DeepBench, progress: Progress) -> tuple[Path, Path, Path]:
@@ -116,7 +132,8 @@ def budget_table(budgeted: list[dict[str, Any]]) -> Table:
 
 
 def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, Any], streamed: dict[str, Any],
-                 budgeted: list[dict[str, Any]], command: str) -> Report:
+                 budgeted: list[dict[str, Any]], command: str, fused: dict[str, Any] | None = None,
+                 fusions: str | None = None) -> Report:
     """The Report of one `edgekit bench select-deep` run from its children's results."""
     key = "select-deep" if config.provider == "cpu" else f"select-deep-{config.provider}"
     gpu = baseline.get("gpu")
@@ -125,7 +142,10 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
              f"{model['largest_graph_mb']} MiB. Every sequence is {config.tokens} tokens (prompt included), no "
              f"pruning; one warm-up run, then {config.repeat} timed runs per query (median, range over all runs).",
              f"Baseline: `{BASELINE}` (the whole model as one ONNX Runtime graph, one session opened once, all "
-             "candidates in one run); scores compared with its scores."]
+             "candidates in one run); scores compared with its scores. Every candidate has the same length, so no "
+             "variant batches or sorts."]
+    if fusions:
+        notes.append(f"`onnx-monolithic-optimized`: {fusions}.")
     if gpu:
         notes.append(f"GPU {gpu}; device peak = the process's peak device memory (nvidia-smi).")
     return Report(
@@ -138,7 +158,8 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
             provider=config.provider, threads=config.threads,
             settings={"repeat": config.repeat, "budget_shares": list(config.budget_shares)}),
         baseline=BASELINE, reference=BASELINE,
-        variants=tuple(_variant(r, baseline, config.top_k) for r in (baseline, streamed, *budgeted)),
+        variants=tuple(_variant(r, baseline, config.top_k)
+                       for r in (baseline, *([fused] if fused else []), streamed, *budgeted)),
         notes=tuple(notes),
         tables=(budget_table(budgeted),) if budgeted else (),
         details={"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
@@ -148,7 +169,8 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
 
 def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
                    command: str = "edgekit bench select-deep") -> Report:
-    _, package, graph = prepare(config, progress)
+    checkpoint, package, graph = prepare(config, progress)
+    record = optimized(checkpoint, graph, progress) if config.optimized else None
     data = config.work / f"queries-{config.queries}x{config.candidates}.jsonl"
     data.write_text("".join(json.dumps({"query": e.query, "candidates": e.candidates}) + "\n"
                             for e in examples(config)), encoding="utf-8")
@@ -157,6 +179,11 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
     progress("onnx-monolithic")
     baseline = run_variant(VARIANT_MODULE, ["--variant", "onnx-monolithic", *common, "--graph", str(graph)],
                            config.threads)
+    fused = None
+    if record is not None:
+        progress("onnx-monolithic-optimized")
+        fused = run_variant(VARIANT_MODULE, ["--variant", "onnx-monolithic-optimized", *common, "--graph", record.path],
+                            config.threads)
     progress("edgekit")
     streamed = run_variant(VARIANT_MODULE, ["--variant", "edgekit", *common], config.threads)
     budgeted = []
@@ -173,4 +200,5 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
              "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
              "package_mb": round(manifest.total_bytes / 2**20, 1),
              "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)}
-    return build_report(config, model, baseline, streamed, budgeted, command)
+    return build_report(config, model, baseline, streamed, budgeted, command, fused,
+                        record.describe() if record else None)

@@ -7,10 +7,13 @@ Variants:
   onnx-monolithic   the whole model as one ONNX graph (one session with onnxruntime's default
                     options, opened once), every candidate in one run — what an app does with
                     an exported reranker today
+  onnx-monolithic-optimized  the same, on the graph after onnxruntime's transformer optimizer
+                    (exporters/optimized_graph.py; --graph names the optimized file)
   edgekit           the streamed package, window 2, default chunk, no pruning
   edgekit-budget    the streamed package with --memory-budget MB: the planner picks W and C
 
-Each query is run once untimed (warm-up) and then timed `--repeat` times; the scores of the
+No variant batches: every candidate has the same length here (truncated to --tokens), so there is
+no padding for a longest-first sort to save. Each query is run once untimed (warm-up) and then timed `--repeat` times; the scores of the
 last run are printed so the parent can compare variants. Peak RSS is VmHWM at exit; with
 `--provider cuda` the process's peak device memory is sampled from nvidia-smi.
 """
@@ -32,7 +35,7 @@ from edgekit.dataset import read_examples
 from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb
 
-VARIANTS = ("onnx-monolithic", "edgekit", "edgekit-budget")
+VARIANTS = ("onnx-monolithic", "onnx-monolithic-optimized", "edgekit", "edgekit-budget")
 
 
 def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> Any:
@@ -71,7 +74,7 @@ def main() -> None:
     manifest = Manifest.load(args.package)
     examples = read_examples(args.data)
     result: dict[str, Any] = {"variant": args.variant}
-    if args.variant == "onnx-monolithic":
+    if args.variant.startswith("onnx-monolithic"):
         scorer = _monolithic(manifest, args.graph, args.threads, args.provider)
     else:
         budget = args.memory_budget if args.variant == "edgekit-budget" else None

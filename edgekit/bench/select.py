@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,8 +36,11 @@ from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.calibration import agreement, record_traces, search, write_calibration
 
+if TYPE_CHECKING:
+    from edgekit.exporters.optimized_graph import OptimizedGraph
+
 VARIANT_MODULE = "edgekit.bench.select_variant"
-ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic(-batched), edgekit-exact, -pruned, -stable, -resident
+ALL_VARIANTS = VARIANTS  # torch (the reference), onnx-monolithic(-batched, -inorder, -optimized), edgekit-*
 SWEEP_VARIANTS = ("onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact")
 
 Progress = Callable[[str], None]
@@ -73,6 +76,13 @@ def monolithic_graph(manifest: Manifest) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         export_monolithic(Path(manifest.source["path"]), path, manifest.ranking.max_length)
     return path
+
+
+def optimized_graph(manifest: Manifest, graph: Path) -> OptimizedGraph:
+    """The one graph after onnxruntime's transformer optimizer, written once beside `graph`."""
+    from edgekit.exporters.optimized_graph import optimize_graph
+
+    return optimize_graph(graph, graph.with_name("monolithic-optimized.onnx"), Path(manifest.source["path"]))
 
 
 def _write_examples(examples: Sequence[Example], path: Path) -> Path:
@@ -144,9 +154,12 @@ def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: S
     return summary
 
 
-def _variant_args(name: str, package: Path, data: Path, graph: Path | None, config: SelectBench) -> list[str]:
+def _variant_args(name: str, package: Path, data: Path, graph: Path | None, config: SelectBench,
+                  optimized: OptimizedGraph | None = None) -> list[str]:
     args = ["--variant", name, "--package", str(package), "--data", str(data), "--top-k", str(config.top_k),
             "--batch", str(config.batch), "--chunk", str(config.chunk)]
+    if name == "onnx-monolithic-optimized" and optimized is not None:
+        return args + ["--graph", optimized.path]
     return args + (["--graph", str(graph)] if graph is not None else [])
 
 
@@ -180,6 +193,10 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     needs_graph = any(name.startswith("onnx-monolithic") for name in (*config.variants, *swept))
     progress("exporting the monolithic baseline graph (cached)") if needs_graph else None
     graph = monolithic_graph(manifest) if needs_graph else None
+    optimized = None
+    if graph is not None and "onnx-monolithic-optimized" in config.variants:
+        progress("optimizing the monolithic graph with onnxruntime's transformer optimizer (cached)")
+        optimized = optimized_graph(manifest, graph)
     calibrated = [name for name in config.variants if name in CALIBRATED]
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
         workdir = Path(work)
@@ -205,8 +222,8 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
                          "(skipped)")
                 continue
             progress(f"running {name} on {len(measured)} queries")
-            raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, packages[name], data, graph, config),
-                                     threads=config.threads)
+            raws[name] = run_variant(VARIANT_MODULE, _variant_args(name, packages[name], data, graph, config,
+                                                                   optimized), threads=config.threads)
         sweep = _memory_sweep(config, examples, config.package, graph, workdir, progress) if config.sweep else []
     exact_cost = sum(len(e.candidates) for e in measured) * manifest.ranking.num_layers
     reference = raws.get("torch")
@@ -222,7 +239,8 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     }
     return build_report(workload=workload, summaries=variants, calibration=calibrations,
                         held_out=held_out(raws, calibrations, full_model, config.target_agreement), sweep=sweep,
-                        command=config.command, title=config.title, machine=Machine.here())
+                        command=config.command, title=config.title, machine=Machine.here(),
+                        optimized=optimized.describe() if optimized else None)
 
 
 def _memory_sweep(config: SelectBench, examples: Sequence[Example], package: Path, graph: Path | None,

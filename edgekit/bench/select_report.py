@@ -1,6 +1,7 @@
 """`edgekit bench select`'s measurements as a `Report` (rendered by edgekit/bench/render.py).
 
-Baselines: latency against `onnx-monolithic-batched` (what an app that batches does), peak RSS
+Baselines: latency against `onnx-monolithic-batched` (what an app that batches does: candidates
+sorted longest-first, then batched, like sentence-transformers' `encode`), peak RSS
 against both `onnx-monolithic` (all candidates in one run) and the batched one. Outputs: top-K
 set agreement with `torch` (transformers eager, the full model) and, where the data has labels,
 Precision@K and recall@K. Calibration and the held-out check become notes (and stay whole in
@@ -84,7 +85,7 @@ def sweep_table(sweep: list[dict[str, Any]]) -> Table:
 
 def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], calibration: dict[str, Any],
                  held_out: list[dict[str, Any]], sweep: list[dict[str, Any]], command: str, title: str,
-                 machine: Machine) -> Report:
+                 machine: Machine, optimized: str | None = None) -> Report:
     """The Report of one `edgekit bench select` run (`summaries`: one per variant, see select.summarise)."""
     w = workload
     title = title or f"Selection: {w['family']} {w['task']} package"
@@ -96,6 +97,11 @@ def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], c
         f"edgekit, loading every graph again. {split.capitalize()}.",
         "candidate layers share = candidates × layers computed, as a share of running every candidate through every "
         "layer.",
+        f"Batched variants (`torch` in 32s, `onnx-monolithic-batched`, `-optimized` in {w['batch']}s) sort the "
+        "candidates longest-first by tokenized length before batching (as sentence-transformers' `encode` does) "
+        "and restore the input order; `onnx-monolithic-batched-inorder` batches in the given order (the baseline "
+        "before issue 14). edgekit groups its chunks by length too (runtimes/chunks.py).",
+        *([f"`onnx-monolithic-optimized`: {optimized}."] if optimized else []),
         *(calibration_note(policy, c) for policy, c in calibration.items()),
         *(held_out_note(row) for row in held_out),
     ]

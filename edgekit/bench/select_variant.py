@@ -3,11 +3,20 @@
     python -m edgekit.bench.select_variant --variant edgekit-exact --package PKG --data Q.jsonl \
         --top-k 10 --threads 2 [--graph MONO.onnx] [--batch 16] [--chunk 16]
 
-Variants:
-  torch                     transformers eager, the whole model, candidates in batches of 32
-                            (sentence-transformers' default batch size) — the reference
+Variants (every batched one sorts the candidates longest-first by tokenized length before cutting
+them into batches, as sentence-transformers' `encode` does, and restores the input order for
+scoring; only `-inorder` does not):
+  torch                     transformers eager, the whole model, candidates longest-first in
+                            batches of 32 (sentence-transformers' default batch size) — the reference
   onnx-monolithic           one whole-model ONNX graph, all candidates in one run
-  onnx-monolithic-batched   the same graph, candidates in runs of --batch
+  onnx-monolithic-batched   the same graph, candidates longest-first in runs of --batch (the
+                            latency baseline)
+  onnx-monolithic-batched-inorder  the same graph, runs of --batch cut in the given order (each
+                            padded to its longest member): the baseline of the figures measured
+                            before issue 14, kept so they stay comparable
+  onnx-monolithic-optimized the one graph after onnxruntime's transformer optimizer (--graph is
+                            the optimized file; exporters/optimized_graph.py), longest-first in
+                            runs of --batch
   edgekit-exact             the streamed package, no pruning
   edgekit-pruned            the streamed package, --prune auto, calibrated for cluster pruning
   edgekit-stable            the streamed package, --prune auto, calibrated for rank stability
@@ -35,8 +44,9 @@ from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb
 from edgekit.runtimes.ranking import top_k_order
 
-VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "edgekit-exact", "edgekit-pruned",
-            "edgekit-stable", "edgekit-resident")
+VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
+            "onnx-monolithic-optimized", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident")
+BATCHED = ("onnx-monolithic-batched", "onnx-monolithic-batched-inorder", "onnx-monolithic-optimized")
 # calibrated variants: the policy each one's package copy is calibrated for (then run with --prune auto)
 CALIBRATED = {"edgekit-pruned": "cluster", "edgekit-stable": "rank-stability"}
 TORCH_BATCH = 32
@@ -66,12 +76,20 @@ def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
                 return logits_to_score(model(**batch).logits).numpy()
             return head(model(**batch).last_hidden_state, batch["attention_mask"]).numpy()
 
+    def longest_first(query: str, candidates: list[str]) -> np.ndarray:
+        """Candidate indices by tokenized length, longest first (ties in input order)."""
+        lengths = tokenizer([query] * len(candidates) if cross else candidates, candidates if cross else None,
+                            truncation=True, max_length=manifest.ranking.max_length)["input_ids"]
+        return np.argsort([-len(ids) for ids in lengths], kind="stable")
+
     def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
+        order = longest_first(query, candidates)
         parts = []
         for start in range(0, len(candidates), TORCH_BATCH):
-            texts = candidates[start : start + TORCH_BATCH]
+            texts = [candidates[i] for i in order[start : start + TORCH_BATCH]]
             parts.append(encode([query] * len(texts), texts) if cross else encode(texts, None))
-        scores = np.concatenate(parts)
+        scores = np.empty_like(np.concatenate(parts))
+        scores[order] = np.concatenate(parts)  # back to the input order
         if not cross:
             query_embedding = encode([query], None)[0]
             scores = scores @ query_embedding / np.maximum(
@@ -81,11 +99,12 @@ def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
     return rank
 
 
-def _monolithic_ranker(manifest: Manifest, graph: Path, threads: int, batch: int | None, top_k: int) -> Ranker:
+def _monolithic_ranker(manifest: Manifest, graph: Path, threads: int, batch: int | None, top_k: int,
+                       order: str) -> Ranker:
     from edgekit.bench.spine_variant import MonolithicScorer
 
     # the baseline runs as apps run it: onnxruntime's default session options
-    scorer = MonolithicScorer(manifest, graph, threads, "default", batch)
+    scorer = MonolithicScorer(manifest, graph, threads, "default", batch, order)
     scorer.load()
 
     def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
@@ -108,8 +127,9 @@ def make_ranker(args: argparse.Namespace, manifest: Manifest) -> Ranker:
     if args.variant == "torch":
         return _torch_ranker(manifest, args.top_k, args.threads)
     if args.variant.startswith("onnx-monolithic"):
-        batch = args.batch if args.variant.endswith("batched") else None
-        return _monolithic_ranker(manifest, Path(args.graph), args.threads, batch, args.top_k)
+        batch = args.batch if args.variant in BATCHED else None
+        order = "input" if args.variant.endswith("-inorder") else "longest-first"
+        return _monolithic_ranker(manifest, Path(args.graph), args.threads, batch, args.top_k, order)
     prune = "auto" if args.variant in CALIBRATED else "exact"
     window = len(manifest.graphs) if args.variant == "edgekit-resident" else 2
     return _edgekit_ranker(Path(args.package), args.threads, args.chunk, args.top_k, prune, window)

@@ -181,7 +181,8 @@ def build_report(config: SpineBench, model: str, workload: dict[str, Any], max_l
         "imports` = peak minus the peak after imports, before any tokenizer or session.",
         "`onnx-monolithic*`: the whole model as one graph (`exporters/monolithic.py`, torch.onnx opset 17), session "
         "created once and kept; query in its own run, candidates all at once or in runs of "
-        f"{config.batch} (input order). `edgekit`: the per-layer package streamed with window 2 and chunk {chunk}, "
+        f"{config.batch} (sorted longest-first by tokenized length, scores restored to input order). `edgekit`: the "
+        f"per-layer package streamed with window 2 and chunk {chunk} (chunks grouped by length), "
         "every graph loaded again for each query (that load is in its latency). ORT options: edgekit's backend (CPU "
         "arena on, memory patterns off, no intra-op spinning) unless the name says `ORT defaults` (onnxruntime's "
         "defaults).",

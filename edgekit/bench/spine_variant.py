@@ -1,7 +1,7 @@
 """Child process of `edgekit bench spine` (edgekit/bench/spine.py): score one workload with one
 variant, print JSON.
 
-    python -m edgekit.bench.spine_variant --variant {edgekit,onnx-monolithic,onnx-monolithic-batched}
+    python -m edgekit.bench.spine_variant --variant {edgekit,onnx-monolithic,onnx-monolithic-batched,...}
         --package PKG [--graph MONO.onnx] --workload W.json --threads N [--batch 16]
         [--repeats 5] [--ort-options {edgekit,default}] [--top-k 10]
 
@@ -10,7 +10,11 @@ Variants (all score the query against every candidate, tokenisation included in 
                            one layer at a time, loaded for every query (that load is in the time).
   onnx-monolithic          one session on the whole-model graph (`exporters/monolithic.py`),
                            created once; the query in one run, all candidates in one run.
-  onnx-monolithic-batched  the same session; candidates in runs of `--batch`, in input order.
+  onnx-monolithic-batched  the same session; candidates sorted longest-first (tokenized length),
+                           then in runs of `--batch` (as sentence-transformers' `encode` does);
+                           scores restored to the input order.
+  onnx-monolithic-batched-inorder  the same runs cut in input order (each padded to its longest
+                           member): the batched baseline as first measured, kept for comparison.
 The monolithic variants tokenize with `tokenizers` from the package's tokenizer.json (padding to
 the longest in the run, truncation to the package's max_length), as FlashRank-style apps do.
 `--ort-options edgekit` creates their session with edgekit's own session options
@@ -44,9 +48,10 @@ from edgekit.measure import peak_rss_mb
 from edgekit.runtimes.backends import backend_for
 from edgekit.runtimes.selector import top_k_order
 
-VARIANTS = ("edgekit", "onnx-monolithic", "onnx-monolithic-batched")
+VARIANTS = ("edgekit", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder")
 ORT_OPTIONS = ("edgekit", "default")
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+ORDERS = ("longest-first", "input")  # how the batched baselines cut candidates into runs
 
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
 
@@ -61,14 +66,24 @@ def load_workload(path: Path) -> tuple[str, list[str]]:
 
 
 class MonolithicScorer:
-    """Scores with one whole-model graph; `batch=None` runs all candidates at once."""
+    """Scores with one whole-model graph; `batch=None` runs all candidates at once.
 
-    def __init__(self, manifest: Manifest, graph: Path, threads: int, options: str, batch: int | None) -> None:
+    `order="longest-first"` (the default) sorts the candidates by tokenized length, longest first,
+    before cutting them into runs of `batch`, so each run pads only to lengths close to its own
+    (what sentence-transformers' `encode` does; it sorts by text length); scores come back in the
+    input order. `order="input"` cuts the runs in the given order, each padded to its longest
+    member: the baseline as first measured (kept as `onnx-monolithic-batched-inorder`)."""
+
+    def __init__(self, manifest: Manifest, graph: Path, threads: int, options: str, batch: int | None,
+                 order: str = "longest-first") -> None:
+        if order not in ORDERS:
+            raise ValueError(f"order {order!r}: expected one of {ORDERS}")
         self.manifest = manifest
         self.graph = graph
         self.threads = threads
         self.options = options
         self.batch = batch
+        self.order = order
         self.session: Any = None
         self.tokenizer = Tokenizer.from_file(str(manifest.root / manifest.ranking.tokenizer.files[0].file))
         pad_id = manifest.ranking.tokenizer.pad_token_id
@@ -79,18 +94,36 @@ class MonolithicScorer:
         tuned = self.options == "edgekit"  # else onnxruntime's default options (arena on)
         self.session = backend_for("onnx", "cpu", self.threads, tuned=tuned).load(self.graph)
 
-    def _run(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
+    def _feeds(self, inputs: Sequence[str | tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ids, type ids, mask [B, S], padded on the right to the longest of `inputs`."""
         encodings = self.tokenizer.encode_batch(list(inputs))
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         types = np.asarray([e.type_ids for e in encodings], dtype=np.int64)
         if not self.manifest.ranking.tokenizer.type_ids:
             types = np.zeros_like(ids)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
-        return self.session.run(dict(zip(INPUT_NAMES, (ids, types, mask))))[0]
+        return ids, types, mask
+
+    def _run(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
+        return self.session.run(dict(zip(INPUT_NAMES, self._feeds(inputs))))[0]
 
     def _runs(self, inputs: Sequence[str | tuple[str, str]]) -> np.ndarray:
         step = self.batch or len(inputs)
-        return np.concatenate([self._run(inputs[start:start + step]) for start in range(0, len(inputs), step)])
+        if self.order == "input" or step >= len(inputs):
+            return np.concatenate([self._run(inputs[start:start + step]) for start in range(0, len(inputs), step)])
+        # tokenize once, padded to the overall longest; each run is cut back to its own longest
+        ids, types, mask = self._feeds(inputs)
+        lengths = mask.sum(axis=1)
+        order = np.argsort(-lengths, kind="stable")  # longest first, ties in input order
+        outputs: list[np.ndarray] = []
+        for start in range(0, len(order), step):
+            rows = order[start:start + step]
+            width = int(lengths[rows].max())
+            feeds = (ids[rows, :width], types[rows, :width], mask[rows, :width])
+            outputs.append(self.session.run(dict(zip(INPUT_NAMES, feeds)))[0])
+        restored = np.empty_like(np.concatenate(outputs))
+        restored[order] = np.concatenate(outputs)
+        return restored
 
     def __call__(self, query: str, candidates: Sequence[str]) -> np.ndarray:
         if self.manifest.ranking.scoring.kind == "logit":  # cross-encoder: one score per (query, candidate)
@@ -139,8 +172,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     load_ms = load_peak = None
     if args.variant != "edgekit":
-        batch = args.batch if args.variant == "onnx-monolithic-batched" else None
-        monolithic = MonolithicScorer(manifest, args.graph, args.threads, args.ort_options, batch)
+        batch = args.batch if args.variant.startswith("onnx-monolithic-batched") else None
+        order = "input" if args.variant.endswith("-inorder") else "longest-first"
+        monolithic = MonolithicScorer(manifest, args.graph, args.threads, args.ort_options, batch, order)
         monolithic.load()
         load_ms = (time.perf_counter() - start) * 1000.0
         load_peak = peak_rss_mb()
