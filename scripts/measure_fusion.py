@@ -47,7 +47,7 @@ def main() -> None:
             rankings[name] = selector.rank(QUERY, candidates, top_k=10)
             times[name].append(time.perf_counter() - started)
     scores = {name: {r.index: r.score for r in ranking} for name, ranking in rankings.items()}
-    overlap = len(set(scores["plain"]) & set(scores["fused"])) / 10
+    overlap = len(set(scores["plain"]) & set(scores["fused"])) / min(10, len(candidates))
     shared = set(scores["plain"]) & set(scores["fused"])
     diff = max(abs(scores["plain"][i] - scores["fused"][i]) for i in shared)
     result = {"rounds": args.rounds, "candidates": args.candidates, "threads": args.threads,
