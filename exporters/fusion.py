@@ -29,14 +29,20 @@ What fires, with onnxruntime 1.32:
   layer takes cos/sin and the bias as inputs); fp16 Qwen3 graphs: nothing fires;
 - heads: the Qwen3 head's final norm; BERT heads and embeddings: nothing.
 
-Measured (2-core x86 CPU, shared; edgekit's session options: 2 threads, pre-packing off):
-onnxruntime's own session-time optimiser already fuses most of this (BiasGelu, LayerNorm,
-FusedMatMul), and its CPU `Attention` kernel is slower than the unfused MatMul/Softmax path at
-these sizes. MiniLM-L6 streamed, 50 candidates, 9 interleaved rounds: fused 361 ms vs plain
-340 ms median (1.06x, quiet run); one layer [16,100,384]: 1.06-1.17x slower across runs;
-Qwen3-0.6B-shaped layer [8,128,1024]: 288 vs 284 ms median (within noise). Parity is unchanged
-(MiniLM graphs <= 5.7e-6, chained 8e-8 vs 1e-8). Hence opt-in; it is the place to start on CUDA,
-where the fused Attention kernels are what the optimizer targets (not measured here).
+Measured (2-core x86 CPU shared with other work, load average 1.8-3.5; edgekit's session
+options: 2 threads, pre-packing off; scripts/measure_fusion.py, rounds interleaved): onnxruntime's
+own session-time optimiser already fuses most of this (BiasGelu, LayerNorm, FusedMatMul), and its
+CPU `Attention` kernel is slower than the unfused MatMul/Softmax path at these sizes.
+- MiniLM-L6 streamed, 50 candidates, 3 runs of 9 rounds: fused/plain ratio of medians 1.06, 1.15,
+  1.11 (e.g. 361 vs 340 ms on the quietest run); one layer [16,100,384]: 1.06-1.17x;
+- Qwen3-0.6B-shaped streamed, 8 candidates, 2 runs of 4 rounds: 0.91 and 1.11 (paired rounds
+  within noise of each other); one layer [8,128,1024]: 288 vs 284 ms median;
+- parity unchanged: MiniLM graphs <= 5.7e-6 (plain <= 5.6e-6), chained 8e-8 (1e-8); Qwen3 graphs
+  <= 2.4e-6 (1.9e-6), chained 3.9e-7 (2.1e-7); top-K identical;
+- export: MiniLM 10.3-11.3 s vs 9.6-9.8 s, peak 0.73 vs 0.69 GB; Qwen3-0.6B 92-99 s (plain took
+  123 s on a busier machine), peak 3.52 vs 3.50 GB.
+Hence opt-in. It is where to start on CUDA, where the fused Attention kernels are what the
+optimizer targets (not measured: no GPU here).
 
 Example::
 

@@ -1,5 +1,5 @@
 """Measure what export-time fusion (exporters/fusion.py) buys: streamed edgekit latency of a
-fused package against the same model exported with `--no-fuse`, in one process, rounds
+fused package (`edgekit export --fuse`) against the same model exported plain, in one process, rounds
 interleaved (plain, fused, plain, fused, ...) so drift on a shared machine spreads over both.
 
     python scripts/measure_fusion.py PLAIN_PKG FUSED_PKG [--rounds 7] [--candidates 50] [--threads 2]
