@@ -95,6 +95,7 @@ def test_plain_export_is_the_old_graphs(tiny_cross_package: Path) -> None:
 def test_cli_fuse_flag_writes_a_fused_package(tiny_cross_encoder: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tiny_cross_encoder), "--out", str(tmp_path / "p"), "--fuse"])
     assert result.exit_code == 0, result.output
+    assert "fused 3 graphs (Attention, BiasGelu, SkipLayerNormalization)" in " ".join(result.stdout.split())
     assert json.loads((tmp_path / "p/manifest.json").read_text())["exporter"]["fusions"]["graphs"]["layer_000"] \
         == BERT_LAYER
 
