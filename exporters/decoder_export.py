@@ -27,6 +27,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
+from edgekit.exporters.fusion import FusionPlan, describe, plan_for
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -110,7 +111,9 @@ def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.Tensor, root: Path,
-                   tolerance: float, progress: Progress, half: bool) -> tuple[list[GraphSpec], dict[str, float]]:
+                   tolerance: float, progress: Progress, half: bool, fusion: FusionPlan | None = None,
+                   fired: dict[str, dict[str, int]] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+    fired = {} if fired is None else fired
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
     total = len(stages.layers) + 2
@@ -141,7 +144,9 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
             if half and "attention_bias" in names:  # fp32 min overflows fp16: rebuild the bias
                 half_args = (half_args[0], _bias(mask, torch.float16), *half_args[2:])
             spec, parity[name] = export_checked(module, args, exported, half_args, root, name, role, index, names,
-                                                output, axes, tolerance)
+                                                output, axes, tolerance, fusion, fired)
+            if name in fired:
+                progress(f"fused {name}: {describe(fired[name])}", step + 1, total)
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity
@@ -168,8 +173,9 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
 
 def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, dtype: str = "fp32",
                    overwrite: bool = False, progress: Progress | None = None,
-                   instruction: str | None = None) -> Manifest:
-    """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`."""
+                   instruction: str | None = None, fuse: bool = False) -> Manifest:
+    """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`; `fuse`:
+    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py)."""
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     half = dtype == "fp16"
@@ -191,9 +197,11 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
     ids = prompt_ids(tokenizer, prompt, EXAMPLE_QUERY, list(EXAMPLE_DOCUMENTS), min(length, fixed + 64))
     input_ids, mask = left_padded(ids, int(tokenizer.pad_token_id))
     config = model.config
+    fusion = plan_for(config, "qwen3") if fuse else None
+    fired: dict[str, dict[str, int]] = {}
     with staged_directory(Path(out), overwrite=overwrite) as root:
         tolerance = FP16_TOLERANCE if half else TOLERANCE
-        graphs, parity = _export_stages(stages, input_ids, mask, root, tolerance, report, half)
+        graphs, parity = _export_stages(stages, input_ids, mask, root, tolerance, report, half, fusion, fired)
         manifest = Manifest(
             task="rerank",
             family=str(config.model_type),
@@ -216,7 +224,7 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
                       "intermediate_size": int(config.intermediate_size), "vocab_size": int(config.vocab_size)},
             ),
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
-            exporter=versions(),
+            exporter={**versions(), **({"fusions": fusion.record(fired)} if fusion else {})},
             parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
             root=root,
         )

@@ -70,15 +70,28 @@ class EmbeddingsStage(nn.Module):
         return self.project(hidden) if self.project is not None else hidden
 
 
-class LayerStage(nn.Module):
-    """One transformer layer; takes the plain [B,S] mask and builds the additive one inside."""
+def fusable_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The same additive mask as `extended_mask`, expanded to [B,1,S,S] and built with
+    masked_fill (as transformers' SDPA path did): the shape onnxruntime's attention fusion
+    recognises (exporters/fusion.py), which then replaces it by the 2-D mask. Equal values."""
+    batch, length = attention_mask.shape
+    keep = attention_mask[:, None, None, :].expand(batch, 1, length, length).to(dtype)
+    inverted = 1.0 - keep
+    return inverted.masked_fill(inverted.to(torch.bool), torch.finfo(dtype).min)
 
-    def __init__(self, layer: nn.Module) -> None:
+
+class LayerStage(nn.Module):
+    """One transformer layer; takes the plain [B,S] mask and builds the additive one inside
+    (`fusable`: in the form the attention fusion recognises, for graphs that will be fused)."""
+
+    def __init__(self, layer: nn.Module, fusable: bool = False) -> None:
         super().__init__()
         self.layer = layer
+        self.fusable = fusable
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.layer(hidden_states, attention_mask=extended_mask(attention_mask, hidden_states.dtype))
+        build = fusable_mask if self.fusable else extended_mask
+        out = self.layer(hidden_states, attention_mask=build(attention_mask, hidden_states.dtype))
         return out[0] if isinstance(out, tuple) else out
 
 
@@ -146,10 +159,11 @@ class EncoderStages:
 
 
 def split_encoder(model: nn.Module, family: EncoderFamily, task: str, pooling: str | None = None,
-                  normalize: bool = False) -> EncoderStages:
-    """Split a loaded model (seq-cls model for rerank, base model for select) into stages."""
+                  normalize: bool = False, fusable: bool = False) -> EncoderStages:
+    """Split a loaded model (seq-cls model for rerank, base model for select) into stages
+    (`fusable`: layers build their mask in the form the attention fusion recognises)."""
     base = _attribute(model, family.base_attr) if task == "rerank" else model
-    layers = [LayerStage(layer).eval() for layer in _attribute(base, family.layers_path)]
+    layers = [LayerStage(layer, fusable).eval() for layer in _attribute(base, family.layers_path)]
     if task == "rerank":
         head: nn.Module = CrossEncoderHead(model, family)
     else:

@@ -26,6 +26,7 @@ import torch
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
+from edgekit.exporters.fusion import FusionPlan, describe, plan_for
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -154,12 +155,15 @@ def load_depth_heads(stages: EncoderStages, source: Path) -> dict[int, torch.nn.
 
 def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: Path, tolerance: float,
                    progress: Progress, half: bool = False,
-                   depth_heads: dict[int, torch.nn.Module] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
-    """Export every stage (as fp16 copies when `half`) and check each against its fp32 module.
+                   depth_heads: dict[int, torch.nn.Module] | None = None, fusion: FusionPlan | None = None,
+                   fired: dict[str, dict[str, int]] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+    """Export every stage (as fp16 copies when `half`), fuse it with `fusion` when given (what
+    fired per graph into `fired`) and check each against its fp32 module.
 
     depth_heads: {depth: head module} scored on layer `depth`'s output, exported after the head
     as role "depth_head" with index = depth.
     """
+    fired = {} if fired is None else fired
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
     depth_heads = depth_heads or {}
@@ -198,7 +202,9 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             exported = copy.deepcopy(module).half() if half else module
             exported_args = tuple(a.half() if half and a.is_floating_point() else a for a in args)
             spec, parity[name] = export_checked(module, args, exported, exported_args, root, name, role, index,
-                                                input_names, output, axes, tolerance)
+                                                input_names, output, axes, tolerance, fusion, fired)
+            if name in fired:
+                progress(f"fused {name}: {describe(fired[name])}", step + 1, total)
             graphs.append(spec)
     progress("graphs exported", total, total)
     return graphs, parity
@@ -226,8 +232,9 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
-                   progress: Progress | None = None) -> Manifest:
-    """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package."""
+                   progress: Progress | None = None, fuse: bool = False) -> Manifest:
+    """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package;
+    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py)."""
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     half = dtype == "fp16"
@@ -237,13 +244,15 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     family = family_for_model_type(info.model_type)
     report("loading model", 0, 1)
     model, tokenizer = load_source_model(info)
-    stages = split_encoder(model, family, info.task, info.pooling, info.normalize)
+    stages = split_encoder(model, family, info.task, info.pooling, info.normalize, fusable=fuse)
+    fusion = plan_for(model.config, "bert") if fuse else None
+    fired: dict[str, dict[str, int]] = {}
     depth_heads = load_depth_heads(stages, info.path) if info.task == TASK_RERANK else {}
     length = choose_max_length(info, max_length, tokenizer, _position_limit(model, family))
     batch = _example_batch(tokenizer, info.task, length, family)
     with staged_directory(Path(out), overwrite=overwrite) as root:
         tolerance = FP16_TOLERANCE if half else family.tolerance
-        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half, depth_heads)
+        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half, depth_heads, fusion, fired)
         table = save_embedding_table(stages.embeddings.word_embeddings, root, half)
         token_files = save_tokenizer(tokenizer, root, info.path)
         scoring = (Scoring(kind="logit", num_labels=int(model.config.num_labels)) if info.task == TASK_RERANK
@@ -268,7 +277,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
                 embedding_table=table,
             ),
             source={"path": str(info.path), "model_type": info.model_type, "architectures": list(info.architectures)},
-            exporter=versions(),
+            exporter={**versions(), **({"fusions": fusion.record(fired)} if fusion else {})},
             parity={"tolerance": tolerance, "graphs_max_abs_diff": parity, "reference": "torch fp32"},
             root=root,
         )

@@ -36,7 +36,8 @@ _ONNX_DTYPES = {
 }
 
 
-def _tensor_specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
+def tensor_specs(values: list[onnx.ValueInfoProto]) -> tuple[TensorSpec, ...]:
+    """The manifest's [{name, dtype, shape}] of graph inputs or outputs."""
     specs = []
     for value in values:
         tensor = value.type.tensor_type
@@ -88,6 +89,6 @@ def export_graph(
         format="onnx",
         path=relative_file,
         files=tuple(files),
-        inputs=_tensor_specs(list(model.graph.input)),
-        outputs=_tensor_specs(list(model.graph.output)),
+        inputs=tensor_specs(list(model.graph.input)),
+        outputs=tensor_specs(list(model.graph.output)),
     )

@@ -11,6 +11,7 @@ import torch
 
 from edgekit import __version__
 from edgekit.errors import ParityError, SourceModelError
+from edgekit.exporters.fusion import FusionPlan, fuse_graph
 from edgekit.exporters.onnx_writer import OPSET, export_graph
 from edgekit.manifest import FileEntry, GraphSpec
 from edgekit.ranking_manifest import EmbeddingTable
@@ -33,9 +34,11 @@ def check_parity(name: str, diff: float, scale: float, tolerance: float) -> None
 def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], exported: torch.nn.Module,
                    exported_args: tuple[torch.Tensor, ...], root: Path, name: str, role: str, index: int | None,
                    input_names: list[str], output: str, axes: dict[str, dict[int, str]],
-                   tolerance: float) -> tuple[GraphSpec, float]:
+                   tolerance: float, fusion: FusionPlan | None = None,
+                   fired: dict[str, dict[str, int]] | None = None) -> tuple[GraphSpec, float]:
     """Export `exported` (the module itself, or its fp16 copy) on `exported_args` to
-    graphs/<name>.onnx, run it in onnxruntime and check it against `module(*args)` (fp32 torch);
+    graphs/<name>.onnx, fuse it with `fusion` when given (exporters/fusion.py; what fired goes
+    into `fired[name]`), run it in onnxruntime and check it against `module(*args)` (fp32 torch);
     returns the GraphSpec and the max abs diff. Raises SourceModelError / ParityError."""
     from edgekit.runtimes.backends import backend_for
 
@@ -44,6 +47,10 @@ def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], expo
                             name=name, role=role, index=index)
     except (RuntimeError, TypeError, ValueError) as error:
         raise SourceModelError(f"exporting {name} failed: {str(error).splitlines()[0]}") from None
+    if fusion is not None:
+        spec, fused = fuse_graph(root, spec, fusion)
+        if fused and fired is not None:
+            fired[name] = fused
     session = backend_for("onnx", "cpu").load(root / spec.path)
     actual = session.run({n: a.numpy() for n, a in zip(input_names, exported_args)})[0]
     session.release()

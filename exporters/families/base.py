@@ -98,10 +98,10 @@ def encoder_exporter(task: str) -> Callable[..., Manifest]:
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-               dtype: str = "fp32") -> Manifest:
+               dtype: str = "fp32", fuse: bool = False) -> Manifest:
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
-                                             overwrite=overwrite, progress=progress)
+                                             overwrite=overwrite, progress=progress, fuse=fuse)
 
     return export
 
@@ -140,5 +140,9 @@ def describe_source(path: Path) -> str:
 
 
 def ranking_summary(manifest: Manifest) -> str:
+    fused = manifest.exporter.get("fusions", {}).get("graphs", {})
+    ops = sorted({op for counts in fused.values() for op in counts})
+    fusion = f", fused {len(fused)} graphs ({', '.join(ops)})" if fused else ""
     return (f"{manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
-            f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}")
+            f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}"
+            f"{fusion}")
