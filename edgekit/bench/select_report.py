@@ -98,8 +98,8 @@ def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], c
         "candidate layers share = candidates × layers computed, as a share of running every candidate through every "
         "layer.",
         f"Batched variants (`torch` in 32s, `onnx-monolithic-batched`, `-optimized` in {w['batch']}s) sort the "
-        "candidates longest-first by tokenized length before batching (as sentence-transformers' `encode` does) "
-        "and restore the input order; `onnx-monolithic-batched-inorder` batches in the given order (the baseline "
+        "candidates longest-first by tokenized length (`torch`: by text length, sentence-transformers' `encode` key) "
+        "before batching and restore the input order; `onnx-monolithic-batched-inorder` batches in the given order (the baseline "
         "before issue 14). edgekit groups its chunks by length too (runtimes/chunks.py).",
         *([f"`onnx-monolithic-optimized`: {optimized}."] if optimized else []),
         *(calibration_note(policy, c) for policy, c in calibration.items()),

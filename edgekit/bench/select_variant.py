@@ -3,9 +3,9 @@
     python -m edgekit.bench.select_variant --variant edgekit-exact --package PKG --data Q.jsonl \
         --top-k 10 --threads 2 [--graph MONO.onnx] [--batch 16] [--chunk 16]
 
-Variants (every batched one sorts the candidates longest-first by tokenized length before cutting
-them into batches, as sentence-transformers' `encode` does, and restores the input order for
-scoring; only `-inorder` does not):
+Variants (every batched one sorts the candidates longest-first before cutting them into batches, as
+sentence-transformers' `encode` does, and restores the input order for scoring; only `-inorder` does
+not; the ONNX ones sort by tokenized length, `torch` by text length, sentence-transformers' own key):
   torch                     transformers eager, the whole model, candidates longest-first in
                             batches of 32 (sentence-transformers' default batch size) — the reference
   onnx-monolithic           one whole-model ONNX graph, all candidates in one run
@@ -76,14 +76,10 @@ def _torch_ranker(manifest: Manifest, top_k: int, threads: int) -> Ranker:
                 return logits_to_score(model(**batch).logits).numpy()
             return head(model(**batch).last_hidden_state, batch["attention_mask"]).numpy()
 
-    def longest_first(query: str, candidates: list[str]) -> np.ndarray:
-        """Candidate indices by tokenized length, longest first (ties in input order)."""
-        lengths = tokenizer([query] * len(candidates) if cross else candidates, candidates if cross else None,
-                            truncation=True, max_length=manifest.ranking.max_length)["input_ids"]
-        return np.argsort([-len(ids) for ids in lengths], kind="stable")
-
     def rank(query: str, candidates: list[str]) -> tuple[list[int], int | None]:
-        order = longest_first(query, candidates)
+        # longest first by text length, as sentence-transformers' encode/predict sort (no second
+        # tokenisation inside the timed call); ties in input order
+        order = np.argsort([-len(text) for text in candidates], kind="stable")
         parts = []
         for start in range(0, len(candidates), TORCH_BATCH):
             texts = [candidates[i] for i in order[start : start + TORCH_BATCH]]
