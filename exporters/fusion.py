@@ -101,13 +101,31 @@ def _op_counts(graph_nodes: object) -> dict[str, int]:
     return counts
 
 
+def run_optimizer(path: Path, plan: FusionPlan, options: object = None) -> object:
+    """onnxruntime's transformer optimizer on the graph at `path` (graph rewrites only, OPT_LEVEL),
+    its per-pattern logging and warnings silenced; returns the optimizer's model object (the
+    graph under `.model`, what fired under `.get_fused_operator_statistics()`). Used per layer
+    here and on the whole model by the bench's optimized baseline (exporters/optimized_graph.py)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optimize_model(str(path), model_type=plan.model_type, num_heads=plan.num_heads,
+                                  hidden_size=plan.hidden_size, opt_level=OPT_LEVEL, optimization_options=options)
+    finally:
+        quiet.setLevel(level)
+
+
 def fuse_graph(root: Path, spec: GraphSpec, plan: FusionPlan) -> tuple[GraphSpec, dict[str, int]]:
     """Fuse `root/spec.path` in place when the optimizer recognises a pattern; returns the spec
     of the final files and {fused op type: count in the final graph} ({} and `spec` unchanged
     when nothing fired)."""
     import onnx
     from onnxruntime.transformers.fusion_options import FusionOptions
-    from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions(plan.model_type)
     # the 2-D 0/1 mask as given (the default for "bert" reduces it to lengths, exact only for
@@ -115,17 +133,7 @@ def fuse_graph(root: Path, spec: GraphSpec, plan: FusionPlan) -> tuple[GraphSpec
     options.use_raw_attention_mask(True)
     path = root / spec.path
     before = _op_counts(onnx.load(str(path), load_external_data=False).graph.node)
-    quiet = logging.getLogger("onnxruntime.transformers")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            optimized = optimize_model(str(path), model_type=plan.model_type, num_heads=plan.num_heads,
-                                       hidden_size=plan.hidden_size, opt_level=OPT_LEVEL,
-                                       optimization_options=options)
-    finally:
-        quiet.setLevel(level)
+    optimized = run_optimizer(path, plan, options)
     stats = optimized.get_fused_operator_statistics()
     fired = {op: int(count) for op, count in sorted(stats.items()) if count > before.get(op, 0)}
     graph = optimized.model.graph

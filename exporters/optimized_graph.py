@@ -36,6 +36,7 @@ import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -128,12 +129,9 @@ def _ort_offline(plain: Path, temporary: Path) -> None:
 
 def _optimize(plain: Path, temporary: Path, optimizer_type: str, heads: int, hidden: int) -> dict[str, int]:
     """The transformer optimizer's Python fusions; returns the fusions that fired."""
-    import logging
+    from edgekit.exporters.fusion import FusionPlan, run_optimizer  # lazily: fusion.py's imports pull torch
 
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)  # its per-pattern chatter
-    model = optimize_model(str(plain), model_type=optimizer_type, num_heads=heads, hidden_size=hidden, opt_level=0)
+    model: Any = run_optimizer(plain, FusionPlan(optimizer_type, num_heads=heads, hidden_size=hidden))
     fusions = {name: int(count) for name, count in model.get_fused_operator_statistics().items() if count}
     if fusions:
         large = plain.stat().st_size + sum(p.stat().st_size for p in plain.parent.iterdir()
