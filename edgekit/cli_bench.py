@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from edgekit.bench.derived import DERIVED
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
@@ -82,14 +83,25 @@ def bench_select_deep(
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (every variant)."),
     optimized: bool = typer.Option(True, "--optimized/--no-optimized",
                                    help="Also run the one graph after onnxruntime's transformer optimizer."),
+    derived: str = typer.Option(",".join(DERIVED), "--derived",
+                                help="Packages exported again from the same checkpoint and run as edgekit "
+                                     "(comma-separated; '' for none)."),
+    int8_min_agreement: float = typer.Option(None, "--int8-min-agreement",
+                                             help="The int8 export's agreement gate (default: the exporter's)."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
 ) -> None:
-    """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget) vs one ONNX graph."""
+    """A Qwen3-0.6B-shaped reranker: edgekit streamed (and under a memory budget), with shared layer sessions and
+    int8, vs one ONNX graph."""
     from edgekit.bench import deep
     from edgekit.errors import InvalidArgumentError
+
+    chosen = tuple(name.strip() for name in derived.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in DERIVED]
+    if unknown:
+        raise InvalidArgumentError(f"--derived: unknown {', '.join(unknown)}; choose from {', '.join(DERIVED)}")
 
     try:
         shares = tuple(float(x) for x in budget_shares.split(",") if x.strip())
@@ -104,7 +116,8 @@ def bench_select_deep(
     backend_for("onnx", provider)  # an unavailable provider is a one-line error here, not a failed child
     options = {"work": work} if work is not None else {}
     config = deep.DeepBench(provider=provider, candidates=candidates, tokens=tokens, top_k=top_k, queries=queries, repeat=repeat,
-                            threads=threads, budget_shares=shares, optimized=optimized, **options)
+                            threads=threads, budget_shares=shares, optimized=optimized, derived=chosen,
+                            int8_min_agreement=int8_min_agreement, **options)
     report = deep.run_deep_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
                                  command="edgekit " + " ".join(sys.argv[1:]))
     _publish(report, json_out, markdown_file if markdown else None, plot)

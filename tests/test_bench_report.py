@@ -121,3 +121,28 @@ def test_select_deep_report_carries_the_optimized_baseline() -> None:
     assert [v.name for v in report.variants] == ["onnx-monolithic", "onnx-monolithic-optimized", "edgekit"]
     assert report.variant("onnx-monolithic-optimized").ratio("latency").value == 0.8
     assert "`onnx-monolithic-optimized`: onnxruntime transformer optimizer, model type qwen3" in markdown(report)
+
+
+def test_select_deep_report_carries_the_derived_packages_and_why_one_was_skipped() -> None:
+    """edgekit-shared / edgekit-int8 rows sit after `edgekit`, each with its latency against the
+    plain and the optimized one graph; a variant whose export refused is a note, not a row."""
+    from edgekit.bench.deep import DeepBench, build_report
+
+    def child(name: str, latency: float, scores: list[list[float]]) -> dict:
+        return {"variant": name, "latency_ms": latency, "latencies_ms": [latency], "peak_rss_mb": 400.0,
+                "scores": scores}
+
+    model = {"shape": "qwen3-0.6b", "layers": 28, "hidden": 1024, "vocab": 151669, "package_mb": 2300.0,
+             "largest_graph_mb": 600.0}
+    refusal = "`edgekit-int8` skipped: its export refused (int8 agreement 0.80 < 0.99; worst layers 3, 7)"
+    report = build_report(DeepBench(top_k=2, budget_shares=()), model, child("onnx-monolithic", 100.0, [[0.9, 0.1]]),
+                          child("edgekit", 120.0, [[0.9, 0.1]]), [], "edgekit bench",
+                          child("onnx-monolithic-optimized", 80.0, [[0.9, 0.1]]), "fusions",
+                          [child("edgekit-shared", 90.0, [[0.9, 0.1]])], [refusal])
+    assert [v.name for v in report.variants] == ["onnx-monolithic", "onnx-monolithic-optimized", "edgekit",
+                                                 "edgekit-shared"]
+    shared = report.variant("edgekit-shared")
+    assert [(r.baseline, r.value) for r in shared.ratios if r.measure == "latency"] == [
+        ("onnx-monolithic", 0.9), ("onnx-monolithic-optimized", 1.125)]
+    assert refusal in report.notes and any(note.startswith("`edgekit-shared`: the same checkpoint")
+                                           for note in report.notes)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.bench.derived import DERIVED, derived_package
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Table, Variant, Workload, ratio
 from edgekit.bench.subprocess_runner import run_bench_variant as run_variant
 from edgekit.dataset import Example
@@ -37,6 +38,7 @@ Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.deep_variant"
 SHAPE = "qwen3-0.6b"
 BASELINE = "onnx-monolithic"
+OPTIMIZED = "onnx-monolithic-optimized"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class DeepBench:
     budget_shares: tuple[float, ...] = (0.25, 0.09)
     provider: str = "cpu"
     optimized: bool = True  # also run onnx-monolithic-optimized
+    derived: tuple[str, ...] = tuple(DERIVED)  # edgekit-shared / -int8 / -shared-int8 (bench/derived.py)
+    int8_min_agreement: float | None = None  # the int8 export's gate (None: the exporter's default)
     work: Path = cache_dir() / "bench" / "deep"
 
 
@@ -98,14 +102,18 @@ def examples(config: DeepBench) -> list[Example]:
     return out
 
 
-def _variant(result: dict[str, Any], baseline: dict[str, Any], top_k: int) -> Variant:
+def _variant(result: dict[str, Any], baseline: dict[str, Any], top_k: int,
+             optimized: dict[str, Any] | None = None) -> Variant:
     """One child's result as a Variant: ratios of latency, peak RSS (and device peak) against the
-    baseline, and its scores compared with the baseline's."""
+    baseline (and latency against the optimized one graph when it ran), and its scores compared
+    with the baseline's."""
     diffs = [float(np.max(np.abs(np.array(a) - np.array(b)))) for a, b in zip(result["scores"], baseline["scores"])]
     agree = [len(set(top_k_order(np.array(a), top_k).tolist()) & set(top_k_order(np.array(b), top_k).tolist())) / top_k
              for a, b in zip(result["scores"], baseline["scores"])]
     ratios = [Ratio("latency", ratio(result["latency_ms"], baseline["latency_ms"]), BASELINE),
               Ratio("peak_rss", ratio(result["peak_rss_mb"], baseline["peak_rss_mb"]), BASELINE)]
+    if optimized is not None:
+        ratios.append(Ratio("latency", ratio(result["latency_ms"], optimized["latency_ms"]), OPTIMIZED))
     if result.get("device_peak_mb") and baseline.get("device_peak_mb"):
         ratios.append(Ratio("device_peak", ratio(result["device_peak_mb"], baseline["device_peak_mb"]), BASELINE))
     latencies = result.get("latencies_ms") or [result["latency_ms"]]
@@ -133,8 +141,12 @@ def budget_table(budgeted: list[dict[str, Any]]) -> Table:
 
 def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, Any], streamed: dict[str, Any],
                  budgeted: list[dict[str, Any]], command: str, fused: dict[str, Any] | None = None,
-                 fusions: str | None = None) -> Report:
-    """The Report of one `edgekit bench select-deep` run from its children's results."""
+                 fusions: str | None = None, derived: list[dict[str, Any]] | None = None,
+                 skipped: list[str] | None = None) -> Report:
+    """The Report of one `edgekit bench select-deep` run from its children's results; `derived`:
+    the edgekit-shared/-int8 children (their packages exported again from the same checkpoint),
+    `skipped`: why a derived variant did not run (its export refused)."""
+    derived = derived or []
     key = "select-deep" if config.provider == "cpu" else f"select-deep-{config.provider}"
     gpu = baseline.get("gpu")
     notes = [f"Random weights in the Qwen3-Reranker-0.6B shape ({model['layers']} layers, hidden {model['hidden']}, "
@@ -146,6 +158,13 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
              "variant batches or sorts."]
     if fusions:
         notes.append(f"`onnx-monolithic-optimized`: {fusions}.")
+    if derived:
+        gate = (f"the int8 gate at {config.int8_min_agreement:g}" if config.int8_min_agreement is not None
+                else "the int8 gate at the exporter's default")
+        names = ", ".join(f"`{r['variant']}`" for r in derived)
+        notes.append(f"{names}: the same checkpoint exported again (--shared-layers / --dtype int8, {gate} on "
+                     "these queries), run as `edgekit`.")
+    notes.extend(skipped or [])
     if gpu:
         notes.append(f"GPU {gpu}; device peak = the process's peak device memory (nvidia-smi).")
     return Report(
@@ -158,8 +177,8 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
             provider=config.provider, threads=config.threads,
             settings={"repeat": config.repeat, "budget_shares": list(config.budget_shares)}),
         baseline=BASELINE, reference=BASELINE,
-        variants=tuple(_variant(r, baseline, config.top_k)
-                       for r in (baseline, *([fused] if fused else []), streamed, *budgeted)),
+        variants=tuple(_variant(r, baseline, config.top_k, fused)
+                       for r in (baseline, *([fused] if fused else []), streamed, *derived, *budgeted)),
         notes=tuple(notes),
         tables=(budget_table(budgeted),) if budgeted else (),
         details={"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
@@ -186,6 +205,19 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
                             config.threads)
     progress("edgekit")
     streamed = run_variant(VARIANT_MODULE, ["--variant", "edgekit", *common], config.threads)
+    from edgekit.manifest import Manifest
+
+    derived, skipped = [], []
+    for name in config.derived:
+        path, why = derived_package(Manifest.load(package), name, package.parent, data, config.int8_min_agreement,
+                                    progress)
+        if path is None:
+            progress(why)
+            skipped.append(why)
+            continue
+        progress(name)
+        args = [arg if arg != str(package) else str(path) for arg in common]
+        derived.append(run_variant(VARIANT_MODULE, ["--variant", name, *args], config.threads))
     budgeted = []
     for share in config.budget_shares:
         budget = round(share * baseline["peak_rss_mb"], 1)
@@ -193,12 +225,10 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
         result = run_variant(VARIANT_MODULE, ["--variant", "edgekit-budget", *common, "--memory-budget", str(budget)],
                              config.threads)
         budgeted.append({**result, "variant": f"edgekit-budget-{share:g}", "budget_mb": budget, "share": share})
-    from edgekit.manifest import Manifest
-
     manifest = Manifest.load(package)
     model = {"shape": SHAPE, "layers": manifest.ranking.num_layers, "hidden": manifest.ranking.hidden_size,
              "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
              "package_mb": round(manifest.total_bytes / 2**20, 1),
              "largest_graph_mb": round(max(g.bytes for g in manifest.graphs) / 2**20, 1)}
     return build_report(config, model, baseline, streamed, budgeted, command, fused,
-                        record.describe() if record else None)
+                        record.describe() if record else None, derived, skipped)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import edgekit
+from edgekit.bench.derived import DERIVED, derived_package
 from edgekit.bench.report import Machine, Report
 from edgekit.bench.select_report import build_report
 from edgekit.bench.select_variant import CALIBRATED, VARIANTS
@@ -131,7 +132,9 @@ def held_out(raws: dict[str, dict[str, Any]], calibrations: dict[str, dict[str, 
 
 
 def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: Sequence[Example], top_k: int,
-              exact_cost: int) -> dict[str, Any]:
+              exact_cost: int, package_reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One variant's figures; `package_reference` (edgekit-exact's raw result, for the derived
+    int8/shared packages) adds its agreement with the fp32 per-layer package."""
     latency = np.asarray(raw["latency_ms"])
     cost = raw["candidate_layers"] if raw["candidate_layers"] is not None else exact_cost  # None: not layer-wise
     summary: dict[str, Any] = {
@@ -146,6 +149,9 @@ def summarise(raw: dict[str, Any], reference: dict[str, Any] | None, examples: S
     if reference is not None:
         summary["agreement"] = float(np.mean([agreement(mine, ref) for mine, ref in
                                               zip(raw["top_k"], reference["top_k"])]))
+    if package_reference is not None:
+        summary["agreement_package"] = float(np.mean([agreement(mine, ref) for mine, ref in
+                                                      zip(raw["top_k"], package_reference["top_k"])]))
     labelled = [(picked, e.relevant) for picked, e in zip(raw["top_k"], examples) if e.relevant]
     summary["precision_at_k"] = (float(np.mean([len(set(p) & set(r)) / top_k for p, r in labelled]))
                                  if labelled else None)
@@ -201,7 +207,7 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     with tempfile.TemporaryDirectory(prefix="edgekit-bench-") as work:
         workdir = Path(work)
         own = manifest.ranking.calibration or {}  # without --split: the package's own calibration, for its policy
-        packages = {name: config.package for name in config.variants}
+        packages = {name: config.package for name in config.variants if name not in DERIVED}
         calibrations = {str(own.get("policy", "cluster")): dict(own)} if own else {}
         measured = examples
         if config.split and calibrated:
@@ -215,8 +221,19 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
             packages.update({name: copies[CALIBRATED[name]][0] for name in calibrated})
             measured = examples[half:]
         data = _write_examples(measured, workdir / "measure.jsonl")
+        # the int8 gate checks the calibration half when there is one, else the measured queries
+        gate_data = calib_file if config.split and calibrated else data
+        skipped = []
+        for name in [name for name in config.variants if name in DERIVED]:
+            path, why = derived_package(manifest, name, cache_dir() / "bench" / "derived", gate_data,
+                                        progress=progress)
+            if path is None:
+                progress(why)
+                skipped.append(why)
+            else:
+                packages[name] = path
         raws: dict[str, dict[str, Any]] = {}
-        for name in config.variants:
+        for name in [name for name in config.variants if name not in DERIVED or name in packages]:
             if name in CALIBRATED and not _certified(calibrations.get(CALIBRATED[name])):
                 progress(f"{name}: no {CALIBRATED[name]} setting was certified for the target; it would run exact "
                          "(skipped)")
@@ -227,7 +244,8 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
         sweep = _memory_sweep(config, examples, config.package, graph, workdir, progress) if config.sweep else []
     exact_cost = sum(len(e.candidates) for e in measured) * manifest.ranking.num_layers
     reference = raws.get("torch")
-    variants = [summarise(raw, reference, measured, config.top_k, exact_cost) for raw in raws.values()]
+    variants = [summarise(raw, reference, measured, config.top_k, exact_cost,
+                          raws.get("edgekit-exact") if raw["variant"] in DERIVED else None) for raw in raws.values()]
     full_model = "edgekit-exact" if "edgekit-exact" in raws else "torch"
     workload = {
         "package": str(config.package), "family": manifest.family, "task": manifest.task,
@@ -240,7 +258,7 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
     return build_report(workload=workload, summaries=variants, calibration=calibrations,
                         held_out=held_out(raws, calibrations, full_model, config.target_agreement), sweep=sweep,
                         command=config.command, title=config.title, machine=Machine.here(),
-                        optimized=optimized.describe() if optimized else None)
+                        optimized=optimized.describe() if optimized else None, skipped=skipped)
 
 
 def _memory_sweep(config: SelectBench, examples: Sequence[Example], package: Path, graph: Path | None,

@@ -62,6 +62,8 @@ def _variant(summary: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> V
     quality = []
     if summary.get("agreement") is not None:
         quality.append(Quality(REFERENCE, "top-k", top_k_agreement=summary["agreement"]))
+    if summary.get("agreement_package") is not None:
+        quality.append(Quality("edgekit-exact", "top-k", top_k_agreement=summary["agreement_package"]))
     if summary.get("precision_at_k") is not None:
         quality.append(Quality("labels", "top-k", precision_at_k=summary["precision_at_k"],
                                recall_at_k=summary["recall_at_k"]))
@@ -85,7 +87,7 @@ def sweep_table(sweep: list[dict[str, Any]]) -> Table:
 
 def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], calibration: dict[str, Any],
                  held_out: list[dict[str, Any]], sweep: list[dict[str, Any]], command: str, title: str,
-                 machine: Machine, optimized: str | None = None) -> Report:
+                 machine: Machine, optimized: str | None = None, skipped: list[str] | None = None) -> Report:
     """The Report of one `edgekit bench select` run (`summaries`: one per variant, see select.summarise)."""
     w = workload
     title = title or f"Selection: {w['family']} {w['task']} package"
@@ -104,7 +106,13 @@ def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], c
         *([f"`onnx-monolithic-optimized`: {optimized}."] if optimized else []),
         *(calibration_note(policy, c) for policy, c in calibration.items()),
         *(held_out_note(row) for row in held_out),
+        *(skipped or []),
     ]
+    derived = [s["name"] for s in summaries if s.get("agreement_package") is not None]
+    if derived:
+        notes.append(f"{', '.join(f'`{name}`' for name in derived)}: the package's source exported again "
+                     "(--shared-layers, --dtype int8; edgekit/bench/derived.py) and run as `edgekit-exact`; their "
+                     "top-K agreement is also given against `edgekit-exact` (the fp32 per-layer package).")
     return Report(
         workload=Workload(
             title=title, key=f"select:{slug(title)}", command=command, machine=machine,

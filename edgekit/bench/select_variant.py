@@ -22,6 +22,11 @@ not; the ONNX ones sort by tokenized length, `torch` by text length, sentence-tr
   edgekit-stable            the streamed package, --prune auto, calibrated for rank stability
   edgekit-resident          the package with a window holding every graph: sessions stay open
                             across queries (no streaming), no pruning
+  edgekit-shared            as edgekit-exact, on the package exported again with --shared-layers
+                            (one session for every layer, each layer's weights fed from its mapped
+                            file; edgekit/bench/derived.py builds it)
+  edgekit-int8              as edgekit-exact, on the package exported again with --dtype int8
+  edgekit-shared-int8       as edgekit-exact, on the package exported with both
 
 The first query runs once untimed (warm-up); then every query is timed once, tokenisation
 included. Peak RSS is this process's own high-water mark (VmHWM), read at exit.
@@ -45,7 +50,8 @@ from edgekit.measure import peak_rss_mb
 from edgekit.runtimes.ranking import top_k_order
 
 VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
-            "onnx-monolithic-optimized", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident")
+            "onnx-monolithic-optimized", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident",
+            "edgekit-shared", "edgekit-int8", "edgekit-shared-int8")
 BATCHED = ("onnx-monolithic-batched", "onnx-monolithic-batched-inorder", "onnx-monolithic-optimized")
 # calibrated variants: the policy each one's package copy is calibrated for (then run with --prune auto)
 CALIBRATED = {"edgekit-pruned": "cluster", "edgekit-stable": "rank-stability"}
