@@ -98,10 +98,11 @@ def encoder_exporter(task: str) -> Callable[..., Manifest]:
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-               dtype: str = "fp32", fuse: bool = False) -> Manifest:
+               dtype: str = "fp32", fuse: bool = False, shared_layers: bool = False) -> Manifest:
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
-                                             overwrite=overwrite, progress=progress, fuse=fuse)
+                                             overwrite=overwrite, progress=progress, fuse=fuse,
+                                             shared_layers=shared_layers)
 
     return export
 
