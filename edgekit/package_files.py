@@ -260,23 +260,20 @@ class GraphSpec:
             twice = [name for name in names if names.count(name) > 1]
             if twice:
                 raise ManifestError(f"{kind} name tensor {shown(twice[0])} twice")
-        parsed_files = tuple(FileEntry.from_dict(entry, f"files[{i}]") for i, entry in enumerate(files))
-        path = package_path(data["path"], "path")
-        weights = optional(data.get("weights"), LayerWeights.from_dict, "weights")
-        if weights is not None:
-            feeds = {spec.name for spec in (*specs["inputs"], *specs["outputs"])}
-            weights.check(parsed_files, path, feeds)
-        return GraphSpec(
+        graph = GraphSpec(
             name=text(data["name"], "name", MAX_NAME_CHARS),
             role=text(data["role"], "role", MAX_NAME_CHARS),
             index=optional(data.get("index"), integer, "index", 0, MAX_INDEX),
             format=text(data["format"], "format", MAX_NAME_CHARS),
-            path=path,
-            files=parsed_files,
+            path=package_path(data["path"], "path"),
+            files=tuple(FileEntry.from_dict(entry, f"files[{i}]") for i, entry in enumerate(files)),
             inputs=specs["inputs"],
             outputs=specs["outputs"],
-            weights=weights,
+            weights=optional(data.get("weights"), LayerWeights.from_dict, "weights"),
         )
+        if graph.weights is not None:
+            graph.weights.check(graph.files, graph.path, {spec.name for spec in (*graph.inputs, *graph.outputs)})
+        return graph
 
 
 def check_present(root: Path, entries: list[FileEntry]) -> None:
