@@ -22,7 +22,7 @@ from edgekit.errors import FormatVersionError, IntegrityError, NotAPackageError,
 from edgekit.exporters.shared_layers import SHARED_GRAPH, share_layers
 from edgekit.manifest import Manifest
 from edgekit.runtimes import selector as selector_module
-from edgekit.runtimes.planner import MIB, estimate
+from edgekit.runtimes.planner import MIB, SESSION_FACTOR, estimate
 from edgekit.runtimes.ranking import Ranking
 from edgekit.runtimes.shared_weights import MappedWeights
 from tests.conftest import CANDIDATES, QUERY
@@ -263,8 +263,8 @@ def test_planner_counts_the_shared_session_once_and_the_computing_layers_weights
     embeddings = shared.graph("embeddings")
     for window in (1, 2, 3):
         parts = estimate(shared, lengths, window, 4, 100.0)
-        # the computing layer reads its whole mapped file (or the embeddings session, if larger)
-        assert parts["weights"] == pytest.approx(max(weights_file, embeddings.bytes * 0.25) / MIB)
+        # the computing layer's mapped weights file, as a per-layer session's mapped data file
+        assert parts["weights"] == pytest.approx(max(weights_file, embeddings.bytes) * SESSION_FACTOR / MIB)
         # prefetched maps are read ahead into the page cache, not resident: the shared graph is,
         # once, and each other window slot at most the embeddings graph's structure
         idle = (window - 1) * embeddings.files[0].bytes
