@@ -195,13 +195,43 @@ def test_shared_qwen3_scores_like_the_per_layer_package(qwen3_pair: tuple[Path, 
     assert actual.stats.graphs_loaded == 3 and actual.stats.layer_weights_mapped == len(layers)
 
 
-def test_an_int8_package_shares_its_layers_too(cross_pair: tuple[Path, Path], tmp_path: Path) -> None:
-    """share_layers knows no dtype: layer graphs quantised by onnxruntime's dynamic int8 tool (int8
-    weights, float scales, uint8 zero points) share one graph and rank exactly as before."""
-    import dataclasses
-
+def _int8_weights(path: Path) -> None:
+    """Rewrite the layer graph at `path` with int8 weights: every MatMul's weight becomes
+    DequantizeLinear(int8 tensor, float scale, int8 zero point), the shape of graph onnxruntime's
+    dynamic quantisation writes (built here with onnx alone: only exporters import onnxruntime)."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))  # external data read in: the data file is written anew below
+    (path.parent / f"{path.name}.data").unlink()
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            name = node.input[1]
+            values = numpy_helper.to_array(weights.pop(name))
+            scale = np.float32(np.abs(values).max() / 127)
+            model.graph.initializer.extend([
+                numpy_helper.from_array(np.round(values / scale).astype(np.int8), f"{name}_quantized"),
+                numpy_helper.from_array(np.array(scale, dtype=np.float32), f"{name}_scale"),
+                numpy_helper.from_array(np.array(0, dtype=np.int8), f"{name}_zero_point")])
+            nodes.append(helper.make_node("DequantizeLinear", [f"{name}_quantized", f"{name}_scale",
+                                                               f"{name}_zero_point"], [f"{name}_dequantized"]))
+            node.input[1] = f"{name}_dequantized"
+        nodes.append(node)
+    kept = [tensor for tensor in model.graph.initializer if tensor.name in weights or tensor.name.endswith(
+        ("_quantized", "_scale", "_zero_point"))]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save_model(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=512)
+
+
+def test_an_int8_package_shares_its_layers_too(cross_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """share_layers knows no dtype: layer graphs with int8 weights, float scales and int8 zero
+    points share one graph and rank exactly as before."""
+    import dataclasses
 
     from edgekit.manifest import FileEntry
 
@@ -210,18 +240,15 @@ def test_an_int8_package_shares_its_layers_too(cross_pair: tuple[Path, Path], tm
     graphs = []
     for graph in manifest.graphs:
         if graph.role == "layer":
-            quantised = root / f"{graph.path}.int8.onnx"
-            quantize_dynamic(str(root / graph.path), str(quantised), weight_type=QuantType.QInt8)
-            onnx.save_model(onnx.load(str(quantised)), str(root / graph.path), save_as_external_data=True,
-                            location=Path(graph.path).name + ".data", size_threshold=1024)
-            quantised.unlink()
+            _int8_weights(root / graph.path)
             graph = dataclasses.replace(graph, files=tuple(FileEntry.of(root, e.file) for e in graph.files))
         graphs.append(graph)
     dataclasses.replace(manifest, graphs=tuple(graphs)).save(root)
     expected = edgekit.load(str(root)).rank(QUERY, CANDIDATES, top_k=5)
     shared = share_layers(root, Manifest.load(root))
-    dtypes = {tensor.dtype for tensor in shared.graph("layer", 0).weights.tensors}
-    assert {"int8", "float32"} <= dtypes  # the int8 weights and their per-layer scales are inputs
+    tensors = {tensor.name: tensor.dtype for tensor in shared.graph("layer", 0).weights.tensors}
+    assert {"int8", "float32"} <= set(tensors.values())  # int8 weights and their per-layer scales are inputs
+    assert not any(name.endswith("_zero_point") for name in tensors)  # zero in every layer: left inline
     actual = edgekit.load(str(root)).rank(QUERY, CANDIDATES, top_k=5)
     assert [(r.index, r.score) for r in actual] == [(r.index, r.score) for r in expected]
 
