@@ -55,6 +55,8 @@ def _export(source: Path, out: Path, *extra: str, max_length: int = 64) -> Path:
     result = CliRunner().invoke(app, ["export", str(source), "--out", str(out), "--max-length", str(max_length),
                                       *extra])
     assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())  # the console wraps long lines
+    assert ("layers share graphs/layer_shared.onnx" in said) == ("--shared-layers" in extra), result.stdout
     return out
 
 

@@ -144,6 +144,8 @@ def ranking_summary(manifest: Manifest) -> str:
     fused = manifest.exporter.get("fusions", {}).get("graphs", {})
     ops = sorted({op for counts in fused.values() for op in counts})
     fusion = f", fused {len(fused)} graphs ({', '.join(ops)})" if fused else ""
+    shared = manifest.exporter.get("shared_layers")
+    sharing = f", layers share {shared['graph']} ({shared['tensors']} weight inputs each)" if shared else ""
     return (f"{manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
             f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}"
-            f"{fusion}")
+            f"{fusion}{sharing}")
