@@ -229,7 +229,8 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
     if stats.plan is not None:
         rss += (f" (budget {stats.memory_budget_mb:.0f} MiB, planned window {stats.window}, chunk {stats.chunk}, "
                 f"estimate {stats.plan['estimated_peak_mb']:.0f} MiB)")
-    stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded} · "
+    mapped = f" · layer weights mapped {stats.layer_weights_mapped}" if stats.layer_weights_mapped else ""
+    stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded}{mapped} · "
                  f"max resident {stats.max_resident_graphs} · truncated {stats.truncated} · prune {stats.prune} · "
                  f"candidate-layers {stats.candidate_layers}/{stats.candidate_layers_exact}")
 

@@ -117,6 +117,15 @@ def test_shared_cross_encoder_ranks_like_the_per_layer_package(cross_pair: tuple
     assert first.stats.max_resident_graphs <= 2
 
 
+def test_cli_run_reports_the_layer_weights_it_mapped(cross_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    candidates = tmp_path / "c.txt"
+    candidates.write_text("\n".join(CANDIDATES), encoding="utf-8")
+    args = ["run", str(cross_pair[1]), "--query", QUERY, "--candidates", str(candidates), "--top-k", "2"]
+    stats = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)["stats"]
+    assert (stats["graphs_loaded"], stats["layer_weights_mapped"]) == (3, 3)
+    assert "layer weights mapped 3" in " ".join(CliRunner().invoke(app, args).stdout.split())
+
+
 def test_pruning_decides_the_same_on_both_packages(cross_pair: tuple[Path, Path]) -> None:
     plain, shared = (edgekit.load(str(package), chunk=4) for package in cross_pair)
     expected = plain.rank(QUERY, POOL, top_k=3, prune="threshold:0")
