@@ -61,6 +61,9 @@ def export(
                                         "slices exactly (more, smaller graphs)."),
     fuse: bool = typer.Option(False, "--fuse", help="Ranking models: apply onnxruntime's transformer fusions to each "
                               "graph (parity-checked; onnxruntime-only ops; not faster on CPU, docs/FORMAT.md)."),
+    shared_layers: bool = typer.Option(False, "--shared-layers", help="Ranking models: one graph for every layer, "
+                                       "each layer's weights memory-mapped and fed as inputs (no session per layer; "
+                                       "docs/FORMAT.md, \"Shared layers\")."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
     from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
@@ -70,7 +73,8 @@ def export(
     try:
         with terminate_as_interrupt():  # while loading the model too, not only once files are staged
             exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
-                               instruction=instruction, op_groups=op_groups or None, fuse=fuse or None)
+                               instruction=instruction, op_groups=op_groups or None, fuse=fuse or None,
+                               shared_layers=shared_layers or None)
     except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
         signum = getattr(stop, "signum", 2)
         typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "
@@ -225,7 +229,8 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
     if stats.plan is not None:
         rss += (f" (budget {stats.memory_budget_mb:.0f} MiB, planned window {stats.window}, chunk {stats.chunk}, "
                 f"estimate {stats.plan['estimated_peak_mb']:.0f} MiB)")
-    stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded} · "
+    mapped = f" · layer weights mapped {stats.layer_weights_mapped}" if stats.layer_weights_mapped else ""
+    stdout.print(f"latency {stats.latency_ms:.0f} ms · peak RSS {rss} · graphs loaded {stats.graphs_loaded}{mapped} · "
                  f"max resident {stats.max_resident_graphs} · truncated {stats.truncated} · prune {stats.prune} · "
                  f"candidate-layers {stats.candidate_layers}/{stats.candidate_layers_exact}")
 

@@ -58,6 +58,11 @@ DTYPES = ("fp32", "fp16")
 SECTION_KEYS = {"rerank": "ranking", "select": "ranking", VIDEO_TASK: "video"}
 # roles that occur more than once carry an index; every other role's index is null (graph() finds them so)
 INDEXED_ROLES = ("layer", "depth_head", "down_block", "up_block", "unet_group")
+# Features a package may `require` of its runtime (docs/FORMAT.md, "Versions"): a runtime refuses a
+# package that requires one it does not know, instead of ignoring a field it would misread.
+SHARED_LAYERS = "shared-layers"  # layer graphs share one graph and feed their own weights (`weights`)
+FEATURES = (SHARED_LAYERS,)
+MAX_REQUIRES = 64
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "TASKS", "VIDEO_TASK", "FileEntry", "GraphSpec",
            "Manifest", "TensorSpec", "sha256_file"]
@@ -82,6 +87,7 @@ class Manifest:
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    requires: tuple[str, ...] = ()  # features the runtime must implement (FEATURES)
 
     # --- reading -------------------------------------------------------------------------
     @staticmethod
@@ -107,6 +113,7 @@ class Manifest:
         is type- and range-checked by the readers of edgekit/manifest_fields.py, so no other
         exception escapes (tests/test_manifest_fuzz.py holds it to that)."""
         check_format(data, root)
+        requires = check_requires(data, root)
         try:
             task = choice(required(data, "task", ""), "task", TASKS)
             key = SECTION_KEYS[task]
@@ -127,6 +134,7 @@ class Manifest:
                 exporter=exporter,
                 parity=obj(data.get("parity", {}), "parity"),
                 root=root,
+                requires=requires,
             )
             manifest.check_consistency()
             return manifest
@@ -142,6 +150,7 @@ class Manifest:
             raise ManifestError("exporter must name the edgekit version that wrote the package")
         roles = RANKING_ROLES if self.ranking is not None else VIDEO_ROLES
         _check_graph_entries(self.graphs, roles)
+        _check_shared_graphs(self.graphs, self.requires)
         if self.ranking is not None:
             self.ranking.check(self.task, self.graphs_by_role)
             self.ranking.check_dtype(self.dtype)
@@ -159,12 +168,13 @@ class Manifest:
         return {
             "format": self.format,
             "format_version": self.format_version,
+            **({"requires": list(self.requires)} if self.requires else {}),
             "task": self.task,
             "family": self.family,
             "dtype": self.dtype,
             "exporter": self.exporter,
             "source": self.source,
-            "graphs": [dataclasses.asdict(graph) for graph in self.graphs],
+            "graphs": [graph.to_dict() for graph in self.graphs],
             key: {name: value for name, value in section.items() if value is not None},
             "parity": self.parity,
         }
@@ -182,10 +192,14 @@ class Manifest:
 
     # --- integrity -----------------------------------------------------------------------
     def files(self) -> list[FileEntry]:
-        """Every file the package lists: each graph's files, then the task section's own."""
+        """Every file the package lists, once: each graph's files (a shared layer graph, listed by
+        every layer, once), then the task section's own."""
         section = self.ranking if self.ranking is not None else self.video
         extra = section.files() if section is not None else []
-        return [entry for graph in self.graphs for entry in graph.files] + extra
+        once: dict[str, FileEntry] = {}
+        for entry in [entry for graph in self.graphs for entry in graph.files] + extra:
+            once.setdefault(entry.file, entry)
+        return list(once.values())
 
     def verify(self) -> None:
         """Re-hash every listed file; raise IntegrityError naming each file that fails."""
@@ -246,10 +260,12 @@ def _graph(entry: Any, position: int) -> GraphSpec:
 def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) -> None:
     """Names unique; role known; an index exactly for the roles that repeat; format known; at
     least one file; the load path among the files (a file graph) or holding them (a directory
-    graph); no (role, index) or file listed twice."""
+    graph); no (role, index) or file listed twice, except a shared layer graph: the load path of
+    every graph with `weights`, listed by each with the same size and hash."""
     names: set[str] = set()
     slots: set[tuple[str, int | None]] = set()
     files: set[str] = set()
+    shared: dict[str, FileEntry] = {}
     for graph in graphs:
         label = f"graph {graph.name!r}"
         if graph.name in names:
@@ -273,10 +289,32 @@ def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) 
         if (graph.role, graph.index) in slots:
             raise ManifestError(f"{label}: role {graph.role!r} with index {graph.index} is taken by another graph")
         slots.add((graph.role, graph.index))
-        for name in listed:
-            if name in files:
-                raise ManifestError(f"{label}: file {name!r} is listed twice")
-            files.add(name)
+        for entry in graph.files:
+            is_shared = graph.weights is not None and entry.file == graph.path
+            if entry.file in files and not (is_shared and shared.get(entry.file) == entry):
+                raise ManifestError(f"{label}: file {entry.file!r} is listed twice")
+            files.add(entry.file)
+            if is_shared:
+                shared[entry.file] = entry
+
+
+def _check_shared_graphs(graphs: tuple[GraphSpec, ...], requires: tuple[str, ...]) -> None:
+    """Shared layers (docs/FORMAT.md): only `layer` graphs carry `weights`, and only in a package
+    that requires "shared-layers"; graphs loading one shared path are the same graph, so they list
+    the same inputs, outputs and weight layout (the runtime checks one session against them all)."""
+    first: dict[str, GraphSpec] = {}
+    for graph in graphs:
+        if graph.weights is None:
+            continue
+        if graph.role != "layer":
+            raise ManifestError(f"graph {graph.name!r}: only layer graphs carry weights, not a {graph.role!r} graph")
+        if SHARED_LAYERS not in requires:
+            raise ManifestError(f"graph {graph.name!r} carries weights but the package does not require "
+                                f"{SHARED_LAYERS!r}")
+        other = first.setdefault(graph.path, graph)
+        if (graph.inputs, graph.outputs, graph.weights.layout) != (other.inputs, other.outputs, other.weights.layout):
+            raise ManifestError(f"graph {graph.name!r} shares {graph.path!r} with {other.name!r} but lists other "
+                                "inputs, outputs or weight tensors")
 
 
 MAX_MANIFEST_BYTES = 64 << 20  # read no more of an untrusted manifest.json than this
@@ -324,6 +362,22 @@ def parse_manifest(raw: bytes, root: Path) -> Any:
         return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)  # strict: no NaN/Infinity
     except (UnicodeDecodeError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         raise NotAPackageError(f"{root / MANIFEST_FILE} is not readable JSON ({error}); re-export the package") from None
+
+
+def check_requires(data: dict[str, Any], root: Path) -> tuple[str, ...]:
+    """The features the package requires (`requires`, optional). A feature this runtime does not
+    know is a FormatVersionError: the package relies on something this edgekit would misread."""
+    try:
+        listed = items(data.get("requires", []), "requires", 0, MAX_REQUIRES)
+        names = tuple(text(name, f"requires[{i}]") for i, name in enumerate(listed))
+    except ManifestError as error:
+        raise NotAPackageError(f"{root / MANIFEST_FILE} is malformed ({error}); re-export the package") from None
+    unknown = [name for name in names if name not in FEATURES]
+    if unknown:
+        raise FormatVersionError(f"package requires {shown(unknown[0])}, which this edgekit does not implement "
+                                 f"(it knows: {', '.join(FEATURES)}); install the edgekit release that exported it, "
+                                 "or re-export the package with this one")
+    return names
 
 
 def check_format(data: Any, root: Path) -> None:

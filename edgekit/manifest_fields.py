@@ -38,6 +38,7 @@ MAX_TEXT_CHARS = 1 << 16  # free text: prompt parts
 MAX_GRAPHS = 4096
 MAX_FILES = 4096  # files of one graph (a directory graph lists each file inside it)
 MAX_TENSORS = 256  # inputs or outputs of one graph
+MAX_WEIGHTS = 4096  # tensors of one layer's weights file (shared layers; int8 adds scales and zero points)
 MAX_RANK = 16  # dims of one tensor
 MAX_DIM = 1 << 40
 

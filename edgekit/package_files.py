@@ -5,6 +5,10 @@ A graph entry names its role (and index where a role repeats), its format ("onnx
 reserved for Core ML), the path a backend loads (a file, or a directory for an .mlpackage), its
 inputs and outputs, and every file it needs with byte size and sha256 (external data included;
 for a directory graph, each file inside it).
+
+A layer of a shared-layers package (`edgekit export --shared-layers`) points its `path` at the one
+shared graph every layer runs and carries `weights`: where each of its tensors sits in its own
+weights file, which the runtime memory-maps and feeds as the shared graph's weight inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from edgekit.manifest_fields import (
     MAX_NAME_CHARS,
     MAX_RANK,
     MAX_TENSORS,
+    MAX_WEIGHTS,
     ManifestError,
     choice,
     integer,
@@ -40,6 +45,9 @@ GRAPH_FORMATS = ("onnx", "mlpackage")  # mlpackage: reserved for Core ML (a dire
 # what a TensorSpec's dtype may say (ONNX element types by numpy name)
 TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_INDEX = 1 << 16  # a graph's index (layer, block or group number)
+# bytes per element of each TENSOR_DTYPES entry (weights tensors: bytes == elements x itemsize)
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+            "uint8": 1, "bool": 1}
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -121,12 +129,92 @@ def files_under(root: Path, relative: str) -> tuple[FileEntry, ...]:
 
 
 @dataclass(frozen=True)
+class WeightTensor:
+    """One weight input of a shared layer graph: `bytes` bytes at `offset` of the layer's weights
+    file, little-endian, C order, `dtype` with the fixed `shape`."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    bytes: int
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @staticmethod
+    def from_dict(data: Any, where: str) -> WeightTensor:
+        """Name, dtype and a fixed shape; `bytes` must equal elements x itemsize."""
+        data = obj(data, where)
+        for key in ("name", "dtype", "shape", "offset", "bytes"):
+            required(data, key, where)
+        dims = items(data["shape"], f"{where}.shape", 0, MAX_RANK)
+        tensor = WeightTensor(name=text(data["name"], f"{where}.name"),
+                              dtype=choice(data["dtype"], f"{where}.dtype", TENSOR_DTYPES),
+                              shape=tuple(integer(dim, f"{where}.shape[{i}]", 0, MAX_DIM) for i, dim in enumerate(dims)),
+                              offset=integer(data["offset"], f"{where}.offset", 0, MAX_BYTES),
+                              bytes=integer(data["bytes"], f"{where}.bytes", 0, MAX_BYTES))
+        if tensor.bytes != tensor.elements * ITEMSIZE[tensor.dtype]:
+            raise ManifestError(f"{where}: {tensor.bytes} bytes do not hold a {tensor.dtype} tensor of shape "
+                                f"{list(tensor.shape)} ({tensor.elements * ITEMSIZE[tensor.dtype]} bytes)")
+        return tensor
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """A shared layer's own weights (docs/FORMAT.md, "Shared layers"): `file` (one of the graph
+    entry's files, never its .onnx) holds every tensor of `tensors`; the runtime maps the file and
+    feeds each tensor to the shared graph as the input of that name."""
+
+    file: str
+    tensors: tuple[WeightTensor, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(tensor.name for tensor in self.tensors)
+
+    @property
+    def layout(self) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+        """(name, dtype, shape) per tensor: what must agree between layers sharing one graph."""
+        return tuple((tensor.name, tensor.dtype, tensor.shape) for tensor in self.tensors)
+
+    @staticmethod
+    def from_dict(data: Any, where: str = "weights") -> LayerWeights:
+        data = obj(data, where)
+        listed = items(required(data, "tensors", where), f"{where}.tensors", 0, MAX_WEIGHTS)
+        return LayerWeights(file=package_path(required(data, "file", where), f"{where}.file"),
+                            tensors=tuple(WeightTensor.from_dict(t, f"{where}.tensors[{i}]") for i, t in enumerate(listed)))
+
+    def check(self, files: tuple[FileEntry, ...], path: str, feeds: set[str]) -> None:
+        """The file is one of `files` but not the graph itself (`path`); every tensor lies inside
+        the file's recorded size; names are unique and none is also a feed or output name."""
+        sizes = {entry.file: entry.bytes for entry in files}
+        if self.file not in sizes or self.file == path:
+            raise ManifestError(f"weights.file {shown(self.file)} must be one of the graph's files other than {path!r}")
+        seen: set[str] = set()
+        for i, tensor in enumerate(self.tensors):
+            if tensor.name in seen or tensor.name in feeds:
+                raise ManifestError(f"weights.tensors[{i}].name {shown(tensor.name)} is listed twice or is also an "
+                                    "input or output of the graph")
+            seen.add(tensor.name)
+            if tensor.offset + tensor.bytes > sizes[self.file]:
+                raise ManifestError(f"weights.tensors[{i}] ({shown(tensor.name)}) ends at byte "
+                                    f"{tensor.offset + tensor.bytes}, past the end of {self.file} "
+                                    f"({sizes[self.file]} bytes)")
+
+
+@dataclass(frozen=True)
 class GraphSpec:
     """One graph of the package (docs/FORMAT.md, "Graph entries").
 
     `path` is what a backend loads: the .onnx file, or an .mlpackage directory. `files` lists
     every file the graph needs: the path itself when it is a file, then external data; for a
-    directory graph, every file inside it.
+    directory graph, every file inside it. `weights` (shared layers only): the layer's own
+    tensors, fed as inputs of the shared graph at `path`; absent for every other graph.
     """
 
     name: str
@@ -137,10 +225,24 @@ class GraphSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     index: int | None = None
+    weights: LayerWeights | None = None
 
     @property
     def bytes(self) -> int:
         return sum(entry.bytes for entry in self.files)
+
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        """The graph's weight inputs (shared layers), fed from its weights file; () otherwise."""
+        return self.weights.names if self.weights is not None else ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object of the entry; `weights` only where the graph has them (so a plain
+        package's manifest is what an edgekit without shared layers writes)."""
+        data = dataclasses.asdict(self)
+        if self.weights is None:
+            del data["weights"]
+        return data
 
     @staticmethod
     def from_dict(data: Any) -> GraphSpec:
@@ -158,7 +260,7 @@ class GraphSpec:
             twice = [name for name in names if names.count(name) > 1]
             if twice:
                 raise ManifestError(f"{kind} name tensor {shown(twice[0])} twice")
-        return GraphSpec(
+        graph = GraphSpec(
             name=text(data["name"], "name", MAX_NAME_CHARS),
             role=text(data["role"], "role", MAX_NAME_CHARS),
             index=optional(data.get("index"), integer, "index", 0, MAX_INDEX),
@@ -167,7 +269,11 @@ class GraphSpec:
             files=tuple(FileEntry.from_dict(entry, f"files[{i}]") for i, entry in enumerate(files)),
             inputs=specs["inputs"],
             outputs=specs["outputs"],
+            weights=optional(data.get("weights"), LayerWeights.from_dict, "weights"),
         )
+        if graph.weights is not None:
+            graph.weights.check(graph.files, graph.path, {spec.name for spec in (*graph.inputs, *graph.outputs)})
+        return graph
 
 
 def check_present(root: Path, entries: list[FileEntry]) -> None:

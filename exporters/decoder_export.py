@@ -36,6 +36,7 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
+from edgekit.exporters.shared_layers import share_layers
 from edgekit.exporters.source import SourceInfo, checkpoint_errors, load_failure
 from edgekit.manifest import DTYPES, GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
@@ -173,9 +174,10 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
 
 def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, dtype: str = "fp32",
                    overwrite: bool = False, progress: Progress | None = None,
-                   instruction: str | None = None, fuse: bool = False) -> Manifest:
+                   instruction: str | None = None, fuse: bool = False, shared_layers: bool = False) -> Manifest:
     """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`; `fuse`:
-    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py)."""
+    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py);
+    `shared_layers`: one graph for every layer, weights fed as inputs (exporters/shared_layers.py)."""
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     half = dtype == "fp16"
@@ -229,6 +231,8 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
             root=root,
         )
         manifest.save(root)
+        if shared_layers:  # before the chained parity, which then runs the shared package
+            manifest = share_layers(root, manifest)
         chained = _chained_parity(manifest, stages, tokenizer, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
         manifest.save(root)

@@ -35,6 +35,7 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
+from edgekit.exporters.shared_layers import share_layers
 from edgekit.exporters.source import (
     LAYER_HEADS_FILE,
     TASK_RERANK,
@@ -232,9 +233,10 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
-                   progress: Progress | None = None, fuse: bool = False) -> Manifest:
+                   progress: Progress | None = None, fuse: bool = False, shared_layers: bool = False) -> Manifest:
     """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package;
-    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py)."""
+    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py); `shared_layers`:
+    one graph for every layer, weights fed as inputs (exporters/shared_layers.py)."""
     if dtype not in DTYPES:
         raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
     half = dtype == "fp16"
@@ -282,6 +284,8 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             root=root,
         )
         manifest.save(root)
+        if shared_layers:  # before the chained parity, which then runs the shared package
+            manifest = share_layers(root, manifest)
         chained = _chained_parity(manifest, stages, tokenizer, info.task, length, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
         manifest.save(root)

@@ -30,9 +30,10 @@ from edgekit.runtimes.backends.base import Backend, BackendTraits, Session
 
 def check_session_io(graph: GraphSpec, session: Session) -> None:
     """Raise IntegrityError unless `session`'s IO names are `graph`'s (inputs as a set, outputs
-    in order)."""
+    in order). A shared layer graph's inputs are its feeds and its weight tensors."""
     inputs, outputs = tuple(session.input_names), tuple(session.output_names)
-    expected_in, expected_out = tuple(spec.name for spec in graph.inputs), tuple(spec.name for spec in graph.outputs)
+    expected_in = (*(spec.name for spec in graph.inputs), *graph.weight_names)
+    expected_out = tuple(spec.name for spec in graph.outputs)
     if set(inputs) != set(expected_in) or len(inputs) != len(expected_in) or outputs != expected_out:
         raise IntegrityError(
             f"graph {graph.name!r} ({graph.path}) takes {_names(inputs)} -> {_names(outputs)}, its manifest entry "
@@ -47,8 +48,9 @@ def _names(names: tuple[str, ...]) -> str:
 
 class CheckedBackend:
     """A Backend whose every session is checked against the manifest entry of the path it loads
-    (`check_session_io`). Loading a path that is no graph of the manifest is a caller bug
-    (KeyError)."""
+    (`check_session_io`; a shared layer graph against its first layer's entry, which the manifest
+    check holds equal to every other layer's). Loading a path that is no graph of the manifest is
+    a caller bug (KeyError)."""
 
     def __init__(self, backend: Backend, manifest: Manifest) -> None:
         self.inner = backend

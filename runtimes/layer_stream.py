@@ -17,7 +17,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 from edgekit.errors import InvalidArgumentError
@@ -28,12 +27,15 @@ class Releasable(Protocol):
 
 
 S = TypeVar("S", bound=Releasable)
+K = TypeVar("K")  # what `load` takes: a graph's path, or its manifest entry
 
 
-class LayerStream(Generic[S]):
-    """Iterates `(index, session)` over `paths`, prefetching ahead within `window`."""
+class LayerStream(Generic[S, K]):
+    """Iterates `(index, session)` over `paths`, prefetching ahead within `window`. `paths` may be
+    anything `load` takes (the selector passes graph entries: the layers of a shared-layers package
+    share one path, and "loading" one maps its weights)."""
 
-    def __init__(self, paths: Sequence[Path], load: Callable[[Path], S], window: int = 2) -> None:
+    def __init__(self, paths: Sequence[K], load: Callable[[K], S], window: int = 2) -> None:
         if window < 1:
             raise InvalidArgumentError(f"window must be >= 1 (graphs resident at once), got {window}")
         self.paths = list(paths)
@@ -49,7 +51,7 @@ class LayerStream(Generic[S]):
             self._resident += delta
             self.max_resident = max(self.max_resident, self._resident)
 
-    def _load(self, path: Path) -> S:
+    def _load(self, path: K) -> S:
         session = self.load(path)
         with self._lock:
             self.loads += 1

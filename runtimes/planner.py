@@ -13,6 +13,14 @@ runtime knows before it runs anything:
               when pruning or tracing keeps them resident
   sessions    the other W - 1 sessions LayerStream keeps loaded or loading: each holds its
               graph structure (the .onnx file without its data file) until it runs
+
+Shared-layers packages (docs/FORMAT.md, "Shared layers") hold the shared graph's session once,
+for the whole run ("sessions": the shared .onnx file's bytes, not x W), and stream weights. The
+computing layer's weights are a memory-mapped file read by the run, as a per-layer session's
+external data is, so "weights" is its weights file x SESSION_FACTOR; the W - 1 prefetched
+layers' maps are read ahead into the page cache (MADV_WILLNEED) and add to the process's resident
+memory only once their run reads them (0 each). Checked on a 4-layer Qwen3-0.6B-shaped package:
+the shared and the per-layer package peaked alike at windows 1-3.
   states      every candidate's hidden states [n_i, H], kept between layers, twice (the layer's
               input and output) plus the chunk's padded copy
   activations one chunk inside one layer: C x S x (hidden and MLP widths) + C x heads x S^2
@@ -30,7 +38,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekit.errors import MemoryBudgetError
-from edgekit.manifest import Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.runtimes.backends.base import BackendTraits
 
 MIB = 1024 * 1024
@@ -75,12 +83,11 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
     a loaded graph's whole bytes, computing or idle."""
     graphs = manifest.stream_graphs
     body = graphs[:-1]
-    largest = max(graph.bytes for graph in body)
-    structure = max(graph.files[0].bytes for graph in body)  # the .onnx file; its data file is mapped
-    heads = sum(g.bytes for g in (graphs[-1], *manifest.graphs_by_role("depth_head"))) if heads_resident else 0
     copied = traits is not None and traits.weights == "copy"
-    weights = largest * (1.0 if copied else SESSION_FACTOR) + heads
-    sessions = (min(window, len(body)) - 1) * (largest if copied else structure)
+    heads = sum(g.bytes for g in (graphs[-1], *manifest.graphs_by_role("depth_head"))) if heads_resident else 0
+    weights = max(_computing_bytes(graph, copied) for graph in body) + heads
+    shared = sum({graph.path: graph.files[0].bytes for graph in body if graph.weights is not None}.values())
+    sessions = (min(window, len(body)) - 1) * max(_idle_bytes(graph, copied) for graph in body) + shared
     runtime = RUNTIME_OVERHEAD_MB if traits is None else traits.runtime_overhead_mb
     size = _itemsize(manifest)
     hidden = manifest.ranking.hidden_size
@@ -95,6 +102,21 @@ def estimate(manifest: Manifest, lengths: Sequence[int], window: int, chunk: int
         activations += chunk * longest * manifest.ranking.embedding_table.shape[1] * size
     return {"process": process_mb, "runtime": runtime, "weights": weights / MIB, "sessions": sessions / MIB, "states": states / MIB,
             "activations": activations / MIB}
+
+
+def _computing_bytes(graph: GraphSpec, copied: bool) -> float:
+    """Resident bytes of a graph's weights while it computes."""
+    factor = 1.0 if copied else SESSION_FACTOR
+    if graph.weights is not None:  # a shared layer: its mapped weights file (the shared graph is counted once)
+        return next(entry.bytes for entry in graph.files if entry.file == graph.weights.file) * factor
+    return graph.bytes * factor
+
+
+def _idle_bytes(graph: GraphSpec, copied: bool) -> int:
+    """Resident bytes of a graph loaded (or loading) in the window but not computing."""
+    if graph.weights is not None:  # its weights map, read ahead into the page cache (not resident)
+        return 0
+    return graph.bytes if copied else graph.files[0].bytes  # the .onnx file; its data file is mapped
 
 
 def plan(manifest: Manifest, lengths: Sequence[int], budget_mb: float, process_mb: float,

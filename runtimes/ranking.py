@@ -47,6 +47,7 @@ class RunStats:
     query_truncated: bool = False  # bi-encoders: the query itself was cut to the max length
     memory_budget_mb: float | None = None  # the budget the planner chose window and chunk for
     plan: dict[str, Any] | None = None  # the planner's choice and its estimated peak, part by part
+    layer_weights_mapped: int = 0  # shared-layers packages: layer weight maps opened (0: per-layer sessions)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,14 @@ computing to the last layer (at most K of them) so order and scores equal the fu
 A NaN or inf from any graph is a `NonFiniteOutputError` naming that graph (runtimes/chunks.py),
 raised before any score exists or the policy decides on it: never a ranking.
 
+Shared-layers packages (docs/FORMAT.md, "Shared layers"): every layer runs one session of the
+shared graph, created on first use and kept for the Selector's life (released by `close`); what
+the layer stream loads and releases per layer is that layer's weights, memory-mapped and fed as
+inputs (runtimes/shared_weights.py), so at most W layers' weights are mapped at once and the
+prefetch thread pages the next layer's in while the current one computes. `graphs_loaded` counts
+sessions created (the shared one once, by the call that created it), `layer_weights_mapped` the
+layers' weight maps opened.
+
 Threads: one Selector may be shared; `rank` calls run concurrently. What they share is guarded
 by one lock: the kept-open sessions (resident mode loads each graph once, whichever call asks
 first, and the others wait for it) and the load counter. Each call counts the sessions it
@@ -34,7 +42,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -55,6 +62,7 @@ from edgekit.runtimes.planner import Plan, plan
 from edgekit.runtimes.policies import parse_prune
 from edgekit.runtimes.pruning import Decider, Policy
 from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
+from edgekit.runtimes.shared_weights import MappedWeights, SharedLayerSession
 from edgekit.runtimes.text import EncodedText, TextEncoder
 
 DEFAULT_CHUNK = 16
@@ -107,6 +115,7 @@ class _Pass:
         self.alive_per_depth: list[int] = []
         self.candidate_layers = 0
         self.graphs_loaded = 0  # sessions this pass created (under the selector's lock)
+        self.weights_mapped = 0  # shared layers: layer weight maps this pass opened (same lock)
         self.trace: list[dict[int, float]] = []  # scores of the undecided at each depth checked
 
     @property
@@ -138,9 +147,10 @@ class Selector:
         self.window = window or DEFAULT_WINDOW
         # window >= every graph: nothing needs streaming, so sessions stay open across calls
         self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
-        self._pinned: dict[Path, Session] = {}
+        self._pinned: dict[str, Session] = {}  # by graph name (shared layers share one path)
+        self._shared: dict[str, Session] = {}  # shared graph path -> its session, for the Selector's life
         self._loads = 0  # sessions created, all calls together
-        self._lock = threading.Lock()  # guards _pinned, _loads and every pass's graphs_loaded
+        self._lock = threading.RLock()  # guards _pinned, _shared, _loads and every pass's counters
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
@@ -180,6 +190,7 @@ class Selector:
             top_k_returned=len(results),
             truncated=sum(item.truncated for item in encoded[: len(texts)]),
             graphs_loaded=state.graphs_loaded,  # sessions created by this call (not by concurrent ones)
+            layer_weights_mapped=state.weights_mapped,
             max_resident_graphs=(self._pinned_count() if self.keep_resident
                                  else stream.max_resident + (1 if policy is not None or trace else 0)
                                  + depth_heads),
@@ -233,24 +244,22 @@ class Selector:
 
     # --- the pass ---------------------------------------------------------------------------
     def _forward(self, runner: ChunkRunner, state: _Pass, policy: Policy | None, query_row: int | None,
-                 order: str, trace: bool, window: int) -> tuple[LayerStream[Session], int]:
+                 order: str, trace: bool, window: int) -> tuple[LayerStream[Session, GraphSpec], int]:
         """Run the pass; returns the stream (for its residency count) and how many per-depth
         head sessions it kept open besides."""
         graphs = self.manifest.stream_graphs
         head_graph = graphs[-1]
-        head_path = self.manifest.root / head_graph.path
-        body = [self.manifest.root / graph.path for graph in graphs[:-1]]
 
-        def load(path: Path) -> Session:
-            return self._load(path, state)
+        def load(graph: GraphSpec) -> Session:
+            return self._load(graph, state)
 
         # The head stays resident when it is needed between layers; otherwise it loads last.
         # Per-depth heads (when the package has them) are loaded on first use and kept for the pass.
-        head = load(head_path) if (policy is not None or trace) else None
+        head = load(head_graph) if (policy is not None or trace) else None
         decider = policy.start() if policy is not None else None  # this pass's memory, if the policy has any
-        depth_heads: dict[Path, Session] = {}
+        depth_heads: dict[str, Session] = {}
         hidden: dict[int, np.ndarray] | None = None
-        stream: LayerStream[Session] = LayerStream(body, load, window=window)
+        stream: LayerStream[Session, GraphSpec] = LayerStream(graphs[:-1], load, window=window)
         walk = iter(stream)
         keep_accepted = order == "exact"
         layers = self.section.num_layers
@@ -267,16 +276,15 @@ class Selector:
                 scoring_due = trace or (policy is not None and depth >= policy.min_depth)
                 if head is not None and depth < layers and scoring_due and state.undecided:
                     depth_head = self.manifest.head_for_depth(depth)
-                    path = self.manifest.root / depth_head.path
-                    if path != head_path and path not in depth_heads:
-                        depth_heads[path] = load(path)
-                    scorer = depth_heads.get(path, head)
+                    if depth_head.name != head_graph.name and depth_head.name not in depth_heads:
+                        depth_heads[depth_head.name] = load(depth_head)
+                    scorer = depth_heads.get(depth_head.name, head)
                     self._decide(scorer, depth_head, runner, hidden, state, decider, depth, query_row, trace)
                 if not state.undecided and not keep_accepted:
                     break  # all decided: later layers (past the one already prefetched) never load
             walk.close()  # the prefetch thread is done: no load of this pass runs past here
             if head is None:
-                head = load(head_path)
+                head = load(head_graph)
             final_rows = state.undecided + ([row for row, _, _ in state.accepted] if keep_accepted else [])
             if final_rows and hidden is not None:
                 scores = self._score(head, head_graph, runner, hidden, final_rows, query_row)
@@ -291,35 +299,58 @@ class Selector:
                 session.release()
         return stream, len(depth_heads)
 
-    def _load(self, path: Path, state: _Pass) -> Session:
+    def _load(self, graph: GraphSpec, state: _Pass) -> Session:
         """A fresh session (streaming), or the kept-open one when every graph fits the window.
 
         Counted once in the selector's total and in `state` (the calling pass). Resident mode
         loads under the lock, so concurrent passes asking for the same graph get one session."""
         if not self.keep_resident:
-            session = self.backend.load(path)  # outside the lock: concurrent passes load in parallel
+            return self._open(graph, state)  # outside the lock: concurrent passes load in parallel
+        with self._lock:
+            if graph.name not in self._pinned:
+                self._pinned[graph.name] = self._open(graph, state)
+            return _Pinned(self._pinned[graph.name])
+
+    def _open(self, graph: GraphSpec, state: _Pass) -> Session:
+        """A session of `graph`; for a shared layer, the shared session with this layer's weights
+        mapped and their read-ahead started."""
+        if graph.weights is None:
+            session = self.backend.load(self.manifest.root / graph.path)
             with self._lock:
                 self._loads += 1
                 state.graphs_loaded += 1
             return session
+        shared = self._shared_session(graph, state)
+        weights = MappedWeights(self.manifest.root, graph)
+        weights.prefetch()
         with self._lock:
-            if path not in self._pinned:
-                self._pinned[path] = self.backend.load(path)
+            state.weights_mapped += 1
+        return SharedLayerSession(shared, graph, weights)
+
+    def _shared_session(self, graph: GraphSpec, state: _Pass) -> Session:
+        """The session of the shared graph at `graph.path`, created once (by whichever pass asks
+        first; the others wait for it) and kept until `close`."""
+        with self._lock:
+            if graph.path not in self._shared:
+                self._shared[graph.path] = self.backend.load(self.manifest.root / graph.path)
                 self._loads += 1
                 state.graphs_loaded += 1
-            return _Pinned(self._pinned[path])
+            return self._shared[graph.path]
 
     def _pinned_count(self) -> int:
         with self._lock:
             return len(self._pinned)
 
     def close(self) -> None:
-        """Release sessions kept open across calls (only when the window holds every graph).
-        Call it when no `rank` is running."""
+        """Release sessions kept open across calls (every graph's when the window holds them all;
+        the shared layer graph's always). Call it when no `rank` is running."""
         with self._lock:
             for session in self._pinned.values():
                 session.release()
             self._pinned.clear()
+            for session in self._shared.values():
+                session.release()
+            self._shared.clear()
 
     def _score(self, head: Session, graph: GraphSpec, runner: ChunkRunner, hidden: dict[int, np.ndarray],
                rows: list[int], query_row: int | None) -> np.ndarray:

@@ -7,8 +7,8 @@ parser bug, and hypothesis shrinks it to a minimal manifest. Two sources of mani
 
 (a) generated: the right keys with random values of random types (nested wrong types, huge and
     negative numbers, NaN and inf, long strings, control characters, unicode, missing keys);
-(b) mutated real manifests of tiny exported packages (a cross-encoder, a Qwen3 decoder reranker,
-    and an SVD video package when diffusers is installed): parsed once, then 1-3 mutations each
+(b) mutated real manifests of tiny exported packages (a cross-encoder, the same with
+    --shared-layers, a Qwen3 decoder reranker, and an SVD video package when diffusers is installed): parsed once, then 1-3 mutations each
     (delete a key, a value of another type, a number at an extreme, graph entries duplicated,
     reordered, dropped or with their files or roles swapped, roles renamed).
 
@@ -98,14 +98,23 @@ class Drafter:
     def file(self, path: str) -> dict[str, Any]:
         return self.obj({"file": path, "sha256": SHA, "bytes": st.integers(0, 10**6)})
 
-    def graph(self, name: str, role: str, index: int | None, inputs: list[str], output: str) -> dict[str, Any]:
-        path = f"graphs/{name}.onnx"
+    def graph(self, name: str, role: str, index: int | None, inputs: list[str], output: str,
+              shared: bool = False) -> dict[str, Any]:
+        """A graph entry; `shared`: a shared-layers layer (the shared graph, its own weights file)."""
+        path = "graphs/layer_shared.onnx" if shared else f"graphs/{name}.onnx"
         spec = {"dtype": "float32", "shape": ["batch", "sequence", 32]}
+        data = f"graphs/{name}.onnx.data"
         fields: dict[str, Any] = {
             "name": name, "role": role, "format": "onnx", "path": path,
-            "files": [self.file(path), self.file(path + ".data")],
+            "files": [self.obj({"file": path, "sha256": "0" * 64, "bytes": 900}) if shared else self.file(path),
+                      self.file(data)],
             "inputs": [self.obj({"name": tensor, **spec}) for tensor in inputs],
             "outputs": [self.obj({"name": output, **spec})]}
+        if shared:
+            tensor = self.obj({"name": st.sampled_from(["w", "w", "hidden_states"]), "dtype": st.sampled_from(
+                ["float32", "int8", "int4"]), "shape": st.sampled_from([[32, 32], [32, 32], [-1], []]),
+                "offset": st.integers(0, 2**20), "bytes": st.sampled_from([4096, 1024, 4])})
+            fields["weights"] = self.obj({"file": st.sampled_from([data, data, path]), "tensors": [tensor]})
         if index is not None or self.junk():
             fields["index"] = index
         return self.obj(fields)
@@ -118,8 +127,9 @@ def ranking_manifest(draw: Any) -> Any:
     d = Drafter(draw)
     task = d.draw(st.sampled_from(["rerank", "select"]))
     layers = d.draw(st.integers(1, 2))
+    shared = d.draw(st.integers(0, 3)) == 1  # a shared-layers package (weights entries, `requires`)
     graphs = [d.graph("embeddings", "embeddings", None, ["inputs_embeds", "token_type_ids"], "hidden_states_out")]
-    graphs += [d.graph(f"layer_{i:03d}", "layer", i, ["hidden_states", "attention_mask"], "hidden_states_out")
+    graphs += [d.graph(f"layer_{i:03d}", "layer", i, ["hidden_states", "attention_mask"], "hidden_states_out", shared)
                for i in range(layers)]
     head_inputs = ["hidden_states"] if task == "rerank" else ["hidden_states", "attention_mask"]
     graphs.append(d.graph("head", "head", None, head_inputs, "score" if task == "rerank" else "embedding"))
@@ -150,6 +160,8 @@ def ranking_manifest(draw: Any) -> Any:
         "calibration": st.none() | st.dictionaries(st.sampled_from(["policy", "params", "top_k"]), JSON, max_size=3),
     })
     return d.obj({"format": "edgekit-package", "format_version": 2, "task": task,
+                  **({"requires": d.pick(st.sampled_from([["shared-layers"], ["shared-layers"], [], ["x"]]))}
+                     if shared else {}),
                   "family": st.sampled_from(["bert", "qwen3"]), "dtype": "fp32",
                   "exporter": {"edgekit": "0.1.0"}, "source": {"path": "x"}, "graphs": graphs, "ranking": section,
                   "parity": {}})
@@ -300,7 +312,8 @@ def real_manifests(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
                    ) -> dict[str, tuple[dict[str, Any], Path]]:
     """name -> (parsed manifest.json, a scratch copy of the package to write mutations into)."""
     packages = {"cross-encoder": request.getfixturevalue("tiny_cross_package"),
-                "qwen3-reranker": _qwen3_package(request, tmp_path_factory)}
+                "qwen3-reranker": _qwen3_package(request, tmp_path_factory),
+                "cross-encoder-shared": _shared_package(request, tmp_path_factory)}
     try:
         import diffusers  # noqa: F401
     except ImportError:
@@ -325,6 +338,19 @@ def _qwen3_package(request: pytest.FixtureRequest, factory: pytest.TempPathFacto
     out = factory.mktemp("fuzz-qwen3") / "pkg"
     result = CliRunner().invoke(app, ["export", str(request.getfixturevalue("tiny_qwen3")), "--out", str(out),
                                       "--max-length", "64"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _shared_package(request: pytest.FixtureRequest, factory: pytest.TempPathFactory) -> Path:
+    """The tiny cross-encoder exported with --shared-layers (a `weights` entry per layer)."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = factory.mktemp("fuzz-shared") / "pkg"
+    result = CliRunner().invoke(app, ["export", str(request.getfixturevalue("tiny_cross_encoder")), "--out", str(out),
+                                      "--max-length", "64", "--shared-layers"])
     assert result.exit_code == 0, result.output
     return out
 

@@ -98,10 +98,11 @@ def encoder_exporter(task: str) -> Callable[..., Manifest]:
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-               dtype: str = "fp32", fuse: bool = False) -> Manifest:
+               dtype: str = "fp32", fuse: bool = False, shared_layers: bool = False) -> Manifest:
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
-                                             overwrite=overwrite, progress=progress, fuse=fuse)
+                                             overwrite=overwrite, progress=progress, fuse=fuse,
+                                             shared_layers=shared_layers)
 
     return export
 
@@ -143,6 +144,8 @@ def ranking_summary(manifest: Manifest) -> str:
     fused = manifest.exporter.get("fusions", {}).get("graphs", {})
     ops = sorted({op for counts in fused.values() for op in counts})
     fusion = f", fused {len(fused)} graphs ({', '.join(ops)})" if fused else ""
+    shared = manifest.exporter.get("shared_layers")
+    sharing = f", layers share {shared['graph']} ({shared['tensors']} weight inputs each)" if shared else ""
     return (f"{manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
             f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}"
-            f"{fusion}")
+            f"{fusion}{sharing}")

@@ -27,12 +27,13 @@ def _recognise(path: Path, task: str | None) -> bool:
 
 
 def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-            dtype: str = "fp32", instruction: str | None = None, fuse: bool = False) -> Manifest:
+            dtype: str = "fp32", instruction: str | None = None, fuse: bool = False,
+            shared_layers: bool = False) -> Manifest:
     decoder_export = import_exporter("edgekit.exporters.decoder_export", "export")
     from edgekit.exporters.source import inspect_decoder
 
     return decoder_export.export_decoder(inspect_decoder(source), out, max_length, dtype, overwrite, progress,
-                                         instruction, fuse=fuse)
+                                         instruction, fuse=fuse, shared_layers=shared_layers)
 
 
 def _build_tiny(directory: Path) -> Path:
@@ -47,7 +48,7 @@ QWEN3_RERANKER = ExportFamily(
     description=(f"a Qwen3 decoder checkpoint ({CAUSAL_LM} or {SEQ_CLS}; edgekit exports decoders as "
                  "rerankers)"),
     stages=("embeddings", "layer", "head"),
-    options=("max_length", "dtype", "instruction", "fuse"),
+    options=("max_length", "dtype", "instruction", "fuse", "shared_layers"),
     recognise=_recognise,
     exporter=_export,
     build_tiny=_build_tiny,
