@@ -144,5 +144,5 @@ def test_select_deep_report_carries_the_derived_packages_and_why_one_was_skipped
     shared = report.variant("edgekit-shared")
     assert [(r.baseline, r.value) for r in shared.ratios if r.measure == "latency"] == [
         ("onnx-monolithic", 0.9), ("onnx-monolithic-optimized", 1.125)]
-    assert refusal in report.notes and any(note.startswith("`edgekit-shared`: the same checkpoint")
+    assert refusal in report.notes and any(note.startswith("`edgekit-shared` (--shared-layers): the same checkpoint")
                                            for note in report.notes)

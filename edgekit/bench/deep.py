@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.bench.derived import DERIVED, derived_package
+from edgekit.bench.derived import DERIVED, derived_package, describe
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Table, Variant, Workload, ratio
 from edgekit.bench.subprocess_runner import run_bench_variant as run_variant
 from edgekit.dataset import Example
@@ -161,9 +161,8 @@ def build_report(config: DeepBench, model: dict[str, Any], baseline: dict[str, A
     if derived:
         gate = (f"the int8 gate at {config.int8_min_agreement:g}" if config.int8_min_agreement is not None
                 else "the int8 gate at the exporter's default")
-        names = ", ".join(f"`{r['variant']}`" for r in derived)
-        notes.append(f"{names}: the same checkpoint exported again (--shared-layers / --dtype int8, {gate} on "
-                     "these queries), run as `edgekit`.")
+        names = "; ".join(describe(r["variant"]) for r in derived)
+        notes.append(f"{names}: the same checkpoint exported again ({gate} on these queries), run as `edgekit`.")
     notes.extend(skipped or [])
     if gpu:
         notes.append(f"GPU {gpu}; device peak = the process's peak device memory (nvidia-smi).")

@@ -33,6 +33,13 @@ DERIVED: dict[str, dict[str, Any]] = {
 }
 
 
+def describe(variant: str) -> str:
+    """'`edgekit-int8` (--dtype int8)': the variant and the export flags that make its package."""
+    flags = " ".join(f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
+                     for name, value in DERIVED[variant].items())
+    return f"`{variant}` ({flags})"
+
+
 def export_options(manifest: Manifest, variant: str, gate_data: Path | None,
                    min_agreement: float | None) -> dict[str, Any]:
     """The keyword options `export_source` gets for `variant` of `manifest`'s source."""

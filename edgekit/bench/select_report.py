@@ -110,9 +110,11 @@ def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], c
     ]
     derived = [s["name"] for s in summaries if s.get("agreement_package") is not None]
     if derived:
-        notes.append(f"{', '.join(f'`{name}`' for name in derived)}: the package's source exported again "
-                     "(--shared-layers, --dtype int8; edgekit/bench/derived.py) and run as `edgekit-exact`; their "
-                     "top-K agreement is also given against `edgekit-exact` (the fp32 per-layer package).")
+        from edgekit.bench.derived import describe
+
+        notes.append(f"{'; '.join(describe(name) for name in derived)}: the package's source exported again "
+                     "(edgekit/bench/derived.py) and run as `edgekit-exact`; top-K agreement also against "
+                     "`edgekit-exact` (the fp32 per-layer package).")
     return Report(
         workload=Workload(
             title=title, key=f"select:{slug(title)}", command=command, machine=machine,
