@@ -120,6 +120,15 @@ def run(
     slices: int = typer.Option(None, "--slices",
                                help="Video packages exported with --op-groups: run each UNet operator group over "
                                     "N slices of its axis (exact; saves memory)."),
+    step_cache: str = typer.Option(None, "--step-cache",
+                                   help="Video packages: reuse the UNet's deep features across steps: none, "
+                                        "interval:N or adaptive:T, then optionally ,depth:D ,max-skip:M ,warmup:W "
+                                        "(faster, approximate; docs/VIDEO.md)."),
+    cache_swap: str = typer.Option(None, "--cache-swap",
+                                   help="Video packages with --step-cache: where the cached feature waits between "
+                                        "steps: off (default), host (a separate buffer) or disk (a file in --work)."),
+    work: Path = typer.Option(None, "--work", help="Video packages: the folder --cache-swap disk writes its file in "
+                                                   "(default: the system's temporary folder)."),
     public_key: Path = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Rank candidates against a query, or (video packages) generate a video from an image."""
@@ -134,7 +143,8 @@ def run(
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
-                     "--decode-tile-overlap": decode_tile_overlap, "--slices": slices}
+                     "--decode-tile-overlap": decode_tile_overlap, "--slices": slices, "--step-cache": step_cache,
+                     "--cache-swap": cache_swap, "--work": work}
     if Manifest.load(package).task == "video":
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
@@ -145,7 +155,7 @@ def run(
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
                   as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
-                  verify=not no_verify)
+                  verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -170,7 +180,8 @@ def run(
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
-              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True) -> None:
+              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
+              step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
@@ -186,7 +197,8 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
                                   decode_chunk=decode_chunk, decode_tile=decode_tile,
-                                  decode_tile_overlap=decode_tile_overlap, slices=slices,
+                                  decode_tile_overlap=decode_tile_overlap, slices=slices, step_cache=step_cache,
+                                  cache_swap=cache_swap, work_dir=work,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
     gif, pngs = save_video(video, out, fps=pipeline.fps)
@@ -199,6 +211,13 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
              f"({stats['decode_tiles']} tiles)" if stats["decode_tile"] is not None else "")
     tiles += f" · {stats['slices']} slices per operator group" if stats["slices"] > 1 else ""
+    cache = stats["step_cache"]
+    if cache:
+        swap = cache["swap"]
+        hidden = "" if swap["hidden_share"] is None else f", {swap['hidden_share']:.0%} of it hidden"
+        tiles += (f" · step cache {cache['settings']}: {cache['full_steps']} full, {cache['cached_steps']} cached "
+                  f"({cache['plan']}), {stats['unet_block_evals']} UNet block evaluations · swap {swap['mode']} "
+                  f"{swap['write_ms'] + swap['read_ms']:.0f} ms, waited {swap['wait_ms']:.0f} ms{hidden}")
     stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
                  f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
                  f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "
