@@ -4,6 +4,8 @@ ran, the swap and the slices behave as docs/VIDEO.md ("Step cache") says."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -203,3 +205,61 @@ def test_the_api_raises_before_loading_any_graph(svd_package: Path) -> None:
     assert sum(pipeline.backend.runs.values()) == 0
     assert parse_step_cache("interval:3").text() == "interval:3,depth:0,max-skip:2,warmup:1"
     assert parse_step_cache(None) == StepCache() and not StepCache().enabled
+
+
+# --- calibration -------------------------------------------------------------------------
+def test_calibrate_picks_the_fewest_block_evaluations_that_keep_the_psnr_and_auto_runs_it(
+        tiny_svd: Path, tmp_path: Path) -> None:
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.video.calibrate import calibrate_step_cache, write_step_cache_calibration
+
+    package = tmp_path / "pkg"
+    assert runner.invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(package)]).exit_code == 0
+    pipeline = edgekit.load(str(package))
+    options = {"num_frames": FRAMES, "steps": 6, "height": SIZE, "width": SIZE}
+    candidates = ("interval:3", "interval:2", "adaptive:1e-12")
+    loose = calibrate_step_cache(pipeline, _image(), target_psnr_db=1.0, seeds=(0,), candidates=candidates, **options)
+    # every candidate keeps 1 dB: the fewest evaluations wins (interval:3: F C C F C C, 4/6 cached ... 18 of 30)
+    shares = {t.setting.split(",")[0]: t.block_evals_share for t in loose.tried}
+    assert shares == {"interval:3": 0.6, "interval:2": 0.7, "adaptive:1e-12": 1.0}
+    assert loose.setting == "interval:3,depth:0,max-skip:2,warmup:1"
+    # a target only the never-reusing candidate keeps (identical frames: inf dB)
+    strict = calibrate_step_cache(pipeline, _image(), target_psnr_db=500.0, seeds=(0, 1), candidates=candidates,
+                                  **options)
+    assert strict.setting == "adaptive:1e-12,depth:0,max-skip:2,warmup:1"
+    assert {t.setting.split(",")[0] for t in strict.tried if math.isinf(t.min_psnr_db)} == {"adaptive:1e-12"}
+    updated = write_step_cache_calibration(Manifest.load(package), loose)
+    assert updated.video.step_cache["setting"] == loose.setting and updated.video.step_cache["seeds"] == [0]
+    assert runner.invoke(app, ["verify", str(package)]).exit_code == 0  # the digest follows the rewrite
+    (_, _, _), stats = _run(package, steps=6, step_cache="auto")
+    assert stats["step_cache"]["settings"] == loose.setting and stats["step_cache"]["plan"] == "FCCFCC"
+    # a calibrated setting the runtime cannot parse is a manifest error, not a run
+    raw = json.loads((package / "manifest.json").read_text())
+    raw["video"]["step_cache"]["setting"] = "interval:0"
+    from edgekit.package_digest import write_manifest
+
+    write_manifest(package, json.dumps(raw))
+    result = runner.invoke(app, ["inspect", str(package)])
+    assert result.exit_code == 2 and "video.step_cache.setting" in result.output
+
+
+def test_calibrate_cli_stores_a_setting_and_refuses_bad_input(tiny_svd: Path, tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    assert runner.invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(package)]).exit_code == 0
+    for options, needle in ((["--target-psnr", "-3"], "--target-psnr must be a positive number"),
+                            ([], "needs --target-psnr"), (["--target-psnr", "30", "--seeds", "0"], "--seeds"),
+                            (["--target-psnr", "30", "--data", "q.jsonl"], "--data is for ranking")):
+        result = runner.invoke(app, ["calibrate", str(package), *options])
+        assert result.exit_code == 2 and needle in result.output, result.output
+    from PIL import Image
+
+    Image.fromarray((_image() * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    never = runner.invoke(app, ["run", str(package), "--image", str(tmp_path / "in.png"), "--out",
+                                str(tmp_path / "o.gif"), "--step-cache", "auto"])
+    assert never.exit_code == 2 and "run `edgekit calibrate PKG --target-psnr DB` first" in never.output
+    result = runner.invoke(app, ["calibrate", str(package), "--target-psnr", "1", "--seeds", "1", "--steps", "3",
+                                 "--frames", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    stored = json.loads(result.stdout)["step_cache"]
+    assert stored["setting"] is not None and stored["target_psnr_db"] == 1.0 and len(stored["tried"]) == 8
+    assert stored["min_psnr_db"] >= 1.0 and (stored["frames"], stored["steps"]) == (2, 3)

@@ -130,7 +130,7 @@ class SvdFamily:
         if slices > 1 and not self.manifest.video.op_groups:
             raise InvalidArgumentError(f"{self.manifest.root} has no operator groups to slice; re-export it with "
                                        "`edgekit export DIR --task video --op-groups`, or drop --slices")
-        cache = parse_step_cache(step_cache)
+        cache = parse_step_cache(self._calibrated() if step_cache == "auto" else step_cache)
         split = split_unet(self.manifest.unet_graphs, self.manifest.video.op_groups, cache.depth) if cache.enabled else None
         swap, folder = check_swap(cache_swap, work_dir)
         if swap != "off" and not cache.enabled:
@@ -153,6 +153,15 @@ class SvdFamily:
         return SvdRequest(pixels=pixels, num_frames=frames, steps=steps, height=height, width=width, latents=latents,
                           noise=noise, conditioning=conditioning, slices=slices,
                           decode=decode, step_cache=cache, split=split, cache_swap=swap, swap_folder=folder)
+
+    def _calibrated(self) -> str | None:
+        """The setting `edgekit calibrate --target-psnr` stored (None: it found none that kept the
+        target: run uncached); InvalidArgumentError when the package was never calibrated."""
+        calibration = self.manifest.video.step_cache
+        if calibration is None:
+            raise InvalidArgumentError(f"step cache 'auto' reads the calibrated setting, and {self.manifest.root} has "
+                                       "none; run `edgekit calibrate PKG --target-psnr DB` first, or give a setting")
+        return calibration["setting"]
 
     def schedule(self, steps: int) -> Schedule:
         return self.scheduler.schedule(steps)
