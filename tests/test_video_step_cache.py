@@ -263,3 +263,21 @@ def test_calibrate_cli_stores_a_setting_and_refuses_bad_input(tiny_svd: Path, tm
     stored = json.loads(result.stdout)["step_cache"]
     assert stored["setting"] is not None and stored["target_psnr_db"] == 1.0 and len(stored["tried"]) == 8
     assert stored["min_psnr_db"] >= 1.0 and (stored["frames"], stored["steps"]) == (2, 3)
+
+
+def test_a_swap_write_that_fails_mid_run_is_one_error_line_not_a_traceback(tmp_path: Path) -> None:
+    from edgekit.errors import EdgekitError
+    from edgekit.runtimes.video.cache_swap import CacheSwap
+
+    folder = tmp_path / "work"
+    folder.mkdir()
+    swap = CacheSwap("disk", folder)
+    feature = np.arange(12, dtype=np.float32).reshape(3, 4)
+    swap.put(feature)
+    assert np.array_equal(swap.take(), feature)  # the round trip through the mapped file
+    next(folder.iterdir()).unlink()  # the file vanishes (a cleaned-up temporary folder)
+    try:
+        with pytest.raises(EdgekitError, match="could not move the step cache's feature"):
+            swap.take()
+    finally:
+        swap.close()

@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InvalidArgumentError
+from edgekit.errors import EdgekitError, InvalidArgumentError, OutputPathError
 
 SWAP_MODES = ("off", "host", "disk")
 
 
 def check_swap(mode: Any, work_dir: Any) -> tuple[str, Path | None]:
-    """(mode, the folder `disk` spills into) after checking both; InvalidArgumentError before any
-    compute for an unknown mode or a work folder that cannot take a file (disk only; default: the
-    system's temporary folder)."""
+    """(mode, the folder `disk` spills into) after checking both, before any compute:
+    InvalidArgumentError for an unknown mode, OutputPathError for a work folder that cannot take a
+    file (disk only; default: the system's temporary folder)."""
     mode = "off" if mode is None else mode
     if mode not in SWAP_MODES:
         raise InvalidArgumentError(f"cache swap must be one of {', '.join(SWAP_MODES)}, got {mode!r}")
@@ -53,7 +53,7 @@ def check_swap(mode: Any, work_dir: Any) -> tuple[str, Path | None]:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise InvalidArgumentError(f"--cache-swap disk cannot write its cache file in the work folder {folder} "
+        raise OutputPathError(f"--cache-swap disk cannot write its cache file in the work folder {folder} "
                                    f"({error.strerror or error}); pass a writable --work DIR, or --cache-swap host"
                                    ) from None
     return mode, folder
@@ -102,7 +102,14 @@ class CacheSwap:
         self.prefetch()
         started = time.perf_counter()
         assert self._fetched is not None
-        feature = self._fetched.result()
+        try:
+            if self._pending is not None:  # the write before it (done: the thread runs jobs in order)
+                self._pending.result()
+            feature = self._fetched.result()
+        except OSError as error:
+            raise EdgekitError(f"--cache-swap {self.mode} could not move the step cache's feature "
+                               f"({error.strerror or error}); free space in the work folder, or use --cache-swap "
+                               "host or off") from None
         self.wait_ms += (time.perf_counter() - started) * 1000
         self._fetched = None
         return feature
@@ -143,9 +150,12 @@ class CacheSwap:
         else:
             if self._file is None:
                 handle, name = tempfile.mkstemp(prefix="edgekit-step-cache-", suffix=".bin", dir=self.folder)
-                os.close(handle)
                 self._file = Path(name)
-            mapped = np.memmap(self._file, dtype=feature.dtype, mode="w+", shape=feature.shape)
+                try:  # allocated now: a full disk is an OSError here, not a SIGBUS on a mapped page later
+                    os.posix_fallocate(handle, 0, feature.nbytes)
+                finally:
+                    os.close(handle)
+            mapped = np.memmap(self._file, dtype=feature.dtype, mode="r+", shape=feature.shape)
             mapped[...] = feature
             mapped.flush()
             del mapped
