@@ -124,6 +124,16 @@ def run(
     slices: int = typer.Option(None, "--slices",
                                help="Video packages exported with --op-groups: run each UNet operator group over "
                                     "N slices of its axis (exact; saves memory)."),
+    step_cache: str = typer.Option(None, "--step-cache",
+                                   help="Video packages: reuse the UNet's deep features across steps: none, "
+                                        "interval:N or adaptive:T, then optionally ,depth:D ,max-skip:M ,warmup:W "
+                                        "(faster, approximate; docs/VIDEO.md); auto: what `edgekit calibrate "
+                                        "--target-psnr` stored."),
+    cache_swap: str = typer.Option(None, "--cache-swap",
+                                   help="Video packages with --step-cache: where the cached feature waits between "
+                                        "steps: off (default), host (a separate buffer) or disk (a file in --work)."),
+    work: Path = typer.Option(None, "--work", help="Video packages: the folder --cache-swap disk writes its file in "
+                                                   "(default: the system's temporary folder)."),
     public_key: Path = typer.Option(None, "--public-key", help=PUBLIC_KEY_HELP),
 ) -> None:
     """Rank candidates against a query, or (video packages) generate a video from an image."""
@@ -138,7 +148,8 @@ def run(
 
     video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
-                     "--decode-tile-overlap": decode_tile_overlap, "--slices": slices}
+                     "--decode-tile-overlap": decode_tile_overlap, "--slices": slices, "--step-cache": step_cache,
+                     "--cache-swap": cache_swap, "--work": work}
     if Manifest.load(package).task == "video":
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
@@ -149,7 +160,7 @@ def run(
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
                   as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
-                  verify=not no_verify)
+                  verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -174,7 +185,8 @@ def run(
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
-              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True) -> None:
+              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
+              step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
@@ -190,7 +202,8 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
                                   decode_chunk=decode_chunk, decode_tile=decode_tile,
-                                  decode_tile_overlap=decode_tile_overlap, slices=slices,
+                                  decode_tile_overlap=decode_tile_overlap, slices=slices, step_cache=step_cache,
+                                  cache_swap=cache_swap, work_dir=work,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
     gif, pngs = save_video(video, out, fps=pipeline.fps)
@@ -203,10 +216,60 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
     tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
              f"({stats['decode_tiles']} tiles)" if stats["decode_tile"] is not None else "")
     tiles += f" · {stats['slices']} slices per operator group" if stats["slices"] > 1 else ""
+    cache = stats["step_cache"]
+    if cache:
+        swap = cache["swap"]
+        hidden = "" if swap["hidden_share"] is None else f", {swap['hidden_share']:.0%} of it hidden"
+        tiles += (f" · step cache {cache['settings']}: {cache['full_steps']} full, {cache['cached_steps']} cached "
+                  f"({cache['plan']}), {stats['unet_block_evals']} UNet block evaluations · swap {swap['mode']} "
+                  f"{swap['write_ms'] + swap['read_ms']:.0f} ms, waited {swap['wait_ms']:.0f} ms{hidden}")
     stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
                  f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
                  f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "
                  f"{stats['max_resident_graphs']} · decode chunk {stats['decode_chunk']}{tiles}")
+
+
+def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image: Path | None, frames: int | None,
+                    steps: int | None, threads: int | None, as_json: bool) -> None:
+    """`edgekit calibrate` for video packages (runtimes/video/calibrate.py)."""
+    import edgekit
+    from edgekit.errors import InvalidArgumentError
+    from edgekit.runtimes.video.calibrate import (
+        CANDIDATES,
+        calibrate_step_cache,
+        check_calibration_args,
+        write_step_cache_calibration,
+    )
+    if target_psnr is None:
+        raise InvalidArgumentError("video calibration needs --target-psnr DB (e.g. 30)")
+    if seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be >= 1, got {seeds}")
+    check_calibration_args(target_psnr, list(range(seeds)), CANDIDATES)
+    pipeline = edgekit.load(str(package), threads=threads)
+    c = pipeline.manifest.video.conditioning
+    source: Any = image
+    if image is None:  # a smooth RGB test image at the package's size
+        import numpy as np
+
+        y, x = np.mgrid[0:c.height, 0:c.width].astype(np.float32)
+        source = np.stack([0.5 + 0.4 * np.sin(x / 17 + k) * np.cos(y / 23 - k) for k in range(3)], axis=-1)
+    with progress_bar(not as_json and stderr.is_terminal) as bar:
+        task = bar.add_task("calibrating", total=None)
+        result = calibrate_step_cache(pipeline, source, target_psnr, seeds=tuple(range(seeds)),
+                                      progress=lambda message: bar.update(task, description=message),
+                                      num_frames=frames, steps=steps)
+    updated = write_step_cache_calibration(pipeline.manifest, result)
+    if as_json:
+        typer.echo(json.dumps({"step_cache": updated.video.step_cache}, allow_nan=False))
+        return
+    stored = updated.video.step_cache
+    if stored["setting"] is None:
+        stdout.print(f"no step-cache setting kept {target_psnr:g} dB on {seeds} seed(s); `--step-cache auto` "
+                     "runs uncached")
+    else:
+        stdout.print(f"{stored['setting']}: lowest PSNR {stored['min_psnr_db']} dB over {seeds} seed(s) "
+                     f"(target {target_psnr:g}), {stored['block_evals_share']:.0%} of the UNet block evaluations; "
+                     "stored for `--step-cache auto`")
 
 
 def print_ranking(ranking: Any, as_json: bool) -> None:
@@ -239,7 +302,8 @@ def print_ranking(ranking: Any, as_json: bool) -> None:
 @user_errors
 def calibrate(
     package: Path = typer.Argument(..., help="Package directory (its manifest gets the calibration)."),
-    data: Path = typer.Option(..., "--data", help='JSONL: {"query", "candidates": [...], "relevant"?} per line.'),
+    data: Path = typer.Option(None, "--data", help='Ranking: JSONL {"query", "candidates": [...], "relevant"?} '
+                                                   "per line."),
     target_agreement: float = typer.Option(
         0.995, "--target-agreement",
         help="Share of new queries whose top-K set must stay whole (so mean agreement is at least this)."),
@@ -249,11 +313,30 @@ def calibrate(
     chunk: int = typer.Option(None, "--chunk"),
     threads: int = typer.Option(None, "--threads"),
     as_json: bool = typer.Option(False, "--json"),
+    target_psnr: float = typer.Option(None, "--target-psnr",
+                                      help="Video: the lowest frame PSNR (dB) against the uncached run to keep."),
+    seeds: int = typer.Option(2, "--seeds", help="Video: seeds 0..N-1 to measure on."),
+    image: Path = typer.Option(None, "--image", help="Video: the input image (default: a smooth test image)."),
+    frames: int = typer.Option(None, "--frames", help="Video: frames per run (default: the package's)."),
+    steps: int = typer.Option(None, "--steps", help="Video: denoising steps (default: the package's)."),
 ) -> None:
-    """Find the cheapest pruning setting certified (at 1 - δ) to meet the target on new queries; store it."""
+    """Ranking: find the cheapest pruning setting certified (at 1 - δ) to meet the target on new queries.
+    Video: find the most aggressive step cache keeping --target-psnr on a few seeds. Either is stored."""
     import edgekit
     from edgekit.dataset import read_examples
     from edgekit.errors import InvalidArgumentError
+    from edgekit.manifest import Manifest
+
+    if Manifest.load(package).task == "video":
+        if data is not None:
+            raise InvalidArgumentError(f"{package} is a video package; --data is for ranking packages")
+        calibrate_video(package, target_psnr, seeds, image, frames, steps, threads, as_json)
+        return
+    if target_psnr is not None or image is not None or frames is not None or steps is not None:
+        raise InvalidArgumentError(f"{package} is a ranking package; --target-psnr, --image, --frames and --steps "
+                                   "are for video packages")
+    if data is None:
+        raise InvalidArgumentError("ranking calibration needs --data QUERIES.jsonl")
     from edgekit.runtimes.calibration import check_search_args, record_traces, search, write_calibration
     from edgekit.runtimes.confidence import queries_needed
     from edgekit.runtimes.policies import policy_class

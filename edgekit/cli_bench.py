@@ -11,6 +11,7 @@ import typer
 
 from edgekit.bench.derived import DERIVED
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
+from edgekit.bench.video_variant import DEFAULT_VARIANTS as VIDEO_DEFAULT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
 
@@ -129,11 +130,15 @@ def bench_video(
     package: Path = typer.Argument(None, help="Video package (default: the mid-size random SVD, built and cached)."),
     frames: int = typer.Option(8, "--frames"),
     size: tuple[int, int] = typer.Option((256, 256), "--size", help="Height and width in pixels."),
-    steps: int = typer.Option(2, "--steps"),
+    steps: int = typer.Option(10, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    variants: str = typer.Option(",".join(VIDEO_VARIANTS), "--variants"),
-    slices: int = typer.Option(4, "--slices", help="edgekit-sliced: slices per operator group."),
+    variants: str = typer.Option(",".join(VIDEO_DEFAULT_VARIANTS), "--variants",
+                                 help=f"Any of {', '.join(VIDEO_VARIANTS)}."),
+    slices: int = typer.Option(4, "--slices", help="edgekit-sliced, -lean, -streamlined: slices per operator group."),
+    step_cache: str = typer.Option("interval:3", "--step-cache",
+                                   help="edgekit-cached, -cached-noswap, -streamlined: the step cache setting."),
+    adaptive: str = typer.Option("adaptive:0.05", "--adaptive", help="edgekit-adaptive: the step cache setting."),
     repeat: int = typer.Option(1, "--repeat", help="Rounds (every variant once per round); medians and ranges."),
     work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -146,16 +151,21 @@ def bench_video(
     from edgekit.errors import InvalidArgumentError
 
     chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in video.VARIANTS]
+    unknown = [v for v in chosen if v not in VIDEO_VARIANTS]
     if unknown or not chosen:
         raise InvalidArgumentError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
-                                   f"choose from {', '.join(video.VARIANTS)}")
+                                   f"choose from {', '.join(VIDEO_VARIANTS)}")
     if min(frames, steps, threads, slices, repeat, *size) < 1 or seed < 0:
         raise InvalidArgumentError("--frames, --steps, --threads, --slices, --repeat and --size must be >= 1 "
                                    "and --seed >= 0")
+    from edgekit.runtimes.video.step_cache import parse_step_cache
+
+    for setting in (step_cache, adaptive):  # a bad setting is one line now, not a failed child later
+        parse_step_cache(setting)
     options = {"work": work} if work is not None else {}
     config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
-                              threads=threads, variants=chosen, slices=slices, repeat=repeat, **options)
+                              threads=threads, variants=chosen, slices=slices, repeat=repeat, step_cache=step_cache,
+                              adaptive=adaptive, **options)
     report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
                                    command="edgekit " + " ".join(sys.argv[1:]))
     _publish(report, json_out, markdown_file if markdown else None, plot)

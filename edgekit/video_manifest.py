@@ -137,6 +137,24 @@ class SvdConditioning:
         )
 
 
+def _step_cache(value: Any, where: str) -> dict[str, Any]:
+    """The step-cache calibration (docs/FORMAT.md): `setting` (a step-cache setting string that
+    `generate(step_cache="auto")` runs, or null: none kept the target, run uncached) and
+    `target_psnr_db` are checked; the rest (what the calibration measured) is kept as written."""
+    data = obj(value, where)
+    setting = optional(required(data, "setting", where), text, f"{where}.setting", MAX_TEXT_CHARS)
+    if setting is not None:
+        from edgekit.errors import InvalidArgumentError
+        from edgekit.runtimes.video.step_cache import parse_step_cache  # numpy only; imported when present
+
+        try:
+            parse_step_cache(setting)
+        except InvalidArgumentError as error:
+            raise ManifestError(f"{where}.setting: {error}") from None
+    number(required(data, "target_psnr_db", where), f"{where}.target_psnr_db", 0.0, 1000.0)
+    return data
+
+
 def _op_groups(data: Any, where: str = "video.op_groups") -> dict[str, OpGroup]:
     data = obj(data, where)
     items(list(data), where, 0, 4096)
@@ -209,6 +227,7 @@ class VideoSection:
     conditioning: VideoConditioning
     op_groups: dict[str, OpGroup] = field(default_factory=dict)
     svd: SvdConditioning | None = None
+    step_cache: dict[str, Any] | None = None  # written by `edgekit calibrate VPKG --target-psnr`
 
     @staticmethod
     def from_dict(data: Any, where: str = "video") -> VideoSection:
@@ -221,6 +240,7 @@ class VideoSection:
             conditioning=VideoConditioning.from_dict(required(data, "conditioning", where)),
             op_groups=_op_groups(data.get("op_groups", {})),
             svd=optional(data.get("svd"), SvdConditioning.from_dict),
+            step_cache=optional(data.get("step_cache"), _step_cache, f"{where}.step_cache"),
         )
 
     def files(self) -> list[FileEntry]:

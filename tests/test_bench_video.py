@@ -20,6 +20,8 @@ from edgekit.cli import app  # noqa: E402
 
 runner = CliRunner()
 FRAMES, SIZE = 2, 32
+MEMORY_VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
+                   "edgekit-groups", "edgekit-sliced", "edgekit-lean")
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,12 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     md.write_text("# Benchmarks\n", encoding="utf-8")
     result = runner.invoke(app, ["bench", "video", str(tiny_package), "--frames", str(FRAMES), "--size", str(SIZE),
                                  str(SIZE), "--steps", "2", "--work", str(tmp_path / "work"), "--json", str(out),
-                                 "--markdown", "--markdown-file", str(md), "--plot", str(png)])
+                                 "--markdown", "--markdown-file", str(md), "--plot", str(png),
+                                 "--variants", ",".join(MEMORY_VARIANTS)])
     assert result.exit_code == 0, result.output
     report = Report.load(out)
     by = {v.name: v for v in report.variants}
-    assert list(by) == ["diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked",
-                        "edgekit-tiled", "edgekit-groups", "edgekit-sliced", "edgekit-lean"]
+    assert list(by) == list(MEMORY_VARIANTS)
     assert report.baseline == "onnx-monolithic" and report.reference == "diffusers"
     for v in by.values():
         assert [s.name for s in v.stages] == ["encode", "denoise", "decode"]
@@ -98,6 +100,43 @@ def test_bench_video_reports_every_variant_per_stage(tiny_package: Path, tmp_pat
     assert "| onnx-monolithic (baseline) |" in text and "decode peak × onnx-monolithic" in text
     assert "Outputs compared:" in text and "frames PSNR dB vs diffusers" in text and "Targets:" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_video_default_compares_the_step_cache_variants(tiny_package: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["bench", "video", str(tiny_package), "--frames", str(FRAMES), "--size", str(SIZE),
+                                 str(SIZE), "--steps", "4", "--work", str(tmp_path / "work"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = Report.load(out)
+    by = {v.name: v for v in report.variants}
+    assert list(by) == ["onnx-monolithic", "edgekit", "edgekit-cached", "edgekit-adaptive", "edgekit-cached-noswap",
+                        "edgekit-streamlined"]
+    assert report.details["config"]["steps"] == 4
+    evals = {name: v.figures["unet_block_evals"] for name, v in by.items()}
+    # interval:3 over 4 steps: F C C F -> 2 full (5 blocks) + 2 cached (2 blocks) of the tiny UNet's 5
+    assert evals["edgekit"] == 20 and evals["edgekit-cached"] == evals["edgekit-streamlined"] == 14
+    for name in ("edgekit-cached", "edgekit-adaptive", "edgekit-cached-noswap", "edgekit-streamlined"):
+        v = by[name]
+        assert {r.measure for r in v.ratios if r.baseline == "edgekit"} == {"denoise_time", "latency",
+                                                                           "denoise_peak", "peak"}
+        assert v.ratio("denoise_time", "onnx-monolithic") is not None
+        assert v.compared_with("edgekit", "latents").max_abs_diff is not None
+        assert v.compared_with("edgekit", "frames").psnr_db is not None
+    cached, noswap = by["edgekit-cached"].details["stats"], by["edgekit-cached-noswap"].details["stats"]
+    assert cached["step_cache"]["swap"]["mode"] == "disk" and noswap["step_cache"]["swap"]["mode"] == "off"
+    assert np.array_equal(np.load(by["edgekit-cached"].details["frames_file"]),
+                          np.load(by["edgekit-cached-noswap"].details["frames_file"]))  # swap changes nothing
+    streamlined = by["edgekit-streamlined"].details["stats"]
+    assert (streamlined["slices"], streamlined["decode_chunk"], streamlined["decode_tile"]) == (4, 1, 16)
+    assert streamlined["step_cache"]["plan"] == "FCCF"
+    verdicts = report.details["verdicts"]
+    assert {"edgekit-cached_denoise_time", "cached_denoise_peak", "streamlined_latency",
+            "streamlined_peak"} <= set(verdicts)
+
+
+def test_bench_video_refuses_bad_step_cache_settings(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["bench", "video", str(tmp_path), "--step-cache", "interval:0"])
+    assert result.exit_code == 2 and "interval must be >= 1" in result.output
 
 
 def test_bench_video_refuses_unknown_variants(tmp_path: Path) -> None:

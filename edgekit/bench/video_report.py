@@ -13,18 +13,27 @@ from typing import Any
 
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Stage, Variant, Verdict, Workload
 
-BASELINE, REFERENCE = "onnx-monolithic", "diffusers"
-RATIOS = ("decode_peak", "denoise_peak", "peak", "latency", "latency_with_load")
+BASELINE, REFERENCE, UNCACHED = "onnx-monolithic", "diffusers", "edgekit"
+RATIOS = ("denoise_time", "decode_peak", "denoise_peak", "peak", "latency", "latency_with_load")
+UNCACHED_RATIOS = ("denoise_time", "latency", "denoise_peak", "peak")  # step-cache variants vs edgekit
 # (row key, reference variant, output) for every comparison video.py makes
 COMPARISONS = (("frames_vs_diffusers", REFERENCE, "frames"), ("latents_vs_diffusers", REFERENCE, "latents"),
                ("frames_vs_monolithic", BASELINE, "frames"), ("latents_vs_monolithic", BASELINE, "latents"),
                ("frames_vs_edgekit_full", "edgekit", "frames"), ("frames_vs_edgekit_chunked", "edgekit-chunked", "frames"),
-               ("frames_vs_unsliced", "edgekit-groups", "frames"), ("latents_vs_unsliced", "edgekit-groups", "latents"))
+               ("frames_vs_unsliced", "edgekit-groups", "frames"), ("latents_vs_unsliced", "edgekit-groups", "latents"),
+               ("frames_vs_uncached", UNCACHED, "frames"), ("latents_vs_uncached", UNCACHED, "latents"))
 CLAIMS = {"decode_peak": "decode peak <= 0.20x onnx-monolithic's decode",
           "denoise_peak": "denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
           "latency": "end-to-end latency <= 1.2x onnx-monolithic",
-          "denoise_peak_sliced": "Feature Slicer: denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4"}
-DETAIL_KEYS = ("stats", "switches", "tile", "frames_file", "stage_peak_exact", "runs", "latents_max_abs")
+          "denoise_peak_sliced": "Feature Slicer: denoise peak <= 0.50x onnx-monolithic's denoise at max abs diff <= 1e-4",
+          "edgekit-cached_denoise_time": "step cache: denoise time <= 1/1.6 of edgekit's (uncached)",
+          "edgekit-adaptive_denoise_time": "adaptive step cache: denoise time <= 1/1.6 of edgekit's (uncached)",
+          "cached_denoise_peak": "step cache with swap: denoise peak <= 1.0x edgekit's (uncached)",
+          "streamlined_denoise_peak": "slices + cache + swap: denoise peak <= 0.5x edgekit's (uncached)",
+          "streamlined_latency": "edgekit-streamlined: end-to-end latency <= 0.70x onnx-monolithic",
+          "streamlined_peak": "edgekit-streamlined: peak <= 0.20x onnx-monolithic"}
+DETAIL_KEYS = ("stats", "switches", "tile", "frames_file", "stage_peak_exact", "runs", "latents_max_abs",
+               "ratios_vs_uncached")
 
 
 def _db(value: float | None) -> str:
@@ -33,6 +42,7 @@ def _db(value: float | None) -> str:
 
 def _variant(row: dict[str, Any]) -> Variant:
     ratios, spread = row.get("ratios") or {}, row.get("ratio_range") or {}
+    uncached = row.get("ratios_vs_uncached") or {}
     quality = []
     for key, reference, output in COMPARISONS:
         found = row.get(key)
@@ -41,15 +51,21 @@ def _variant(row: dict[str, Any]) -> Variant:
         elif found is not None:
             quality.append(Quality(reference, output, max_abs_diff=found))
     return Variant(
-        row["name"], latency_ms=row["latency_ms"], peak_rss_mb=row["peak_rss_mb"], figures={"load_ms": row.get("load_ms")},
+        row["name"], latency_ms=row["latency_ms"], peak_rss_mb=row["peak_rss_mb"],
+        figures={"load_ms": row.get("load_ms"), "unet_block_evals": row.get("unet_block_evals")},
         stages=tuple(Stage(name, s["ms"], s["peak_rss_mb"]) for name, s in row["stages"].items()),
-        ratios=tuple(Ratio(key, ratios[key], BASELINE, tuple(spread[key]) if spread.get(key) else None)
-                     for key in RATIOS if key in ratios),
+        ratios=(*(Ratio(key, ratios[key], BASELINE, tuple(spread[key]) if spread.get(key) else None)
+                  for key in RATIOS if key in ratios),
+                *(Ratio(key, uncached[key], UNCACHED) for key in UNCACHED_RATIOS if key in uncached)),
         quality=tuple(quality), details={key: row[key] for key in DETAIL_KEYS if row.get(key) is not None})
 
 
 def _verdict_detail(verdict: dict[str, Any], slices: int) -> str:
     parts = []
+    if verdict.get("against"):
+        parts.append(f"against {verdict['against']}")
+    if verdict.get("plan"):
+        parts.append(f"steps {verdict['plan']} (F full, C cached)")
     if verdict.get("range"):
         low, high = verdict["range"]
         parts.append(f"rounds {low:.2f}–{high:.2f}{', not met in every round' if high > verdict['target'] else ''}")
@@ -97,6 +113,19 @@ def _notes(cfg: dict[str, Any], model: dict[str, Any], by: dict[str, dict[str, A
                      f"PSNR {_db(step['psnr_db'])}")
         notes.append(line + " (GroupNorm statistics and the receptive field cross tile borders: tiling is an "
                      "approximation too).")
+    cached = [row for name, row in by.items() if (row.get("stats") or {}).get("step_cache")]
+    if cached:
+        lines = []
+        for row in cached:
+            cache = row["stats"]["step_cache"]
+            swap = cache["swap"]
+            share = "" if swap["hidden_share"] is None else f", {swap['hidden_share']:.0%} hidden"
+            lines.append(f"{row['name']} {cache['settings']} {cache['plan']}, {row['stats']['unet_block_evals']} UNet "
+                         f"block evaluations, swap {swap['mode']} {swap['write_ms'] + swap['read_ms']:.0f} ms moved, "
+                         f"{swap['wait_ms']:.0f} ms waited{share}")
+        notes.append("Step cache (F full step, C cached step: only the shallow blocks run); the frames and latents "
+                     "are compared with edgekit's uncached run; with random weights these figures describe the "
+                     "mechanism, not a trained model's quality: " + "; ".join(lines) + ".")
     if any(row.get("switches") for row in by.values()):
         notes.append("diffusers-memory: decode_chunk_size=1 and unet.enable_forward_chunking(); enable_model_cpu_offload "
                      "is GPU-only (it moves models between the GPU and the CPU) and is not applied.")

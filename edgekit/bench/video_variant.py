@@ -24,6 +24,11 @@ Variants (every one gets the image, initial latents [1, F, C, h, w] and noise-au
   edgekit-sliced     the same package with every group run over --slices slices of its axis
   edgekit-lean       edgekit-sliced's denoise with edgekit-tiled's decode (chunk 1 + tiles):
                      every memory switch at once
+  edgekit-cached     edgekit with the step cache --step-cache (default interval:3), swap disk
+  edgekit-adaptive   edgekit with the adaptive step cache --adaptive (default adaptive:0.05), swap disk
+  edgekit-cached-noswap  edgekit-cached with the swap off (the cached feature stays resident)
+  edgekit-streamlined    the op-group package: --slices, --step-cache, swap disk, decode chunk 1 +
+                     tiles (slicing, caching and tiled decoding in one run)
 
 Per stage (encode = CLIP image encoder + VAE encoder; denoise = every UNet step with the
 scheduler; decode = VAE decoder): wall time and peak RSS. The peak of a stage is the process's
@@ -47,10 +52,17 @@ import numpy as np
 from edgekit.measure import current_rss_mb, peak_rss_mb
 
 VARIANTS = ("diffusers", "diffusers-memory", "onnx-monolithic", "edgekit", "edgekit-chunked", "edgekit-tiled",
-            "edgekit-groups", "edgekit-sliced", "edgekit-lean")
-CHUNK_ONE = ("edgekit-chunked", "edgekit-tiled", "edgekit-lean")  # decode one frame per call
-TILED = ("edgekit-tiled", "edgekit-lean")
-SLICED = ("edgekit-sliced", "edgekit-lean")
+            "edgekit-groups", "edgekit-sliced", "edgekit-lean", "edgekit-cached", "edgekit-adaptive",
+            "edgekit-cached-noswap", "edgekit-streamlined")
+# the step cache's comparison: what `edgekit bench video` runs unless --variants says otherwise
+DEFAULT_VARIANTS = ("onnx-monolithic", "edgekit", "edgekit-cached", "edgekit-adaptive", "edgekit-cached-noswap",
+                    "edgekit-streamlined")
+CHUNK_ONE = ("edgekit-chunked", "edgekit-tiled", "edgekit-lean", "edgekit-streamlined")  # decode one frame per call
+TILED = ("edgekit-tiled", "edgekit-lean", "edgekit-streamlined")
+SLICED = ("edgekit-sliced", "edgekit-lean", "edgekit-streamlined")
+# step-cache variants: (which setting, cache swap); the swap file goes to --out-dir
+CACHED = {"edgekit-cached": ("interval", "disk"), "edgekit-adaptive": ("adaptive", "disk"),
+          "edgekit-cached-noswap": ("interval", "off"), "edgekit-streamlined": ("interval", "disk")}
 TILE, TILE_OVERLAP = 16, 4  # edgekit-tiled: latent pixels (x the VAE scale, 8: 128 output pixels, 32 shared)
 STAGES = ("encode", "denoise", "decode")
 
@@ -171,11 +183,16 @@ def run_edgekit(args: argparse.Namespace, inputs: dict[str, np.ndarray], manifes
     tiled = args.variant in TILED
     if tiled:
         result["tile"] = {"tile": TILE, "overlap": TILE_OVERLAP}
+    cache: dict[str, Any] = {}
+    if args.variant in CACHED:
+        kind, swap = CACHED[args.variant]
+        cache = {"step_cache": args.step_cache if kind == "interval" else args.adaptive, "cache_swap": swap,
+                 "work_dir": args.out_dir}
     video = pipeline.generate(inputs["image"], num_frames=frames, steps=args.steps, height=height, width=width,
                               decode_chunk=1 if args.variant in CHUNK_ONE else frames,
                               decode_tile=TILE if tiled else None, decode_tile_overlap=TILE_OVERLAP if tiled else None,
                               slices=args.slices if args.variant in SLICED else None,
-                              latents=inputs["latents"], noise=inputs["noise"], **_conditioning(manifest))
+                              latents=inputs["latents"], noise=inputs["noise"], **cache, **_conditioning(manifest))
     result["latency_ms"] = (time.perf_counter() - started) * 1000
     result["stats"] = pipeline.stats.to_dict()
     return video, pipeline.latents
@@ -221,6 +238,8 @@ def main() -> None:
     parser.add_argument("--graph", help="the whole-UNet graph (onnx-monolithic)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--slices", type=int, default=4, help="edgekit-sliced: slices per operator group")
+    parser.add_argument("--step-cache", default="interval:3", help="edgekit-cached(-noswap), -streamlined")
+    parser.add_argument("--adaptive", default="adaptive:0.05", help="edgekit-adaptive's step cache")
     args = parser.parse_args()
     from edgekit.manifest import Manifest
 

@@ -66,6 +66,8 @@ class VideoStats:
     decode_tiles: int = 0  # tiles per decoder chunk (1: untiled)
     slices: int = 1  # Feature Slicer: slices per operator group (1: unsliced)
     op_groups: int = 0  # unet_group graphs per UNet evaluation (0: a block package)
+    unet_block_evals: int = 0  # UNet blocks run over the denoising (a step cache skips the deep ones)
+    step_cache: dict[str, Any] = field(default_factory=dict)  # CachedUNet.describe(): plan, swap timings
     guidance: bool = False
     latency_ms: float = 0.0
     encode_ms: float = 0.0
@@ -130,15 +132,25 @@ def generate(family: VideoFamily, request: Request, network: Network | None = No
         network = network or family.network(request)
         latents = (prepared.latents * schedule.init_noise_sigma).astype(np.float32)
         last = len(schedule.timesteps) - 1
-        for i, t in enumerate(schedule.timesteps):
-            prediction = family.predict(network, schedule.scale(latents, i), t, prepared, last_step=i == last)
-            latents = schedule.step(prediction, i, latents)
-            if not np.isfinite(latents).all():
-                raise _non_finite(family, f"the latents after denoising step {i + 1}/{steps}", _network_name(network))
-            report("denoising", i + 1, steps)
+        try:
+            for i, t in enumerate(schedule.timesteps):
+                prediction = family.predict(network, schedule.scale(latents, i), t, prepared, last_step=i == last)
+                latents = schedule.step(prediction, i, latents)
+                if not np.isfinite(latents).all():
+                    raise _non_finite(family, f"the latents after denoising step {i + 1}/{steps}",
+                                      _network_name(network))
+                report("denoising", i + 1, steps)
+        finally:
+            close = getattr(network, "close", None)  # a step cache's swap thread and file
+            if close is not None:
+                close()
     del prepared  # the conditioning is not needed to decode
     stats.graphs_loaded += network.loads
     stats.max_resident_graphs = max(stats.max_resident_graphs, network.max_resident)
+    stats.unet_block_evals = getattr(network, "block_evals", 0)
+    describe = getattr(network, "describe", None)
+    if describe is not None:
+        stats.step_cache = describe()
 
     report("decoding", steps, steps)
     with _stage("decode", stats, observers):

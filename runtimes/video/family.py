@@ -109,7 +109,9 @@ class Network(Protocol):
     """The model evaluated once per step: named inputs -> its raw prediction (first output).
     last_step: the loop's final evaluation (a streamed network returns its arena's memory to the
     OS before decoding). `loads` / `max_resident`: graphs it loaded so far and the most resident
-    at once (they go into VideoStats)."""
+    at once (they go into VideoStats). Optional, read by the driver when present: `block_evals`
+    (UNet blocks run), `describe()` (a dict for VideoStats.step_cache) and `close()` (called when
+    the denoising ends, also on an error)."""
 
     loads: int
     max_resident: int

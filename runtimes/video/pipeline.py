@@ -71,11 +71,15 @@ class VideoPipeline:
         `max_guidance_scale`, `latents` [1, F, C, h, w] and `noise` [1, 3, H, W] (replacing the
         seeded draws), `decode_tile` / `decode_tile_overlap` (spatial decode tiles, see `decode`)
         and `slices` (packages exported with operator groups: each UNet operator group runs over
-        that many slices of its axis; exact, it bounds the groups' activations). Unset options
+        that many slices of its axis; exact, it bounds the groups' activations), `step_cache`
+        ("interval:3", "adaptive:0.05,max-skip:2", ...; "auto": the calibrated setting; reuses deep
+        UNet features across steps, approximate; runtimes/video/step_cache.py), `cache_swap`
+        ("off", "host", "disk") and `work_dir` (where "disk" writes its file). Unset options
         take the package's defaults. Raises InvalidArgumentError for an option the family does not
         take and for bad input (missing or non-RGB image, zero frames, sizes that are not
         multiples of the package's size_multiple, wrong latents/noise shapes, bad decode tile
-        settings, slices on a package without operator groups), before anything runs.
+        settings, slices on a package without operator groups, a bad step-cache setting or depth, an
+        unwritable work folder for the disk swap), before anything runs.
         """
         family = self._family()
         accepted = [name for name in inspect.signature(family.request).parameters if name != "image"]

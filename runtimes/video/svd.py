@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,8 @@ from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import Manifest
 from edgekit.measure import trim_heap
 from edgekit.runtimes.backends import Backend, Session
+from edgekit.runtimes.video.cache_swap import CacheSwap, check_swap
+from edgekit.runtimes.video.cached_unet import CachedUNet
 from edgekit.runtimes.video.conditioning import (
     Conditioning,
     added_time_ids,
@@ -47,6 +50,7 @@ from edgekit.runtimes.video.driver import VideoStats
 from edgekit.runtimes.video.family import DecodeSettings, Network, Prepared, positive
 from edgekit.runtimes.video.images import clip_input, read_image, vae_input
 from edgekit.runtimes.video.scheduler import EulerScheduler, Schedule
+from edgekit.runtimes.video.step_cache import StepCache, UnetSplit, parse_step_cache, split_unet
 from edgekit.runtimes.video.tiles import blend_into, box_weights
 from edgekit.runtimes.video.unet import StreamedUNet
 
@@ -66,6 +70,10 @@ class SvdRequest:
     conditioning: Conditioning
     decode: DecodeSettings
     slices: int = 1
+    step_cache: StepCache = StepCache()
+    split: UnetSplit | None = None  # where the UNet splits for the step cache (None: no cache)
+    cache_swap: str = "off"
+    swap_folder: Path | None = None  # --cache-swap disk: the work folder, checked writable
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,8 @@ class SvdFamily:
                 noise_aug_strength: float | None = None, min_guidance_scale: float | None = None,
                 max_guidance_scale: float | None = None, latents: np.ndarray | None = None,
                 noise: np.ndarray | None = None, decode_tile: int | None = None,
-                decode_tile_overlap: int | None = None, slices: int | None = None) -> SvdRequest:
+                decode_tile_overlap: int | None = None, slices: int | None = None, step_cache: Any = None,
+                cache_swap: str | None = None, work_dir: Any = None) -> SvdRequest:
         """Check every option (unset ones: the package's defaults) and draw the seeded noise; see
         VideoPipeline.generate for the options and the errors."""
         c = self.manifest.video.conditioning
@@ -121,6 +130,12 @@ class SvdFamily:
         if slices > 1 and not self.manifest.video.op_groups:
             raise InvalidArgumentError(f"{self.manifest.root} has no operator groups to slice; re-export it with "
                                        "`edgekit export DIR --task video --op-groups`, or drop --slices")
+        cache = parse_step_cache(self._calibrated() if step_cache == "auto" else step_cache)
+        split = split_unet(self.manifest.unet_graphs, self.manifest.video.op_groups, cache.depth) if cache.enabled else None
+        swap, folder = check_swap(cache_swap, work_dir)
+        if swap != "off" and not cache.enabled:
+            raise InvalidArgumentError(f"cache swap {swap!r} moves the step cache's feature; it needs a step cache "
+                                       "(--step-cache interval:N or adaptive:T), or drop --cache-swap")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
         svd = self.svd
@@ -137,7 +152,16 @@ class SvdFamily:
         latents = _given("latents", latents, latent_shape, rng)
         return SvdRequest(pixels=pixels, num_frames=frames, steps=steps, height=height, width=width, latents=latents,
                           noise=noise, conditioning=conditioning, slices=slices,
-                          decode=decode)
+                          decode=decode, step_cache=cache, split=split, cache_swap=swap, swap_folder=folder)
+
+    def _calibrated(self) -> str | None:
+        """The setting `edgekit calibrate --target-psnr` stored (None: it found none that kept the
+        target: run uncached); InvalidArgumentError when the package was never calibrated."""
+        calibration = self.manifest.video.step_cache
+        if calibration is None:
+            raise InvalidArgumentError(f"step cache 'auto' reads the calibrated setting, and {self.manifest.root} has "
+                                       "none; run `edgekit calibrate PKG --target-psnr DB` first, or give a setting")
+        return calibration["setting"]
 
     def schedule(self, steps: int) -> Schedule:
         return self.scheduler.schedule(steps)
@@ -158,6 +182,11 @@ class SvdFamily:
         return Prepared(latents=request.latents, state=state)
 
     def network(self, request: SvdRequest) -> Network:
+        """StreamedUNet, or CachedUNet with the request's step cache and swap."""
+        if request.split is not None:
+            return CachedUNet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
+                              request.step_cache, request.split, CacheSwap(request.cache_swap, request.swap_folder),
+                              op_groups=self.manifest.video.op_groups, slices=request.slices)
         return StreamedUNet(self.manifest.unet_graphs, self.manifest.root, self.backend.load, self.window,
                             op_groups=self.manifest.video.op_groups, slices=request.slices)
 

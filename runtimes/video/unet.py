@@ -84,10 +84,31 @@ def apply_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndarray]
     for spec, value in zip(graph.outputs, outputs):
         if graph.role == "time_embedding":
             value = np.repeat(value, num_frames, axis=0)
-        state[_state_name(graph, spec.name)] = value
+        state[state_name(graph, spec.name)] = value
 
 
-def _state_name(graph: GraphSpec, output: str) -> str:
+def block_name(graph: GraphSpec, op_groups: Mapping[str, OpGroup]) -> str | None:
+    """The UNet block a stage graph belongs to (`down_block_0`, `mid_block`, `up_block_1`, …; an
+    operator group's `block`), None for the time embedding."""
+    if graph.role == "time_embedding":
+        return None
+    group = op_groups.get(graph.name)
+    return group.block if group is not None else graph.name
+
+
+def count_blocks(graphs: Sequence[GraphSpec], op_groups: Mapping[str, OpGroup]) -> int:
+    """UNet block evaluations in running `graphs` in order: a block counts once each time one of
+    its graphs follows a graph of another block (or none)."""
+    count, previous = 0, None
+    for graph in graphs:
+        name = block_name(graph, op_groups)
+        if name is not None and name != previous:
+            count += 1
+        previous = name
+    return count
+
+
+def state_name(graph: GraphSpec, output: str) -> str:
     """The dataflow name an output is stored under (see apply_graph)."""
     if graph.role == "time_embedding":
         return "temb"
@@ -101,7 +122,7 @@ def live_names(graphs: Sequence[GraphSpec]) -> list[frozenset[str]]:
     after: list[frozenset[str]] = []
     for graph in reversed(graphs):
         after.append(frozenset(live))
-        live -= {_state_name(graph, spec.name) for spec in graph.outputs}
+        live -= {state_name(graph, spec.name) for spec in graph.outputs}
         live |= {spec.name for spec in graph.inputs}
     return after[::-1]
 
@@ -136,6 +157,7 @@ def run_unet(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Ses
         apply_graph(graph, session, state, frames, shrink_arena=last_step and index == len(graphs) - 1,
                     group=groups.get(graph.name), slices=slices, live_after=live[index])
     if counters is not None:
+        counters["block_evals"] = counters.get("block_evals", 0) + count_blocks(graphs, groups)
         counters["graphs_loaded"] = counters.get("graphs_loaded", 0) + stream.loads
         counters["max_resident"] = max(counters.get("max_resident", 0), stream.max_resident)
     noise_pred = state.pop("noise_pred")
@@ -162,6 +184,11 @@ class StreamedUNet:
     @property
     def max_resident(self) -> int:
         return self.counters.get("max_resident", 0)
+
+    @property
+    def block_evals(self) -> int:
+        """UNet block evaluations so far (`count_blocks` per evaluation)."""
+        return self.counters.get("block_evals", 0)
 
     def run(self, inputs: dict[str, np.ndarray], last_step: bool = False) -> np.ndarray:
         state = unet_state(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"],
