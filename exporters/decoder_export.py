@@ -28,6 +28,7 @@ from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -37,7 +38,7 @@ from edgekit.exporters.package_parts import (
     versions,
 )
 from edgekit.exporters.source import SourceInfo, checkpoint_errors, load_failure
-from edgekit.manifest import DTYPES, GraphSpec, Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RankingSection, RotarySpec, Scoring, TokenizerSpec
 
@@ -173,11 +174,12 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
 
 def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, dtype: str = "fp32",
                    overwrite: bool = False, progress: Progress | None = None,
-                   instruction: str | None = None, fuse: bool = False) -> Manifest:
+                   instruction: str | None = None, fuse: bool = False, gate: GateOptions | None = None) -> Manifest:
     """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`; `fuse`:
-    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py)."""
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py); dtype int8
+    or mixed: quantized behind the agreement `gate` after the fp32 package is staged
+    (exporters/quant_gate.py)."""
+    quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     if instruction is not None and not instruction.strip():
@@ -205,7 +207,7 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         manifest = Manifest(
             task="rerank",
             family=str(config.model_type),
-            dtype=dtype,
+            dtype="fp32" if quantize else dtype,
             graphs=tuple(graphs),
             ranking=RankingSection(
                 max_length=length,
@@ -231,5 +233,7 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         manifest.save(root)
         chained = _chained_parity(manifest, stages, tokenizer, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
+        if quantize is not None:
+            manifest = quantize_package(manifest, dtype, quantize, report)
         manifest.save(root)
     return Manifest.load(out)

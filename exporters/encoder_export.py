@@ -27,6 +27,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -44,7 +45,7 @@ from edgekit.exporters.source import (
     load_failure,
     resolve_source,
 )
-from edgekit.manifest import DTYPES, GraphSpec, Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backends import backend_for
@@ -232,11 +233,12 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
-                   progress: Progress | None = None, fuse: bool = False) -> Manifest:
+                   progress: Progress | None = None, fuse: bool = False, gate: GateOptions | None = None) -> Manifest:
     """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package;
-    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py)."""
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py); dtype int8 or
+    mixed: the fp32 package is staged, then quantized behind the agreement `gate`
+    (exporters/quant_gate.py; default options when None)."""
+    quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
@@ -260,7 +262,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
         manifest = Manifest(
             task=info.task,
             family=family.name,
-            dtype=dtype,
+            dtype="fp32" if quantize else dtype,
             graphs=tuple(graphs),
             ranking=RankingSection(
                 max_length=length,
@@ -284,5 +286,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
         manifest.save(root)
         chained = _chained_parity(manifest, stages, tokenizer, info.task, length, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
+        if quantize is not None:
+            manifest = quantize_package(manifest, dtype, quantize, report)
         manifest.save(root)
     return Manifest.load(out)

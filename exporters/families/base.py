@@ -98,10 +98,13 @@ def encoder_exporter(task: str) -> Callable[..., Manifest]:
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-               dtype: str = "fp32", fuse: bool = False) -> Manifest:
+               dtype: str = "fp32", fuse: bool = False, gate_data: Path | None = None, gate_top_k: int | None = None,
+               min_agreement: float | None = None) -> Manifest:
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
+        gate = import_exporter("edgekit.exporters.quant_gate", "export").gate_options(  # before loading the model
+            dtype, gate_data, gate_top_k, min_agreement)
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
-                                             overwrite=overwrite, progress=progress, fuse=fuse)
+                                             overwrite=overwrite, progress=progress, fuse=fuse, gate=gate)
 
     return export
 
