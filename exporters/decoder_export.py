@@ -28,7 +28,6 @@ from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
-from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -37,6 +36,7 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.source import SourceInfo, checkpoint_errors, load_failure
 from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE

@@ -27,7 +27,6 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
-from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.package_parts import (
     check_parity,
     export_checked,
@@ -36,6 +35,7 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
 from edgekit.exporters.source import (
     LAYER_HEADS_FILE,
     TASK_RERANK,

@@ -53,8 +53,8 @@ from edgekit.runtimes.graph_io import checked_backend
 from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.planner import Plan, plan
 from edgekit.runtimes.policies import parse_prune
-from edgekit.runtimes.quantized_table import QuantizedTable, open_quantized_table
 from edgekit.runtimes.pruning import Decider, Policy
+from edgekit.runtimes.quantized_table import QuantizedTable, open_quantized_table
 from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
 from edgekit.runtimes.text import EncodedText, TextEncoder
 
