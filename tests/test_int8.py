@@ -36,13 +36,13 @@ from tests.refusals import assert_refused
 GATE_QUERIES = 30  # the first 30 dev-set queries (50 candidates each): the gate in ~1 s per pass
 # Random tiny models score all 50 candidates of a query nearly alike (the tiny BERT's logits
 # span ~5e-5), so int8 rounding already reorders the top-10 boundary: measured all-int8
-# agreement 0.873 (tiny BERT) and 0.94 (tiny Qwen3) on these queries, and 0.21 for the BERT
-# with one layer's scales x100 (chance is 10/50 = 0.2). 0.7 separates the two with margin;
-# a trained model meets the default 0.99 (MiniLM: docs/FORMAT.md, "quantization").
+# agreement 0.843 (tiny BERT) and 0.927 (tiny Qwen3) on these queries; the BERT with layer 1's
+# scales x100: 0.22 for that layer alone (chance is 10/50 = 0.2), 0.873 with it kept fp32.
+# 0.7 separates the two with margin. (A trained model is held to the default 0.99.)
 TINY_MIN_AGREEMENT = 0.7
 # int8 vs the fp32 package, max abs score difference on the conftest candidates. Measured:
-# tiny BERT 1.04e-5 (logits ~0.1 apart by 5e-5; 1.4e-5 over the gate data), tiny Qwen3 1.6e-3
-# (probabilities ~0.6; 2.3e-3 over the gate data). Stated with a margin of about 3-5x.
+# tiny BERT 1.2e-5 (logits 5e-5 apart; 1.4e-5 over the gate data), tiny Qwen3 1.2e-3
+# (probabilities ~0.6; 2.5e-3 over the gate data). Stated with a margin of about 4x.
 BERT_SCORE_TOLERANCE = 5e-5
 QWEN3_SCORE_TOLERANCE = 5e-3
 QWEN3_MAX_LENGTH = 160
