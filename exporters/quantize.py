@@ -10,7 +10,7 @@ The quantized graph is saved the way fp32 graphs are (weights of 1 KiB or more i
 
 Per-channel scales (`PER_CHANNEL = True`, one scale per output column). Measured on the dev set
 (120 queries x 50 candidates, top-10 agreement, every layer int8 and the int8 table, against the
-model's own fp32 package; scripts in the int8 branch's report, not committed):
+model's own fp32 package; scripts/measure_int8.py):
 - all-MiniLM-L6-v2 (bi-encoder, cosine): per-tensor 0.893 (max score diff 0.136), per-channel
   0.957 (0.058). The table costs nothing measurable (per-tensor with the fp32 table: 0.895).
   Keeping the FFN down-projection fp32 as well: 0.961 at twice the layer bytes, not worth it.
