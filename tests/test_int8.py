@@ -170,6 +170,8 @@ def test_gate_refuses_a_damaged_layer_and_mixed_keeps_it_fp32(
     assert "MatMulInteger" not in op_types(mixed.root, "layer_001")
     assert "MatMulInteger" in op_types(mixed.root, "layer_002")
     mixed.verify()
+    shown = " ".join(CliRunner().invoke(app, ["inspect", str(mixed.root)]).output.split())
+    assert "int8: 2 layer graphs int8 (layer_001 kept fp32)" in shown, shown
 
 
 def test_bad_values_exit_2_in_one_line_before_loading_a_model(tiny_cross_encoder: Path, tmp_path: Path) -> None:
