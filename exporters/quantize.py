@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import SourceModelError
 from edgekit.exporters.onnx_writer import EXTERNAL_DATA_MIN_BYTES
 from edgekit.manifest import FileEntry, GraphSpec, Manifest
 from edgekit.ranking_manifest import EmbeddingTable
@@ -94,8 +95,16 @@ def quantize_graph(root: Path, spec: GraphSpec, per_channel: bool = PER_CHANNEL)
         with tempfile.TemporaryDirectory(dir=root) as scratch, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             output = Path(scratch) / "quantized.onnx"
-            quantize_dynamic(root / spec.path, output, weight_type=QuantType.QInt8, op_types_to_quantize=list(OP_TYPES),
-                             per_channel=per_channel, use_external_data_format=True)
+            try:
+                # DefaultTensorType: shape inference gives no type for outputs of onnxruntime's fused
+                # contrib ops (`--fuse`); every float tensor in these graphs is float32
+                quantize_dynamic(root / spec.path, output, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=list(OP_TYPES), per_channel=per_channel,
+                                 use_external_data_format=True,
+                                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise SourceModelError(f"int8 quantization of {spec.name} failed ({str(error).splitlines()[0]}); "
+                                       "export it as fp32 or fp16, or report it") from None
             model = onnx.load(str(output))  # weights read into memory before the scratch folder goes
     finally:
         quiet.setLevel(level)

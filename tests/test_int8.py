@@ -221,3 +221,13 @@ def test_int8_package_ranks_with_torch_blocked(bert_int8: Path) -> None:
     blocked = json.loads(result.stdout.strip().splitlines()[-1])
     expected = edgekit.load(str(bert_int8)).rank(QUERY, CANDIDATES, top_k=3)
     assert blocked == [[r.index, r.score] for r in expected]
+
+
+def test_fused_graphs_quantize_too(tiny_cross_encoder: Path, gate_data: Path, tmp_path: Path) -> None:
+    """--fuse then int8: onnxruntime's fused Attention keeps its QKV weights fp32 (only MatMuls
+    are quantized), the other MatMuls become MatMulInteger; shape inference cannot type the
+    contrib ops' outputs, which once made quantize_dynamic fail with a traceback."""
+    manifest = export(tiny_cross_encoder, tmp_path / "fused", "--fuse", "--dtype", "int8", "--max-length", "64",
+                      "--gate-data", str(gate_data), "--min-agreement", str(TINY_MIN_AGREEMENT))
+    assert {"Attention", "MatMulInteger"} <= op_types(manifest.root, "layer_000")
+    assert manifest.quantization["agreement"] >= TINY_MIN_AGREEMENT

@@ -146,6 +146,11 @@ def ranking_summary(manifest: Manifest) -> str:
     fused = manifest.exporter.get("fusions", {}).get("graphs", {})
     ops = sorted({op for counts in fused.values() for op in counts})
     fusion = f", fused {len(fused)} graphs ({', '.join(ops)})" if fused else ""
+    record = manifest.quantization or {}
+    kept = [name for name in record.get("fp32_graphs", []) if str(name).startswith("layer_")]
+    int8 = (f", {manifest.dtype}: {len(record.get('int8_graphs', []))} layers int8"
+            + (f" ({', '.join(kept)} fp32)" if kept else "")
+            + f", top-{record.get('top_k')} agreement with fp32 {record.get('agreement', 0):.4f}") if record else ""
     return (f"{manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
             f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}"
-            f"{fusion}")
+            f"{fusion}{int8}")
