@@ -18,6 +18,11 @@ candidates)), averaged over the queries: the statistic `edgekit calibrate` repor
   (greedy, in sensitivity order); the record lists the layers that stayed fp32.
 The sensitivity passes (one per layer) run only when the all-int8 package fails the gate.
 
+Cost: each pass runs the model over every gate sequence (the dev set: 6,000 pairs or texts);
+a passing export runs 2 passes, a failing `mixed` one 2 + L + (layers kept fp32). MiniLM on a
+shared 2-core machine: ~1 min per pass, its mixed export 33 min (14 passes). For a large model
+(Qwen3-0.6B) pass a smaller `--gate-data`.
+
 Example::
 
     gate = GateOptions(data=None, top_k=10, min_agreement=0.99)
