@@ -49,8 +49,10 @@ def export(
     out: Path = typer.Option(..., "--out", help="Package directory to write."),
     task: str = typer.Option(None, "--task", help="rerank (cross-encoder), select (bi-encoder) or video "
                              "(a diffusers Stable Video Diffusion directory); inferred if omitted."),
-    dtype: str = typer.Option(None, "--dtype", help="fp32 (default), or fp16 (half-size graphs and table; "
-                                                    "parity vs fp32 torch ≤ 2e-2). Ranking models."),
+    dtype: str = typer.Option(None, "--dtype", help="fp32 (default), fp16 (half-size graphs and table; "
+                                                    "parity vs fp32 torch ≤ 2e-2), int8 (int8 MatMul weights and "
+                                                    "table, behind an agreement gate) or mixed (int8, the layers "
+                                                    "that fail the gate kept fp32). Ranking models."),
     max_length: int = typer.Option(None, "--max-length", help="Token limit per sequence; longer input is truncated."),
     force: bool = typer.Option(False, "--force", help="Replace an existing edgekit package (or an empty folder) at "
                                                       "--out; anything else there is refused, never deleted."),
@@ -64,6 +66,12 @@ def export(
     shared_layers: bool = typer.Option(False, "--shared-layers", help="Ranking models: one graph for every layer, "
                                        "each layer's weights memory-mapped and fed as inputs (no session per layer; "
                                        "docs/FORMAT.md, \"Shared layers\")."),
+    gate_data: Path = typer.Option(None, "--gate-data", help="--dtype int8/mixed: JSONL query set the int8 package "
+                                   "must agree with fp32 on (default: the bundled dev set)."),
+    gate_top_k: int = typer.Option(None, "--gate-top-k", help="--dtype int8/mixed: the K of top-K agreement "
+                                   "(default 10)."),
+    min_agreement: float = typer.Option(None, "--min-agreement", help="--dtype int8/mixed: refuse to write the "
+                                        "package below this top-K agreement with fp32, in (0, 1] (default 0.99)."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
     from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
@@ -74,7 +82,8 @@ def export(
         with terminate_as_interrupt():  # while loading the model too, not only once files are staged
             exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
                                instruction=instruction, op_groups=op_groups or None, fuse=fuse or None,
-                               shared_layers=shared_layers or None)
+                               shared_layers=shared_layers or None, gate_data=gate_data, gate_top_k=gate_top_k,
+                               min_agreement=min_agreement)
     except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
         signum = getattr(stop, "signum", 2)
         typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "

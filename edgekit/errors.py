@@ -92,3 +92,8 @@ class ContainmentError(IntegrityError):
     """A package would make the runtime read something outside itself: a symlink inside the package,
     a file that is not a regular file, or an ONNX graph whose external data is not one of its listed
     files (docs/FORMAT.md, "Containment")."""
+
+
+class AgreementGateError(EdgekitError):
+    """An int8 export's top-K agreement with its own fp32 package is below --min-agreement; the
+    message names the layers that cost the most (nothing was written)."""

@@ -70,6 +70,17 @@ def _video_lines(manifest: Manifest) -> Text:
     return lines
 
 
+def _quantization_line(record: dict | None) -> str:
+    """int8/mixed packages: which layers are int8 and what the agreement gate measured."""
+    if not record:
+        return ""
+    fp32_layers = [name for name in record.get("fp32_graphs", []) if str(name).startswith("layer_")]
+    return (f"\nint8: {len(record.get('int8_graphs', []))} layer graphs int8"
+            + (f" ({', '.join(map(str, fp32_layers))} kept fp32)" if fp32_layers else "")
+            + f", top-{record.get('top_k')} agreement with fp32 {record.get('agreement', 0):.4f} on "
+              f"{record.get('gate_queries')} queries of {record.get('gate_data')} (gate {record.get('min_agreement')})")
+
+
 def _ranking_lines(manifest: Manifest) -> Text:
     """A ranking package: sizes, scoring, and what streaming it keeps mapped."""
     ranking = manifest.ranking
@@ -85,7 +96,9 @@ def _ranking_lines(manifest: Manifest) -> Text:
         + (f"\nprompt: {ranking.padding_side} padding, instruction {ranking.prompt.instruction!r}"
            if ranking.prompt else "")
         + (f"\nper-depth heads at depths {depth_heads}" if depth_heads else "")
-        + f"\nembedding table {table.entry.file} {list(table.shape)} {_mib(table.entry.bytes)}: memory-mapped, "
+        + _quantization_line(manifest.quantization)
+        + f"\nembedding table {table.entry.file} {list(table.shape)} {table.dtype} "
+        f"{_mib(sum(entry.bytes for entry in table.files()))}: memory-mapped, "
         f"only the rows of a batch's tokens are read\n"
         f"weights mapped while streaming (only the computing graph's pages are read): window 1 "
         f"{_mib(resident_weight_bytes(manifest, 1))}, window 2 {_mib(resident_weight_bytes(manifest, 2))}, "

@@ -32,7 +32,9 @@ from edgekit.manifest_fields import (
     ManifestError,
     choice,
     items,
+    number,
     obj,
+    optional,
     required,
     shown,
     text,
@@ -54,7 +56,9 @@ FORMAT_VERSION = 2
 
 VIDEO_TASK = "video"
 TASKS = (*RANKING_TASKS, VIDEO_TASK)
-DTYPES = ("fp32", "fp16")
+DTYPES = ("fp32", "fp16", "int8", "mixed")
+# int8: every layer graph holds int8 MatMul weights; mixed: some layers stay fp32 (exporters/quantize.py)
+QUANTIZED_DTYPES = ("int8", "mixed")
 SECTION_KEYS = {"rerank": "ranking", "select": "ranking", VIDEO_TASK: "video"}
 # roles that occur more than once carry an index; every other role's index is null (graph() finds them so)
 INDEXED_ROLES = ("layer", "depth_head", "down_block", "up_block", "unet_group")
@@ -84,6 +88,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     exporter: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
+    quantization: dict[str, Any] | None = None  # int8/mixed packages: how, and the agreement gate's result
     root: Path = Path(".")
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
@@ -133,6 +138,7 @@ class Manifest:
                 source=obj(data.get("source", {}), "source"),
                 exporter=exporter,
                 parity=obj(data.get("parity", {}), "parity"),
+                quantization=optional(data.get("quantization"), _quantization, "quantization"),
                 root=root,
                 requires=requires,
             )
@@ -146,6 +152,9 @@ class Manifest:
         runtime can execute. Also run by exporters on the Manifest they built."""
         if self.dtype not in DTYPES:
             raise ManifestError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+        if (self.quantization is not None) != (self.dtype in QUANTIZED_DTYPES):
+            raise ManifestError(f"a {self.dtype} package " + ("has no `quantization` record" if self.dtype in
+                                QUANTIZED_DTYPES else "has a `quantization` record (only int8 and mixed packages do)"))
         if not isinstance(self.exporter.get("edgekit"), str):
             raise ManifestError("exporter must name the edgekit version that wrote the package")
         roles = RANKING_ROLES if self.ranking is not None else VIDEO_ROLES
@@ -165,7 +174,9 @@ class Manifest:
         whose value is None (e.g. another family's details) are left out."""
         key = SECTION_KEYS[self.task]
         section = dataclasses.asdict(self.ranking if key == "ranking" else self.video)
-        return {
+        if isinstance(section.get("embedding_table"), dict) and section["embedding_table"].get("scales") is None:
+            section["embedding_table"].pop("scales", None)  # float tables: as before int8 tables existed
+        data = {
             "format": self.format,
             "format_version": self.format_version,
             **({"requires": list(self.requires)} if self.requires else {}),
@@ -178,6 +189,9 @@ class Manifest:
             key: {name: value for name, value in section.items() if value is not None},
             "parity": self.parity,
         }
+        if self.quantization is not None:
+            data["quantization"] = self.quantization
+        return data
 
     def save(self, directory: Path) -> Path:
         """Write manifest.json and its digest, manifest.sha256 (edgekit/package_digest.py). The JSON
@@ -243,6 +257,16 @@ class Manifest:
         # by role, not graph(): the manifest check calls this before it has checked that the one
         # time_embedding graph exists (and then refuses the package in one line if not)
         return (*self.graphs_by_role("time_embedding"), *(blocks or self.graphs_by_role("unet_group")))
+
+
+def _quantization(value: Any, where: str) -> dict[str, Any]:
+    """The `quantization` record (informational: the runtime runs the graphs as they are). Its
+    gate figures are bounded; the rest is kept as written (docs/FORMAT.md, "quantization")."""
+    data = obj(value, where)
+    text(required(data, "method", where), f"{where}.method")
+    for key in ("agreement", "min_agreement"):
+        number(required(data, key, where), f"{where}.{key}", 0.0, 1.0)
+    return data
 
 
 def _graph(entry: Any, position: int) -> GraphSpec:

@@ -40,7 +40,8 @@ PADDING_SIDES = ("right", "left")
 TRUNCATIONS = ("longest_first", "only_second", "only_first")
 SCORING_KINDS = ("logit", "probability", "cosine")
 POOLINGS = ("mean", "cls")
-TABLE_DTYPES = {"fp32": "float32", "fp16": "float16"}  # the package dtype -> its embedding table's
+# the package dtype -> its embedding table's (int8/mixed: int8 rows with a float32 scale per row)
+TABLE_DTYPES = {"fp32": "float32", "fp16": "float16", "int8": "int8", "mixed": "int8"}
 PROMPT_FIELDS = ("instruction", "query", "document")  # what a prompt template may name
 MAX_TOKENIZER_FILES = 64
 MAX_DIMS = 64
@@ -53,24 +54,38 @@ HIDDEN_FEEDS = frozenset({"hidden_states", "attention_mask", "attention_bias", "
 
 @dataclass(frozen=True)
 class EmbeddingTable:
-    """The token-embedding table as a raw `.npy` array [vocab, E] (float32 or float16, little-endian).
+    """The token-embedding table as a raw `.npy` array [vocab, E] (float32, float16 or int8,
+    little-endian).
 
     The runtime memory-maps it and gathers only the rows of the tokens in a batch, feeding
-    them to the embeddings graph as `inputs_embeds`.
+    them to the embeddings graph as `inputs_embeds`. An int8 table (packages of dtype int8 or
+    mixed) has `scales`, a float32 `.npy` [vocab]: row r is `values[r] * scales[r]` in float32,
+    computed for the gathered rows only (runtimes/quantized_table.py).
     """
 
     entry: FileEntry
     shape: tuple[int, int]
     dtype: str = "float32"
+    scales: FileEntry | None = None  # int8 tables only
 
     @staticmethod
     def from_dict(data: Any, where: str = "ranking.embedding_table") -> EmbeddingTable:
+        """An int8 table has a `scales` entry and no other table has one."""
         data = obj(data, where)
         shape = items(required(data, "shape", where), f"{where}.shape", 2, 2)
+        dtype = choice(data.get("dtype", "float32"), f"{where}.dtype", tuple(dict.fromkeys(TABLE_DTYPES.values())))
+        scales = optional(data.get("scales"), FileEntry.from_dict, f"{where}.scales")
+        if (dtype == "int8") != (scales is not None):
+            raise ManifestError(f"{where}: an int8 table has a `scales` file and no other table has one "
+                                f"(dtype {dtype}, scales {'present' if scales else 'absent'})")
         return EmbeddingTable(FileEntry.from_dict(required(data, "entry", where), f"{where}.entry"),
                               (integer(shape[0], f"{where}.shape[0] (vocabulary)", 1, MAX_VOCAB),
                                integer(shape[1], f"{where}.shape[1] (width)", 1, MAX_HIDDEN)),
-                              choice(data.get("dtype", "float32"), f"{where}.dtype", tuple(TABLE_DTYPES.values())))
+                              dtype, scales)
+
+    def files(self) -> list[FileEntry]:
+        """The table's files: the values, then the scales of an int8 table."""
+        return [self.entry, *([self.scales] if self.scales is not None else [])]
 
 
 @dataclass(frozen=True)
@@ -233,7 +248,7 @@ class RankingSection:
 
     def files(self) -> list[FileEntry]:
         """The files besides graphs: the embedding table, then the tokenizer's."""
-        return [self.embedding_table.entry, *self.tokenizer.files]
+        return [*self.embedding_table.files(), *self.tokenizer.files]
 
     def check(self, task: str, graphs_by_role: Callable[[str], list[GraphSpec]]) -> None:
         """Raise ManifestError (a ValueError) when fields contradict each other or what this
@@ -280,7 +295,7 @@ class RankingSection:
                 _check_feeds(graph, self.hidden_size)
 
     def check_dtype(self, dtype: str) -> None:
-        """The embedding table holds the package's float type (fp16 packages: float16)."""
+        """The embedding table holds the package's type (fp16 packages: float16; int8 and mixed: int8)."""
         if self.embedding_table.dtype != TABLE_DTYPES.get(dtype):
             raise ManifestError(f"a {dtype} package has a {TABLE_DTYPES.get(dtype)} embedding table, not "
                                 f"{self.embedding_table.dtype}")

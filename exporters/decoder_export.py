@@ -36,9 +36,10 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
-from edgekit.exporters.shared_layers import share_layers
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
+from edgekit.exporters.shared_layers import share_checked, share_layers
 from edgekit.exporters.source import SourceInfo, checkpoint_errors, load_failure
-from edgekit.manifest import DTYPES, GraphSpec, Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.decoders import CAUSAL_LM, DEFAULT_INSTRUCTION, PREFIX, SEQ_CLS, SUFFIX, TEMPLATE
 from edgekit.ranking_manifest import PromptSpec, RankingSection, RotarySpec, Scoring, TokenizerSpec
 
@@ -174,12 +175,14 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
 
 def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, dtype: str = "fp32",
                    overwrite: bool = False, progress: Progress | None = None,
-                   instruction: str | None = None, fuse: bool = False, shared_layers: bool = False) -> Manifest:
+                   instruction: str | None = None, fuse: bool = False, shared_layers: bool = False,
+                   gate: GateOptions | None = None) -> Manifest:
     """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`; `fuse`:
-    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py);
-    `shared_layers`: one graph for every layer, weights fed as inputs (exporters/shared_layers.py)."""
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py); dtype int8
+    or mixed: quantized behind the agreement `gate` after the fp32 package is staged
+    (exporters/quant_gate.py); `shared_layers`: one graph for every layer, weights fed as
+    inputs (exporters/shared_layers.py; after quantizing when both)."""
+    quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     if instruction is not None and not instruction.strip():
@@ -207,7 +210,7 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         manifest = Manifest(
             task="rerank",
             family=str(config.model_type),
-            dtype=dtype,
+            dtype="fp32" if quantize else dtype,
             graphs=tuple(graphs),
             ranking=RankingSection(
                 max_length=length,
@@ -231,9 +234,13 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
             root=root,
         )
         manifest.save(root)
-        if shared_layers:  # before the chained parity, which then runs the shared package
+        if shared_layers and quantize is None:  # before the chained parity, which then runs the shared package
             manifest = share_layers(root, manifest)
         chained = _chained_parity(manifest, stages, tokenizer, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
+        if quantize is not None:
+            manifest = quantize_package(manifest, dtype, quantize, report)
+            if shared_layers:  # the gate measured the per-layer int8 graphs: sharing must not change a score
+                manifest = share_checked(root, manifest, EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES))
         manifest.save(root)
     return Manifest.load(out)

@@ -35,7 +35,8 @@ from edgekit.exporters.package_parts import (
     save_tokenizer,
     versions,
 )
-from edgekit.exporters.shared_layers import share_layers
+from edgekit.exporters.quant_gate import GateOptions, quantize_package, resolve_gate
+from edgekit.exporters.shared_layers import share_checked, share_layers
 from edgekit.exporters.source import (
     LAYER_HEADS_FILE,
     TASK_RERANK,
@@ -45,7 +46,7 @@ from edgekit.exporters.source import (
     load_failure,
     resolve_source,
 )
-from edgekit.manifest import DTYPES, GraphSpec, Manifest
+from edgekit.manifest import GraphSpec, Manifest
 from edgekit.models.encoders import EncoderFamily, family_for_model_type
 from edgekit.ranking_manifest import RankingSection, Scoring, TokenizerSpec
 from edgekit.runtimes.backends import backend_for
@@ -233,12 +234,14 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
-                   progress: Progress | None = None, fuse: bool = False, shared_layers: bool = False) -> Manifest:
+                   progress: Progress | None = None, fuse: bool = False, shared_layers: bool = False,
+                   gate: GateOptions | None = None) -> Manifest:
     """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package;
-    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py); `shared_layers`:
-    one graph for every layer, weights fed as inputs (exporters/shared_layers.py)."""
-    if dtype not in DTYPES:
-        raise InvalidArgumentError(f"--dtype {dtype!r} is not supported; use fp32 or fp16")
+    `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py); dtype int8 or
+    mixed: the fp32 package is staged, then quantized behind the agreement `gate`
+    (exporters/quant_gate.py; default options when None); `shared_layers`: one graph for every layer,
+    weights fed as inputs (exporters/shared_layers.py; after quantizing when both)."""
+    quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
     info = inspect_source(resolve_source(source), task)
@@ -262,7 +265,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
         manifest = Manifest(
             task=info.task,
             family=family.name,
-            dtype=dtype,
+            dtype="fp32" if quantize else dtype,
             graphs=tuple(graphs),
             ranking=RankingSection(
                 max_length=length,
@@ -284,9 +287,13 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             root=root,
         )
         manifest.save(root)
-        if shared_layers:  # before the chained parity, which then runs the shared package
+        if shared_layers and quantize is None:  # before the chained parity, which then runs the shared package
             manifest = share_layers(root, manifest)
         chained = _chained_parity(manifest, stages, tokenizer, info.task, length, tolerance)
         manifest = dataclasses.replace(manifest, parity={**manifest.parity, "chained_max_abs_diff": chained})
+        if quantize is not None:
+            manifest = quantize_package(manifest, dtype, quantize, report)
+            if shared_layers:  # the gate measured the per-layer int8 graphs: sharing must not change a score
+                manifest = share_checked(root, manifest, EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES))
         manifest.save(root)
     return Manifest.load(out)

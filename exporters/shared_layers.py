@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgekit.errors import SourceModelError
+from edgekit.errors import ParityError, SourceModelError
 from edgekit.manifest import SHARED_LAYERS, FileEntry, GraphSpec, Manifest
 from edgekit.package_files import ITEMSIZE, LayerWeights, WeightTensor
 
@@ -50,6 +50,7 @@ SHARED_GRAPH = "graphs/layer_shared.onnx"
 INLINE_MAX_BYTES = 1024  # the exporters' external-data threshold (exporters/onnx_writer.py)
 ALIGNMENT = 64  # appended tensors start at a multiple of this (cache lines, SIMD loads)
 FIX = "export without --shared-layers"
+SHARED_TOLERANCE = 1e-6  # shared vs per-layer scores: the same arithmetic, measured bit-identical
 
 _DTYPES = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16",
@@ -87,6 +88,35 @@ def share_layers(root: Path, manifest: Manifest) -> Manifest:
     result.check_consistency()
     result.save(root)
     return result
+
+
+def share_checked(root: Path, manifest: Manifest, query: str, candidates: list[str]) -> Manifest:
+    """`share_layers` for a package already checked per layer (the int8 one: its gate ran on the
+    per-layer graphs): the shared package must score `candidates` exactly as the per-layer one
+    did (max abs diff <= SHARED_TOLERANCE, relative to max(1, |score|)), else ParityError."""
+    before = _example_scores(manifest, query, candidates)
+    shared = share_layers(root, manifest)
+    after = _example_scores(shared, query, candidates)
+    diff = float(np.max(np.abs(after - before)) / max(1.0, float(np.max(np.abs(before)))))
+    if not diff <= SHARED_TOLERANCE:
+        raise ParityError(f"--shared-layers: the shared package's scores differ from the per-layer package's by "
+                          f"{diff:.3g} (> {SHARED_TOLERANCE:g}); export without --shared-layers and report this")
+    return shared
+
+
+def _example_scores(manifest: Manifest, query: str, candidates: list[str]) -> np.ndarray:
+    from edgekit.runtimes.backends import backend_for
+    from edgekit.runtimes.selector import Selector
+
+    selector = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2)
+    try:
+        ranking = selector.rank(query, candidates, top_k=len(candidates))
+    finally:
+        selector.close()
+    scores = np.zeros(len(candidates))
+    for result in ranking:
+        scores[result.index] = result.score
+    return scores
 
 
 def _skeleton(tensor: onnx.TensorProto) -> tuple[str, int, tuple[int, ...]]:

@@ -61,6 +61,7 @@ from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.planner import Plan, plan
 from edgekit.runtimes.policies import parse_prune
 from edgekit.runtimes.pruning import Decider, Policy
+from edgekit.runtimes.quantized_table import QuantizedTable, open_quantized_table
 from edgekit.runtimes.ranking import Ranking, Result, RunStats, top_k_order
 from edgekit.runtimes.shared_weights import MappedWeights, SharedLayerSession
 from edgekit.runtimes.text import EncodedText, TextEncoder
@@ -72,20 +73,28 @@ ORDERS = ("default", "exact")
 __all__ = ["DEFAULT_CHUNK", "Ranking", "Result", "RunStats", "Selector", "top_k_order"]
 
 
-def open_embedding_table(manifest: Manifest) -> np.ndarray | None:
-    """Memory-map the table: a batch reads only the rows of its tokens, never the whole table."""
+def open_embedding_table(manifest: Manifest) -> np.ndarray | QuantizedTable | None:
+    """Memory-map the table: a batch reads only the rows of its tokens, never the whole table
+    (an int8 table dequantizes only those rows: runtimes/quantized_table.py)."""
     table = manifest.ranking.embedding_table
     if table is None:
         return None
-    path = manifest.root / table.entry.file
+    if table.scales is not None:
+        return open_quantized_table(manifest, table, _mapped)
+    return _mapped(manifest, table.entry.file, table.shape)
+
+
+def _mapped(manifest: Manifest, relative: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The .npy file at `relative`, memory-mapped, checked to have `shape`."""
+    path = manifest.root / relative
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise IntegrityError(f"cannot read {table.entry.file} ({error}); run `edgekit verify` and re-export",
-                             [table.entry.file]) from None
-    if array.ndim != 2 or tuple(array.shape) != tuple(table.shape):
-        raise IntegrityError(f"{table.entry.file} has shape {array.shape}, the manifest says {list(table.shape)}; "
-                             "re-export the package", [table.entry.file])
+        raise IntegrityError(f"cannot read {relative} ({error}); run `edgekit verify` and re-export",
+                             [relative]) from None
+    if tuple(array.shape) != tuple(shape):
+        raise IntegrityError(f"{relative} has shape {array.shape}, the manifest says {list(shape)}; "
+                             "re-export the package", [relative])
     return array
 
 

@@ -67,7 +67,7 @@ def test_fp16_package_is_half_the_size_and_ranks_like_fp32(tiny_bi_encoder: Path
 def test_unknown_dtype_is_refused(tiny_bi_encoder: Path, tmp_path: Path) -> None:
     from edgekit.errors import InvalidArgumentError
 
-    with pytest.raises(InvalidArgumentError, match="fp32 or fp16"):
+    with pytest.raises(InvalidArgumentError, match="fp32, fp16, int8, mixed"):
         export_encoder(str(tiny_bi_encoder), tmp_path / "pkg", dtype="int4")
     assert not (tmp_path / "pkg").exists()
 

@@ -98,11 +98,14 @@ def encoder_exporter(task: str) -> Callable[..., Manifest]:
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
-               dtype: str = "fp32", fuse: bool = False, shared_layers: bool = False) -> Manifest:
+               dtype: str = "fp32", fuse: bool = False, shared_layers: bool = False, gate_data: Path | None = None,
+               gate_top_k: int | None = None, min_agreement: float | None = None) -> Manifest:
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
+        gate = import_exporter("edgekit.exporters.quant_gate", "export").gate_options(  # before loading the model
+            dtype, gate_data, gate_top_k, min_agreement)
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
                                              overwrite=overwrite, progress=progress, fuse=fuse,
-                                             shared_layers=shared_layers)
+                                             shared_layers=shared_layers, gate=gate)
 
     return export
 
@@ -146,6 +149,11 @@ def ranking_summary(manifest: Manifest) -> str:
     fusion = f", fused {len(fused)} graphs ({', '.join(ops)})" if fused else ""
     shared = manifest.exporter.get("shared_layers")
     sharing = f", layers share {shared['graph']} ({shared['tensors']} weight inputs each)" if shared else ""
+    record = manifest.quantization or {}
+    kept = [name for name in record.get("fp32_graphs", []) if str(name).startswith("layer_")]
+    int8 = (f", {manifest.dtype}: {len(record.get('int8_graphs', []))} layers int8"
+            + (f" ({', '.join(kept)} fp32)" if kept else "")
+            + f", top-{record.get('top_k')} agreement with fp32 {record.get('agreement', 0):.4f}") if record else ""
     return (f"{manifest.task}, {manifest.family}, {len(manifest.graphs)} graphs, "
             f"{manifest.total_bytes / 2**20:.1f} MiB, chained parity {manifest.parity['chained_max_abs_diff']:.2g}"
-            f"{fusion}{sharing}")
+            f"{fusion}{int8}{sharing}")

@@ -37,7 +37,7 @@ BI_ENCODER = ExportFamily(
     description=(f"a sentence-transformers directory (modules.json) over {', '.join(ENCODER_MODEL_TYPES)}, "
                  "or a plain encoder with --task select"),
     stages=("embeddings", "layer", "head"),
-    options=("max_length", "dtype", "fuse", "shared_layers"),
+    options=("max_length", "dtype", "fuse", "shared_layers", "gate_data", "gate_top_k", "min_agreement"),
     recognise=_recognise,
     exporter=encoder_exporter("select"),
     build_tiny=_build_tiny,
