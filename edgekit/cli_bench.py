@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against named baselines (JSON, markdown, PNG).")
 
 
+def deep_defaults() -> tuple[str, ...]:
+    from edgekit.bench.deep import DeepBench
+
+    return DeepBench.derived
+
+
 def _publish(report: Report, json_out: Path | None, markdown_file: Path | None, plot: Path | None) -> None:
     """Every bench command's outputs, from its one Report: the markdown section on stdout, and
     as asked the JSON, the section written into `markdown_file` and the PNG."""
@@ -45,6 +51,9 @@ def bench_select(
     delta: float = typer.Option(0.1, "--delta", help="Calibration: allowed probability the guarantee fails."),
     variants: str = typer.Option(",".join(BENCH_SELECT_VARIANTS), "--variants"),
     sweep: str = typer.Option("", "--memory-sweep", help="Candidate counts for a peak-RSS sweep, e.g. 20,50,100,200."),
+    int8_min_agreement: float = typer.Option(None, "--int8-min-agreement",
+                                             help="edgekit-int8/-mixed: the export's agreement gate (default: the "
+                                                  "exporter's), checked on the calibration half (or all queries)."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the table in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
@@ -64,7 +73,8 @@ def bench_select(
     config = SelectBench(package=package, data=data, top_k=top_k, threads=threads, batch=batch, chunk=chunk,
                          split=split, target_agreement=target_agreement, delta=delta, queries=queries,
                          variants=tuple(v.strip() for v in variants.split(",") if v.strip()), sweep=counts,
-                         command="edgekit " + " ".join(sys.argv[1:]), title=title)
+                         command="edgekit " + " ".join(sys.argv[1:]), title=title,
+                         int8_min_agreement=int8_min_agreement)
     report = run_select_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
     _publish(report, json_out, markdown_file if markdown else None, plot)
 
@@ -84,7 +94,7 @@ def bench_select_deep(
     provider: str = typer.Option("cpu", "--provider", help="cpu or cuda (every variant)."),
     optimized: bool = typer.Option(True, "--optimized/--no-optimized",
                                    help="Also run the one graph after onnxruntime's transformer optimizer."),
-    derived: str = typer.Option(",".join(DERIVED), "--derived",
+    derived: str = typer.Option(",".join(deep_defaults()), "--derived",
                                 help="Packages exported again from the same checkpoint and run as edgekit "
                                      "(comma-separated; '' for none)."),
     int8_min_agreement: float = typer.Option(None, "--int8-min-agreement",

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from edgekit.bench.derived import DERIVED
 from edgekit.bench.report import Report
 from edgekit.cli import app
 from tests.conftest import CANDIDATES, QUERY
@@ -56,6 +57,11 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     for calibration in calibrations.values():
         assert calibration["samples"] == 6 and calibration["delta"] == 0.5 and calibration["target_agreement"] == 0.5
     # ... and every calibrated variant that ran is checked on the half it never saw
+    # packages exported again from the same source run, or say in a note why their export refused
+    # (the tiny random model's int8 top-3 agreement is far below the default 0.99 gate)
+    for name in DERIVED:
+        assert name in names or any(note.startswith(f"`{name}` skipped: its export refused") for note in report.notes)
+    assert report.variant("edgekit-shared").compared_with("edgekit-exact").top_k_agreement == 1.0
     ran = {name for name in ("edgekit-pruned", "edgekit-stable") if name in names}
     assert ran == {row["variant"] for row in held_out} and ran  # at least one policy was certified
     for row in held_out:

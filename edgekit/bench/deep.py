@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekit.bench.derived import DERIVED, derived_package, describe
+from edgekit.bench.derived import derived_package, describe
 from edgekit.bench.report import Machine, Quality, Ratio, Report, Table, Variant, Workload, ratio
 from edgekit.bench.subprocess_runner import run_bench_variant as run_variant
 from edgekit.dataset import Example
@@ -52,7 +52,9 @@ class DeepBench:
     budget_shares: tuple[float, ...] = (0.25, 0.09)
     provider: str = "cpu"
     optimized: bool = True  # also run onnx-monolithic-optimized
-    derived: tuple[str, ...] = tuple(DERIVED)  # edgekit-shared / -int8 / -shared-int8 (bench/derived.py)
+    # packages exported again (bench/derived.py); edgekit-mixed is left to --derived: its layer search
+    # runs the gate once per layer (28 on this shape) when all-int8 fails
+    derived: tuple[str, ...] = ("edgekit-shared", "edgekit-int8", "edgekit-shared-int8")
     int8_min_agreement: float | None = None  # the int8 export's gate (None: the exporter's default)
     work: Path = cache_dir() / "bench" / "deep"
 

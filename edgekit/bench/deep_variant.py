@@ -11,9 +11,9 @@ Variants:
                     (exporters/optimized_graph.py; --graph names the optimized file)
   edgekit           the streamed package, window 2, default chunk, no pruning
   edgekit-budget    the streamed package with --memory-budget MB: the planner picks W and C
-  edgekit-shared, edgekit-int8, edgekit-shared-int8
-                    as edgekit, on the package exported again with --shared-layers, --dtype int8
-                    or both (edgekit/bench/derived.py; --package names it)
+  edgekit-shared, edgekit-int8, edgekit-shared-int8, edgekit-mixed
+                    as edgekit, on the package exported again with --shared-layers, --dtype int8,
+                    both, or --dtype mixed (edgekit/bench/derived.py; --package names it)
 
 No variant batches: every candidate has the same length here (truncated to --tokens), so there is
 no padding for a longest-first sort to save. Each query is run once untimed (warm-up) and then timed `--repeat` times; the scores of the
@@ -39,7 +39,7 @@ from edgekit.manifest import Manifest
 from edgekit.measure import peak_rss_mb
 
 VARIANTS = ("onnx-monolithic", "onnx-monolithic-optimized", "edgekit", "edgekit-budget", "edgekit-shared",
-            "edgekit-int8", "edgekit-shared-int8")
+            "edgekit-int8", "edgekit-shared-int8", "edgekit-mixed")
 
 
 def _monolithic(manifest: Manifest, graph: str, threads: int, provider: str) -> Any:

@@ -1,6 +1,6 @@
 """Packages the bench derives from a package's own source for the `edgekit-shared` and
 `edgekit-int8` variants (issue 14): the same checkpoint exported again with `--shared-layers`,
-`--dtype int8`, or both, with the package's own max length (and instruction, for decoder
+`--dtype int8`, both, or `--dtype mixed`, with the package's own max length (and instruction, for decoder
 rerankers), cached by the source package's file hashes and the options.
 
 The int8 export runs its agreement gate (exporters/quantize.py) on `gate_data`: the bench passes
@@ -30,6 +30,7 @@ DERIVED: dict[str, dict[str, Any]] = {
     "edgekit-shared": {"shared_layers": True},
     "edgekit-int8": {"dtype": "int8"},
     "edgekit-shared-int8": {"shared_layers": True, "dtype": "int8"},
+    "edgekit-mixed": {"dtype": "mixed"},  # the gate holds: the costliest layers stay fp32
 }
 
 
@@ -46,7 +47,7 @@ def export_options(manifest: Manifest, variant: str, gate_data: Path | None,
     options: dict[str, Any] = {**DERIVED[variant], "max_length": manifest.ranking.max_length, "overwrite": True}
     if manifest.ranking.prompt is not None:
         options["instruction"] = manifest.ranking.prompt.instruction
-    if options.get("dtype") == "int8":
+    if options.get("dtype") in ("int8", "mixed"):
         if gate_data is not None:
             options["gate_data"] = gate_data
         if min_agreement is not None:

@@ -63,6 +63,7 @@ class SelectBench:
     queries: int = 0
     variants: tuple[str, ...] = ALL_VARIANTS
     sweep: tuple[int, ...] = field(default_factory=tuple)
+    int8_min_agreement: float | None = None  # the int8/mixed exports' gate (None: the exporter's default)
     command: str = "edgekit bench select"  # recorded in the report
     title: str = ""  # the report's title (default: from the package)
 
@@ -226,7 +227,7 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
         skipped = []
         for name in [name for name in config.variants if name in DERIVED]:
             path, why = derived_package(manifest, name, cache_dir() / "bench" / "derived", gate_data,
-                                        progress=progress)
+                                        config.int8_min_agreement, progress)
             if path is None:
                 progress(why)
                 skipped.append(why)

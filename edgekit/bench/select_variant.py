@@ -27,6 +27,8 @@ not; the ONNX ones sort by tokenized length, `torch` by text length, sentence-tr
                             file; edgekit/bench/derived.py builds it)
   edgekit-int8              as edgekit-exact, on the package exported again with --dtype int8
   edgekit-shared-int8       as edgekit-exact, on the package exported with both
+  edgekit-mixed             as edgekit-exact, on the package exported with --dtype mixed (the
+                            layers that cost the gate most stay fp32)
 
 The first query runs once untimed (warm-up); then every query is timed once, tokenisation
 included. Peak RSS is this process's own high-water mark (VmHWM), read at exit.
@@ -51,7 +53,7 @@ from edgekit.runtimes.ranking import top_k_order
 
 VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
             "onnx-monolithic-optimized", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident",
-            "edgekit-shared", "edgekit-int8", "edgekit-shared-int8")
+            "edgekit-shared", "edgekit-int8", "edgekit-shared-int8", "edgekit-mixed")
 BATCHED = ("onnx-monolithic-batched", "onnx-monolithic-batched-inorder", "onnx-monolithic-optimized")
 # calibrated variants: the policy each one's package copy is calibrated for (then run with --prune auto)
 CALIBRATED = {"edgekit-pruned": "cluster", "edgekit-stable": "rank-stability"}
