@@ -72,7 +72,7 @@ def derived_package(manifest: Manifest, variant: str, work: Path, gate_data: Pat
     out = work / f"{variant}-{key}"
     if (out / MANIFEST_FILE).is_file():
         return out, ""
-    progress(f"{variant}: exporting {manifest.source['path']} with {', '.join(sorted(DERIVED[variant]))} to {out}")
+    progress(f"{describe(variant)}: exporting {manifest.source['path']} to {out}")
     try:
         export_source(manifest.source["path"], out, task=manifest.task, **options)
     except EdgekitError as error:
