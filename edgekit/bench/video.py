@@ -135,9 +135,10 @@ def make_inputs(config: VideoBench, latent_channels: int, scale: int, path: Path
     (the first draw of torch.Generator().manual_seed(seed), as diffusers makes it)."""
     import torch
 
-    y, x = np.mgrid[0:config.height, 0:config.width].astype(np.float32)
+    from edgekit.runtimes.video.images import smooth_test_image
+
     rng = np.random.default_rng(config.seed)
-    image = np.stack([0.5 + 0.4 * np.sin(x / 17 + k) * np.cos(y / 23 - k) for k in range(3)], axis=-1)
+    image = smooth_test_image(config.height, config.width)
     image = np.clip(image + 0.05 * rng.standard_normal(image.shape), 0, 1)
     latents = torch.randn(1, config.frames, latent_channels, config.height // scale, config.width // scale,
                           generator=torch.Generator().manual_seed(config.seed + 1))

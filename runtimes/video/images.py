@@ -161,6 +161,13 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
 FRAME_NAME = re.compile(r"frame_(\d{3,})\.png")
 
 
+def smooth_test_image(height: int, width: int) -> np.ndarray:
+    """A smooth RGB test image [H, W, 3] in [0.1, 0.9] (sines across rows and columns), for runs
+    that need an input image but were given none (video calibration, the video bench)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([0.5 + 0.4 * np.sin(x / 17 + k) * np.cos(y / 23 - k) for k in range(3)], axis=-1)
+
+
 def frame_name(index: int) -> str:
     return f"frame_{index:03d}.png"
 

@@ -1,0 +1,99 @@
+"""The video branches of `edgekit run` and `edgekit calibrate` (a video package: generate a video
+from an image; calibrate its step cache against a PSNR target). edgekit/cli.py dispatches here by
+the package's task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from edgekit.cli_common import progress_bar, stderr, stdout
+
+
+def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
+              height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
+              provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
+              decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
+              step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None) -> None:
+    """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
+    import edgekit
+    from edgekit.errors import InvalidArgumentError
+    from edgekit.runtimes.video.images import check_video_output, save_video
+
+    if image is None:
+        raise InvalidArgumentError("video packages need --image IN.png (the first frame to animate)")
+    if out is None:
+        raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
+    check_video_output(out)  # before generating: a GIF path that is a folder fails now, not in a minute
+    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads, verify=verify)
+    with progress_bar(not as_json and stderr.is_terminal) as bar:
+        task = bar.add_task("generating", total=None)
+        video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
+                                  decode_chunk=decode_chunk, decode_tile=decode_tile,
+                                  decode_tile_overlap=decode_tile_overlap, slices=slices, step_cache=step_cache,
+                                  cache_swap=cache_swap, work_dir=work,
+                                  progress=lambda message, done, total: bar.update(task, description=message,
+                                                                                   completed=done, total=total))
+    gif, pngs = save_video(video, out, fps=pipeline.fps)
+    stats = pipeline.stats.to_dict()
+    if as_json:
+        typer.echo(json.dumps({"gif": str(gif), "frames_dir": str(pngs[0].parent), "frames": len(pngs),
+                               "stats": stats}, allow_nan=False))
+        return
+    rss = f"{stats['peak_rss_mb']:.0f} MiB" if stats["peak_rss_mb"] is not None else "n/a"
+    tiles = (f" · decode tile {stats['decode_tile']} overlap {stats['decode_tile_overlap']} "
+             f"({stats['decode_tiles']} tiles)" if stats["decode_tile"] is not None else "")
+    tiles += f" · {stats['slices']} slices per operator group" if stats["slices"] > 1 else ""
+    cache = stats["step_cache"]
+    if cache:
+        swap = cache["swap"]
+        hidden = "" if swap["hidden_share"] is None else f", {swap['hidden_share']:.0%} of it hidden"
+        tiles += (f" · step cache {cache['settings']}: {cache['full_steps']} full, {cache['cached_steps']} cached "
+                  f"({cache['plan']}), {stats['unet_block_evals']} UNet block evaluations · swap {swap['mode']} "
+                  f"{swap['write_ms'] + swap['read_ms']:.0f} ms, waited {swap['wait_ms']:.0f} ms{hidden}")
+    stdout.print(f"wrote {gif} and {len(pngs)} PNG frames in {pngs[0].parent} · {stats['frames']} frames "
+                 f"{stats['height']}x{stats['width']} · {stats['steps']} steps · latency {stats['latency_ms']:.0f} ms · "
+                 f"peak RSS {rss} · graphs loaded {stats['graphs_loaded']} · max resident "
+                 f"{stats['max_resident_graphs']} · decode chunk {stats['decode_chunk']}{tiles}")
+
+
+def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image: Path | None, frames: int | None,
+                    steps: int | None, threads: int | None, as_json: bool) -> None:
+    """`edgekit calibrate` for video packages (runtimes/video/calibrate.py)."""
+    import edgekit
+    from edgekit.errors import InvalidArgumentError
+    from edgekit.runtimes.video.calibrate import (
+        CANDIDATES,
+        calibrate_step_cache,
+        check_calibration_args,
+        write_step_cache_calibration,
+    )
+    from edgekit.runtimes.video.images import smooth_test_image
+    if target_psnr is None:
+        raise InvalidArgumentError("video calibration needs --target-psnr DB (e.g. 30)")
+    if seeds < 1:
+        raise InvalidArgumentError(f"--seeds must be >= 1, got {seeds}")
+    check_calibration_args(target_psnr, list(range(seeds)), CANDIDATES)
+    pipeline = edgekit.load(str(package), threads=threads)
+    c = pipeline.manifest.video.conditioning
+    source: Any = image if image is not None else smooth_test_image(c.height, c.width)
+    with progress_bar(not as_json and stderr.is_terminal) as bar:
+        task = bar.add_task("calibrating", total=None)
+        result = calibrate_step_cache(pipeline, source, target_psnr, seeds=tuple(range(seeds)),
+                                      progress=lambda message: bar.update(task, description=message),
+                                      num_frames=frames, steps=steps)
+    updated = write_step_cache_calibration(pipeline.manifest, result)
+    if as_json:
+        typer.echo(json.dumps({"step_cache": updated.video.step_cache}, allow_nan=False))
+        return
+    stored = updated.video.step_cache
+    if stored["setting"] is None:
+        stdout.print(f"no step-cache setting kept {target_psnr:g} dB on {seeds} seed(s); `--step-cache auto` "
+                     "runs uncached")
+    else:
+        stdout.print(f"{stored['setting']}: lowest PSNR {stored['min_psnr_db']} dB over {seeds} seed(s) "
+                     f"(target {target_psnr:g}), {stored['block_evals_share']:.0%} of the UNet block evaluations; "
+                     "stored for `--step-cache auto`")
