@@ -232,6 +232,13 @@ class GraphSpec:
         return sum(entry.bytes for entry in self.files)
 
     @property
+    def weights_entry(self) -> FileEntry | None:
+        """The entry of `weights.file` (shared layers; the parser checked it is one of `files`)."""
+        if self.weights is None:
+            return None
+        return next(entry for entry in self.files if entry.file == self.weights.file)
+
+    @property
     def weight_names(self) -> tuple[str, ...]:
         """The graph's weight inputs (shared layers), fed from its weights file; () otherwise."""
         return self.weights.names if self.weights is not None else ()

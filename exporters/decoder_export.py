@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgekit.atomic import check_destination, staged_directory
@@ -160,11 +159,8 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
     from edgekit.runtimes.selector import Selector
 
     documents = list(EXAMPLE_DOCUMENTS)
-    ranking = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(EXAMPLE_QUERY, documents,
-                                                                           top_k=len(documents))
-    runtime = np.zeros(len(documents))
-    for result in ranking:
-        runtime[result.index] = result.score
+    runtime = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
+        EXAMPLE_QUERY, documents, top_k=len(documents)).scores_by_candidate()
     assert manifest.ranking.prompt is not None
     ids = prompt_ids(tokenizer, manifest.ranking.prompt, EXAMPLE_QUERY, documents, manifest.ranking.max_length)
     expected = reference_scores(stages, *left_padded(ids, int(tokenizer.pad_token_id))).numpy()

@@ -217,11 +217,8 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
     """Run the staged package with the real runtime; compare scores with the whole model."""
     from edgekit.runtimes.selector import Selector
 
-    ranking = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
-        EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES), top_k=len(EXAMPLE_CANDIDATES))
-    runtime = np.zeros(len(EXAMPLE_CANDIDATES))
-    for result in ranking:
-        runtime[result.index] = result.score
+    runtime = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
+        EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES), top_k=len(EXAMPLE_CANDIDATES)).scores_by_candidate()
     batch = _example_batch(tokenizer, task, max_length, stages.family)
     expected = reference_scores(stages, task, batch).numpy()
     if task != TASK_RERANK:  # cosine of each candidate with the query (row 0)

@@ -46,6 +46,8 @@ from edgekit.errors import AgreementGateError, InvalidArgumentError
 from edgekit.exporters.quantize import METHOD, OP_TYPES, PER_CHANNEL, install, quantize_graph, quantize_table
 from edgekit.manifest import DTYPES, QUANTIZED_DTYPES, GraphSpec, Manifest
 from edgekit.ranking_manifest import EmbeddingTable
+from edgekit.runtimes.calibration import agreement
+from edgekit.runtimes.ranking import top_k_order
 
 Progress = Callable[[str, int, int], None]
 DEV_SET = Path(edgekit.__file__).parent / "data" / "devset_stdlib.jsonl"
@@ -124,27 +126,16 @@ class Gate:
         from edgekit.runtimes.selector import Selector
 
         selector = Selector(manifest, backend_for("onnx", "cpu"), window=len(manifest.graphs))
-        out = []
-        for example in self.examples:
-            ranking = selector.rank(example.query, example.candidates, top_k=len(example.candidates))
-            scores = np.zeros(len(example.candidates))
-            for result in ranking:
-                scores[result.index] = result.score
-            out.append(scores)
-        return out
+        return [selector.rank(example.query, example.candidates, top_k=len(example.candidates)).scores_by_candidate()
+                for example in self.examples]
 
     def measure(self, manifest: Manifest) -> Measured:
         agreements, diff = [], 0.0
         for expected, actual in zip(self.reference, self.scores(manifest)):
             k = min(self.top_k, len(expected))
-            agreements.append(len(set(_top(expected, k)) & set(_top(actual, k))) / k)
+            agreements.append(agreement(top_k_order(actual, k).tolist(), top_k_order(expected, k).tolist()))
             diff = max(diff, float(np.max(np.abs(actual - expected))))
         return Measured(float(np.mean(agreements)), float(min(agreements)), diff)
-
-
-def _top(scores: np.ndarray, k: int) -> list[int]:
-    """The k best candidates, ties by index (the runtime's own order)."""
-    return list(np.lexsort((np.arange(len(scores)), -scores))[:k])
 
 
 def variant(fp32: Manifest, int8_layers: dict[int, GraphSpec], chosen: set[int],

@@ -43,11 +43,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgekit.errors import ParityError, SourceModelError
+from edgekit.exporters.onnx_writer import EXTERNAL_DATA_MIN_BYTES
 from edgekit.manifest import SHARED_LAYERS, FileEntry, GraphSpec, Manifest
 from edgekit.package_files import ITEMSIZE, LayerWeights, WeightTensor
 
 SHARED_GRAPH = "graphs/layer_shared.onnx"
-INLINE_MAX_BYTES = 1024  # the exporters' external-data threshold (exporters/onnx_writer.py)
+INLINE_MAX_BYTES = EXTERNAL_DATA_MIN_BYTES  # tensors this large were external data; always inputs
 ALIGNMENT = 64  # appended tensors start at a multiple of this (cache lines, SIMD loads)
 FIX = "export without --shared-layers"
 SHARED_TOLERANCE = 1e-6  # shared vs per-layer scores: the same arithmetic, measured bit-identical
@@ -110,13 +111,9 @@ def _example_scores(manifest: Manifest, query: str, candidates: list[str]) -> np
 
     selector = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2)
     try:
-        ranking = selector.rank(query, candidates, top_k=len(candidates))
+        return selector.rank(query, candidates, top_k=len(candidates)).scores_by_candidate()
     finally:
         selector.close()
-    scores = np.zeros(len(candidates))
-    for result in ranking:
-        scores[result.index] = result.score
-    return scores
 
 
 def _skeleton(tensor: onnx.TensorProto) -> tuple[str, int, tuple[int, ...]]:

@@ -55,6 +55,9 @@ class CheckedBackend:
     def __init__(self, backend: Backend, manifest: Manifest) -> None:
         self.inner = backend
         self.manifest = manifest
+        self._graphs: dict[Path, GraphSpec] = {}  # by the path a backend loads (shared layers: the first)
+        for graph in manifest.graphs:
+            self._graphs.setdefault(manifest.root / graph.path, graph)
 
     @property
     def provider(self) -> str:
@@ -65,7 +68,7 @@ class CheckedBackend:
         return self.inner.traits
 
     def load(self, path: Path) -> Session:
-        graph = next((graph for graph in self.manifest.graphs if self.manifest.root / graph.path == Path(path)), None)
+        graph = self._graphs.get(Path(path))
         if graph is None:
             raise KeyError(f"{path} is no graph of the package at {self.manifest.root}")
         session = self.inner.load(path)

@@ -108,7 +108,7 @@ def _computing_bytes(graph: GraphSpec, copied: bool) -> float:
     """Resident bytes of a graph's weights while it computes."""
     factor = 1.0 if copied else SESSION_FACTOR
     if graph.weights is not None:  # a shared layer: its mapped weights file (the shared graph is counted once)
-        return next(entry.bytes for entry in graph.files if entry.file == graph.weights.file) * factor
+        return graph.weights_entry.bytes * factor
     return graph.bytes * factor
 
 

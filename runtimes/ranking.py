@@ -85,3 +85,14 @@ class Ranking:
 
     def __repr__(self) -> str:
         return f"Ranking({self._results!r})"
+
+    def scores_by_candidate(self) -> np.ndarray:
+        """Every candidate's score at its index (float64). Only a ranking that holds every
+        candidate has them all: ValueError otherwise (rank with top_k >= the candidate count)."""
+        if len(self._results) != self.stats.candidates:
+            raise ValueError(f"this ranking holds {len(self._results)} of {self.stats.candidates} candidates; "
+                             "rank with top_k >= the candidate count to score them all")
+        scores = np.empty(self.stats.candidates)
+        for result in self._results:
+            scores[result.index] = result.score
+        return scores

@@ -24,7 +24,7 @@ layers' weight maps opened.
 
 Threads: one Selector may be shared; `rank` calls run concurrently. What they share is guarded
 by one lock: the kept-open sessions (resident mode loads each graph once, whichever call asks
-first, and the others wait for it) and the load counter. Each call counts the sessions it
+first, and the others wait for it), the shared layer session and each pass's counters. Each call counts the sessions it
 created itself, so its `graphs_loaded` never includes another call's loads. Streaming loads run
 outside the lock (each call streams its own sessions). Concurrent calls each hold their own
 pass's activations and streamed sessions, so the peak grows with the calls in flight; on a CPU
@@ -158,8 +158,7 @@ class Selector:
         self.keep_resident = memory_budget_mb is None and self.window >= len(manifest.stream_graphs)
         self._pinned: dict[str, Session] = {}  # by graph name (shared layers share one path)
         self._shared: dict[str, Session] = {}  # shared graph path -> its session, for the Selector's life
-        self._loads = 0  # sessions created, all calls together
-        self._lock = threading.RLock()  # guards _pinned, _shared, _loads and every pass's counters
+        self._lock = threading.RLock()  # guards _pinned, _shared and every pass's counters
         self.chunk = chunk or DEFAULT_CHUNK
         self.encoder = TextEncoder(manifest)
         self.embedding_table = open_embedding_table(manifest)
@@ -326,7 +325,6 @@ class Selector:
         if graph.weights is None:
             session = self.backend.load(self.manifest.root / graph.path)
             with self._lock:
-                self._loads += 1
                 state.graphs_loaded += 1
             return session
         shared = self._shared_session(graph, state)
@@ -342,7 +340,6 @@ class Selector:
         with self._lock:
             if graph.path not in self._shared:
                 self._shared[graph.path] = self.backend.load(self.manifest.root / graph.path)
-                self._loads += 1
                 state.graphs_loaded += 1
             return self._shared[graph.path]
 

@@ -47,7 +47,7 @@ class MappedWeights:
         weights = graph.weights
         if weights is None:
             raise ValueError(f"graph {graph.name!r} has no weights file")
-        entry = next(entry for entry in graph.files if entry.file == weights.file)
+        entry = graph.weights_entry
         path = root / weights.file
         self.arrays: dict[str, np.ndarray] = {}
         self._map: mmap.mmap | None = None

@@ -208,9 +208,10 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
     streamed = run_variant(VARIANT_MODULE, ["--variant", "edgekit", *common], config.threads)
     from edgekit.manifest import Manifest
 
+    manifest = Manifest.load(package)
     derived, skipped = [], []
     for name in config.derived:
-        path, why = derived_package(Manifest.load(package), name, package.parent, data, config.int8_min_agreement,
+        path, why = derived_package(manifest, name, package.parent, data, config.int8_min_agreement,
                                     progress)
         if path is None:
             progress(why)
@@ -226,7 +227,6 @@ def run_deep_bench(config: DeepBench, progress: Progress = lambda message: None,
         result = run_variant(VARIANT_MODULE, ["--variant", "edgekit-budget", *common, "--memory-budget", str(budget)],
                              config.threads)
         budgeted.append({**result, "variant": f"edgekit-budget-{share:g}", "budget_mb": budget, "share": share})
-    manifest = Manifest.load(package)
     model = {"shape": SHAPE, "layers": manifest.ranking.num_layers, "hidden": manifest.ranking.hidden_size,
              "vocab": manifest.ranking.embedding_table.shape[0] if manifest.ranking.embedding_table else None,
              "package_mb": round(manifest.total_bytes / 2**20, 1),

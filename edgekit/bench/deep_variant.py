@@ -86,9 +86,7 @@ def main() -> None:
 
         def scorer(query: str, candidates: list[str]) -> np.ndarray:
             ranking = selector.rank(query, candidates, top_k=len(candidates))
-            scores = np.zeros(len(candidates))
-            for item in ranking:
-                scores[item.index] = item.score
+            scores = ranking.scores_by_candidate()
             result["stats"] = ranking.stats.to_dict()
             return scores
 

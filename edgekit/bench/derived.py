@@ -63,7 +63,7 @@ def derived_package(manifest: Manifest, variant: str, work: Path, gate_data: Pat
     from edgekit.exporters.families import export_source
 
     options = export_options(manifest, variant, gate_data, min_agreement)
-    gate = gate_data.read_bytes() if gate_data is not None and "gate_data" in options else b""
+    gate = gate_data.read_bytes() if "gate_data" in options and gate_data is not None else b""
     key = hashlib.sha256(json.dumps({
         "files": [entry.sha256 for entry in manifest.files()],
         "options": {name: str(value) for name, value in sorted(options.items()) if name != "gate_data"},

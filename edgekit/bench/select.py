@@ -234,7 +234,7 @@ def run_select_bench(config: SelectBench, progress: Progress = lambda message: N
             else:
                 packages[name] = path
         raws: dict[str, dict[str, Any]] = {}
-        for name in [name for name in config.variants if name not in DERIVED or name in packages]:
+        for name in [name for name in config.variants if name in packages]:
             if name in CALIBRATED and not _certified(calibrations.get(CALIBRATED[name])):
                 progress(f"{name}: no {CALIBRATED[name]} setting was certified for the target; it would run exact "
                          "(skipped)")

@@ -139,9 +139,7 @@ def _edgekit_scorer(package: Path, threads: int, batch: int, extra: dict[str, An
 
     def score(query: str, candidates: Sequence[str]) -> np.ndarray:
         ranking = selector.rank(query, list(candidates), top_k=len(candidates))
-        scores = np.full(len(candidates), np.nan)
-        for result in ranking:
-            scores[result.index] = result.score
+        scores = ranking.scores_by_candidate()
         stats = ranking.stats
         extra.update(window=stats.window, chunk=stats.chunk, chunks=stats.chunks, graphs_loaded=stats.graphs_loaded,
                      max_resident_graphs=stats.max_resident_graphs, padded_tokens=stats.padded_tokens,

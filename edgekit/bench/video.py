@@ -31,7 +31,6 @@ The Report (edgekit/bench/video_report.py) is rendered by edgekit/bench/render.p
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -149,14 +148,10 @@ def make_inputs(config: VideoBench, latent_channels: int, scale: int, path: Path
     return path
 
 
-def psnr(actual: np.ndarray, reference: np.ndarray) -> float:
-    """PSNR in dB of frames in [0, 1] (inf when identical)."""
-    mse = float(np.mean((actual.astype(np.float64) - reference.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
 def _compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    return {"max_abs_diff": float(np.max(np.abs(a - b))), "psnr_db": psnr(a, b)}
+    from edgekit.runtimes.video.calibrate import psnr_db
+
+    return {"max_abs_diff": float(np.max(np.abs(a - b))), "psnr_db": psnr_db(a, b)}
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class CacheSwap:
         self._worker = None if mode == "off" else ThreadPoolExecutor(1, thread_name_prefix="edgekit-cache-swap")
         self._held: np.ndarray | None = None  # off: the array; host: the pre-allocated buffer
         self._file: Path | None = None
+        self.used_file: str | None = None  # the spill file's path once one was made (kept after close)
         self._layout: tuple[tuple[int, ...], np.dtype[Any]] | None = None
         self._pending: Future[None] | None = None
         self._fetched: Future[np.ndarray] | None = None
@@ -138,7 +139,7 @@ class CacheSwap:
                 "write_ms": round(self.write_ms, 3), "read_ms": round(self.read_ms, 3),
                 "wait_ms": round(self.wait_ms, 3),
                 "hidden_share": None if moved == 0 else round(max(0.0, 1 - self.wait_ms / moved), 4),
-                "file": None if self._file is None else str(self._file)}
+                "file": self.used_file}
 
     # --- the thread's jobs ---------------------------------------------------------------
     def _write(self, feature: np.ndarray) -> None:
@@ -151,6 +152,7 @@ class CacheSwap:
             if self._file is None:
                 handle, name = tempfile.mkstemp(prefix="edgekit-step-cache-", suffix=".bin", dir=self.folder)
                 self._file = Path(name)
+                self.used_file = name
                 try:  # allocated now: a full disk is an OSError here, not a SIGBUS on a mapped page later
                     os.posix_fallocate(handle, 0, feature.nbytes)
                 finally:

@@ -197,7 +197,7 @@ class StepPlanner:
     `may_reuse(i)`: before step i runs, whether it can be a cached step at all (a cache exists, past
     warmup, under max-skip; interval: inside the N-1 steps after a full one). Adaptive steps that
     may reuse then `decide(change)` after the shallow prefix; interval steps reuse whenever they
-    may. `record(i, cached)` after each step.
+    may. `record(cached, change)` after each step.
     """
 
     def __init__(self, settings: StepCache) -> None:
