@@ -34,8 +34,10 @@ def test_bench_select_smoke(tiny_cross_package: Path, tmp_path: Path, monkeypatc
     assert result.exit_code == 0, result.output
     report = Report.load(tmp_path / "r.json")
     names = [v.name for v in report.variants]
-    assert names[:6] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
-                         "onnx-monolithic-optimized", "edgekit-exact"]
+    assert names[:7] == ["torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
+                         "onnx-monolithic-optimized", "onnx-monolithic-int8", "edgekit-exact"]
+    # the int8 one graph is a baseline for the int8 packages: approximate, so only its agreement is reported
+    assert 0.0 <= report.variant("onnx-monolithic-int8").compared_with("torch").top_k_agreement <= 1.0
     assert report.baseline == "onnx-monolithic-batched" and report.reference == "torch"
     # exact variants select exactly what the reference selects; every ratio is finite
     for name in ("onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",

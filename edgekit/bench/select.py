@@ -87,6 +87,19 @@ def optimized_graph(manifest: Manifest, graph: Path) -> OptimizedGraph:
     return optimize_graph(graph, graph.with_name("monolithic-optimized.onnx"), Path(manifest.source["path"]))
 
 
+def int8_graph(graph: Path) -> Path:
+    """The one graph with onnxruntime's dynamic int8 MatMul weights, quantized as `--dtype int8`
+    quantizes each layer (exporters/quantize.py), written once beside `graph`."""
+    from edgekit.exporters.quantize import CANDIDATES, quantize_graph
+    from edgekit.manifest import GraphSpec
+
+    out = graph.parent / CANDIDATES / graph.name
+    if not out.is_file():
+        quantize_graph(graph.parent, GraphSpec(name="monolithic", role="monolithic", format="onnx", path=graph.name,
+                                               files=(), inputs=(), outputs=()))
+    return out
+
+
 def _write_examples(examples: Sequence[Example], path: Path) -> Path:
     lines = [json.dumps({"query": e.query, "candidates": e.candidates, "relevant": e.relevant}) for e in examples]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -167,6 +180,8 @@ def _variant_args(name: str, package: Path, data: Path, graph: Path | None, conf
             "--batch", str(config.batch), "--chunk", str(config.chunk)]
     if name == "onnx-monolithic-optimized" and optimized is not None:
         return args + ["--graph", optimized.path]
+    if name == "onnx-monolithic-int8" and graph is not None:
+        return args + ["--graph", str(int8_graph(graph))]
     return args + (["--graph", str(graph)] if graph is not None else [])
 
 

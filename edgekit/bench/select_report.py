@@ -104,6 +104,9 @@ def build_report(*, workload: dict[str, Any], summaries: list[dict[str, Any]], c
         "before batching and restore the input order; `onnx-monolithic-batched-inorder` batches in the given order (the baseline "
         "before issue 14). edgekit groups its chunks by length too (runtimes/chunks.py).",
         *([f"`onnx-monolithic-optimized`: {optimized}."] if optimized else []),
+        *(["`onnx-monolithic-int8`: the one graph after onnxruntime's `quantize_dynamic` (int8 MatMul weights, "
+           "per channel, as `--dtype int8` quantizes each layer), batched longest-first: the baseline a user who "
+           "ships an int8 model runs."] if any(s["name"] == "onnx-monolithic-int8" for s in summaries) else []),
         *(calibration_note(policy, c) for policy, c in calibration.items()),
         *(held_out_note(row) for row in held_out),
         *(skipped or []),

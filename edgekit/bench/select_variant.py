@@ -17,6 +17,9 @@ not; the ONNX ones sort by tokenized length, `torch` by text length, sentence-tr
   onnx-monolithic-optimized the one graph after onnxruntime's transformer optimizer (--graph is
                             the optimized file; exporters/optimized_graph.py), longest-first in
                             runs of --batch
+  onnx-monolithic-int8      the one graph with onnxruntime's dynamic int8 MatMul weights (what
+                            --dtype int8 does to each layer; --graph is that file), longest-first
+                            in runs of --batch: the baseline for the int8 packages
   edgekit-exact             the streamed package, no pruning
   edgekit-pruned            the streamed package, --prune auto, calibrated for cluster pruning
   edgekit-stable            the streamed package, --prune auto, calibrated for rank stability
@@ -52,9 +55,10 @@ from edgekit.measure import peak_rss_mb
 from edgekit.runtimes.ranking import top_k_order
 
 VARIANTS = ("torch", "onnx-monolithic", "onnx-monolithic-batched", "onnx-monolithic-batched-inorder",
-            "onnx-monolithic-optimized", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident",
+            "onnx-monolithic-optimized", "onnx-monolithic-int8", "edgekit-exact", "edgekit-pruned", "edgekit-stable", "edgekit-resident",
             "edgekit-shared", "edgekit-int8", "edgekit-shared-int8", "edgekit-mixed")
-BATCHED = ("onnx-monolithic-batched", "onnx-monolithic-batched-inorder", "onnx-monolithic-optimized")
+BATCHED = ("onnx-monolithic-batched", "onnx-monolithic-batched-inorder", "onnx-monolithic-optimized",
+           "onnx-monolithic-int8")
 # calibrated variants: the policy each one's package copy is calibrated for (then run with --prune auto)
 CALIBRATED = {"edgekit-pruned": "cluster", "edgekit-stable": "rank-stability"}
 TORCH_BATCH = 32
