@@ -55,9 +55,7 @@ class CheckedBackend:
     def __init__(self, backend: Backend, manifest: Manifest) -> None:
         self.inner = backend
         self.manifest = manifest
-        self._graphs: dict[Path, GraphSpec] = {}  # by the path a backend loads (shared layers: the first)
-        for graph in manifest.graphs:
-            self._graphs.setdefault(manifest.root / graph.path, graph)
+        self._graphs: dict[Path, GraphSpec] | None = None  # by loaded path, built on the first load
 
     @property
     def provider(self) -> str:
@@ -68,6 +66,11 @@ class CheckedBackend:
         return self.inner.traits
 
     def load(self, path: Path) -> Session:
+        if self._graphs is None:  # once; two threads building it at once build the same dict
+            graphs: dict[Path, GraphSpec] = {}
+            for spec in self.manifest.graphs:
+                graphs.setdefault(self.manifest.root / spec.path, spec)  # shared layers: the first layer's entry
+            self._graphs = graphs
         graph = self._graphs.get(Path(path))
         if graph is None:
             raise KeyError(f"{path} is no graph of the package at {self.manifest.root}")
