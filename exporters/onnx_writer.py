@@ -25,6 +25,7 @@ import torch
 from edgekit.manifest import FileEntry, GraphSpec, TensorSpec
 
 OPSET = 17
+DYNAMO_OPSET = 18  # the lowest opset torch.onnx's dynamo exporter writes without a version conversion
 EXTERNAL_DATA_MIN_BYTES = 1024
 
 _ONNX_DTYPES = {
@@ -58,24 +59,37 @@ def export_graph(
     name: str,
     role: str,
     index: int | None = None,
+    dynamo: bool = False,
 ) -> GraphSpec:
-    """Export `module` to `root/relative_file` and return its GraphSpec (hashes included)."""
+    """Export `module` to `root/relative_file` and return its GraphSpec (hashes included).
+
+    dynamo: use torch.onnx's dynamo exporter (opset 18) instead of the TorchScript one. Slower,
+    but it exports what the TorchScript exporter cannot (Wan's rms_norm and causal-conv
+    upsampling, FIELD-NOTES.md); `dynamic_axes` names the same dynamic dimensions either way."""
     path = root / relative_file
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module.eval(),
-            example_inputs,
-            str(path),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        if dynamo:
+            torch.onnx.export(module.eval(), example_inputs, str(path), input_names=input_names,
+                              output_names=output_names, dynamic_axes=dynamic_axes, opset_version=DYNAMO_OPSET,
+                              dynamo=True, external_data=True, verbose=False)
+        else:
+            torch.onnx.export(
+                module.eval(),
+                example_inputs,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
     model = onnx.load(str(path))
+    stray = path.with_name(path.name + ".data")  # the dynamo exporter's own data file, rewritten below
+    if stray.is_file():
+        stray.unlink()
     data_file = f"{relative_file}.data"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=Path(data_file).name, size_threshold=EXTERNAL_DATA_MIN_BYTES)
