@@ -10,9 +10,13 @@ Each stage wrapper's forward is exactly the slice of diffusers' code it replaces
     dit_head      hidden_states, temb -> patches                        (norm_out, scale/shift, proj_out)
 
 The rotary tables and the unpatchify reshape are the runtime's numpy
-(runtimes/video/wan_rope.py), so no graph bakes a token count. Every graph is written with
-torch.onnx's dynamo exporter (the TorchScript one fails on Wan's rms_norm) with dynamic batch,
-text length, frames, latent height/width and tokens, checked against its torch module with
+(runtimes/video/wan_rope.py), so no graph bakes a token count. The DiT graphs are written with
+torch.onnx's dynamo exporter (the TorchScript one fails on Wan's rms_norm); the text encoder with
+the TorchScript one (dynamo fails decomposing UMT5's attention-output reshape with a symbolic
+batch: "Cannot view a tensor ... as a tensor with shape (s72, s53, 32)"; TorchScript exports it in
+~0.1 s, 1e-6 from torch). Every graph has dynamic batch, text length, frames, latent
+height/width and tokens (the embed graph's token dim carries dynamo's own expression,
+`frames*((latent_height//2))*((latent_width//2))`), and is checked against its torch module with
 onnxruntime at two shapes, and the chained graphs, run by the runtime's own `StreamedDiT`, are
 checked against diffusers' whole transformer. `WholeTransformer` is the one-graph baseline the
 bench exports (`export_whole_transformer`); packages do not hold it.
@@ -32,7 +36,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from edgekit.errors import SourceModelError
+from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.onnx_writer import export_graph
 from edgekit.exporters.package_parts import check_parity, max_diff
 from edgekit.manifest import GraphSpec
@@ -280,9 +284,10 @@ def export_wan_transformer(text_encoder: Any, transformer: Any, root: Path, shap
     """
     shapes = [WanShape(*shape) for shape in shapes]
     if len(shapes) < 2:
-        raise ValueError("export_wan_transformer checks every graph at two shapes; pass at least two")
+        raise InvalidArgumentError("export_wan_transformer checks every graph at two shapes; pass at least two")
     if min(shapes[0]) < 2:
-        raise ValueError(f"the export example shape {tuple(shapes[0])} has a size below 2; torch.export would fix it")
+        raise InvalidArgumentError(f"the export example shape {tuple(shapes[0])} has a size below 2, which torch.export "
+                                   "would fix in the graph; make every size of the first shape at least 2")
     text_encoder, transformer = text_encoder.float().eval(), transformer.float().eval()
     graphs: list[GraphSpec] = []
     diffs: dict[str, float] = {}
