@@ -10,11 +10,13 @@
 `check_flow_config` refuses every setting this module does not implement, and the settings for
 which diffusers 0.42 itself returns NaN (see `_refuse_nan_settings`), so a package never runs a
 schedule that differs from its reference. Arithmetic follows diffusers' dtypes: set_timesteps in
-float64 numpy, sigmas stored float32, and every solver scalar and sample update in float32 (numpy
-2's scalar promotion keeps np.float32 op python-number in float32, as torch does for 0-d tensors).
+float64 numpy, sigmas stored float32, and every solver scalar and sample update in float32 (as
+torch does for 0-d float32 tensors; python numbers meet np.float32 scalars as np.float32 so numpy
+1.x's value-based casting does not widen them).
 
 Both are stateful: one object per run, `step(i)` called for i = 0..n-1 in order (diffusers'
-begin_index 0 path); UniPC keeps the last `solver_order` data predictions. Example::
+begin_index 0 path, which WanPipeline sets); UniPC keeps the last `solver_order` data predictions.
+UniPC's timesteps are diffusers' int64 ones as exact float32 values. Example::
 
     schedule = flow_schedule(manifest_scheduler_config, steps=50)
     x = noise * schedule.init_noise_sigma
@@ -222,9 +224,9 @@ class UniPCFlowScheduler(_InOrder):
         b_h = hh if self.bh1 else _rounded(np.expm1, hh)
         factorial, b = 1, []
         for k in range(1, order + 1):
-            b.append(h_phi_k * factorial / b_h)
+            b.append(h_phi_k * np.float32(factorial) / b_h)
             factorial *= k + 1
-            h_phi_k = h_phi_k / hh - 1 / factorial
+            h_phi_k = h_phi_k / hh - np.float32(1 / factorial)
         rks_arr, b_arr = np.array(rks, np.float32), np.array(b, np.float32)
         r = np.stack([rks_arr ** (k - 1) for k in range(1, order + 1)])
         x_base = sig_t / sig_s0 * x - alpha_t * h_phi_1 * m0
