@@ -46,6 +46,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -159,22 +160,35 @@ class FirstChunkDecoder(nn.Module):
     def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, ...]:
         caches = _Caches(None)
         frames = decode_call(self.vae, latents, caches, first=True)
+        if len(caches.outputs) != cache_count(self.vae):
+            raise SourceModelError(f"this Wan VAE decoder used {len(caches.outputs)} caches, edgekit counted "
+                                   f"{cache_count(self.vae)}; its layout is not supported")
         return (frames, *caches.outputs)
 
 
 class NextChunkDecoder(nn.Module):
-    """(latents [B, z, T, h, w], *cache_NN) -> (frames [B, 3, 4T, H, W] unclamped, *cache_NN_out)."""
+    """(latents [B, z, T, h, w], *cache_NN) -> (frames [B, 3, 4T, H, W] unclamped, *cache_NN_out).
+
+    `forward` carries one named parameter per cache (latents, cache_00, …): torch.export binds
+    example inputs to parameter names, and a `*caches` parameter would be one input to it."""
 
     def __init__(self, vae: nn.Module) -> None:
         super().__init__()
         self.vae = vae
+        self.names = numbered_caches(cache_count(vae))
+        params = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in [LATENTS, *self.names]]
 
-    def forward(self, latents: torch.Tensor, *caches_in: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def forward(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.decode(inputs[0], *inputs[1:])
+
+        forward.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        self.forward = forward  # type: ignore[method-assign]
+
+    def decode(self, latents: torch.Tensor, *caches_in: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if len(caches_in) != len(self.names):
+            raise ValueError(f"the next-chunk decoder takes {len(self.names)} caches, got {len(caches_in)}")
         caches = _Caches(caches_in)
         frames = decode_call(self.vae, latents, caches, first=False)
-        if len(caches.outputs) != len(caches_in):
-            raise SourceModelError(f"the next-chunk decoder got {len(caches_in)} caches and used "
-                                   f"{len(caches.outputs)}")
         return (frames, *caches.outputs)
 
 
@@ -187,6 +201,14 @@ class WholeDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents).sample
+
+
+def cache_count(vae: nn.Module) -> int:
+    """Caches one decoder call uses: conv_in, conv_out, 2 per residual block, 1 per temporal upsampler."""
+    modules = list(vae.decoder.modules())
+    residual = sum(1 for m in modules if type(m).__name__ == "WanResidualBlock")
+    temporal = sum(1 for m in modules if getattr(m, "mode", None) == "upsample3d")
+    return 2 + 2 * residual + temporal
 
 
 def numbered_caches(count: int) -> list[str]:
@@ -251,7 +273,7 @@ def export_wan_decoder(vae: Any, root: Path, latent_hw: list[tuple[int, int]], b
     vae = vae.float().eval()
     first_module, next_module = FirstChunkDecoder(vae).eval(), NextChunkDecoder(vae).eval()
     latents, caches = _examples(vae, 2, latent_hw[0], 2, seed=0)
-    names = numbered_caches(len(caches))
+    names = next_module.names
     outs = [f"{name}_out" for name in names]
     first_axes = {LATENTS: _spatial_axes("latent"), "frames": _spatial_axes("frame"),
                   **{out: _spatial_axes(name) for name, out in zip(names, outs)}}

@@ -36,18 +36,20 @@ OUT = "_out"
 FRAMES_PER_LATENT = 4  # Wan's temporal compression after the first frame
 
 
-def read_cache_names(next_inputs: Sequence[str], first_outputs: Sequence[str], next_outputs: Sequence[str]) -> tuple[
-        str, ...]:
-    """The caches X: every input of the next graph but `latents`; IntegrityError unless both
-    graphs return `frames` and every `X_out`, and the next graph takes `latents`."""
+def read_cache_names(next_inputs: Sequence[str], first_outputs: Sequence[str], next_outputs: Sequence[str],
+                     files: tuple[str, str] = ("vae_decoder_first", "vae_decoder_next")) -> tuple[str, ...]:
+    """The caches X: every input of the next graph but `latents`. IntegrityError (naming the
+    graph `files` entry) unless both graphs return `frames` and every `X_out` and the next
+    graph takes `latents`."""
     if LATENTS not in next_inputs:
-        raise IntegrityError(f"the Wan VAE next-chunk graph has no {LATENTS!r} input; re-export the package")
+        raise IntegrityError(f"the Wan VAE next-chunk graph {files[1]} has no {LATENTS!r} input; re-export the package",
+                             [files[1]])
     names = tuple(name for name in next_inputs if name != LATENTS)
-    for graph, outputs in (("first", first_outputs), ("next", next_outputs)):
+    for graph, outputs in zip(files, (first_outputs, next_outputs)):
         missing = [name for name in (FRAMES, *(f"{n}{OUT}" for n in names)) if name not in outputs]
         if missing:
-            raise IntegrityError(f"the Wan VAE {graph}-chunk graph lacks outputs {missing[:3]} (of {len(missing)}); "
-                                 "re-export the package")
+            raise IntegrityError(f"the Wan VAE graph {graph} lacks outputs {missing[:3]} ({len(missing)} missing); "
+                                 "re-export the package", [graph])
     return names
 
 
@@ -81,7 +83,7 @@ def decode_first(first: Session, latents: np.ndarray, names: Sequence[str]) -> t
     frame = outputs[FRAMES]
     if frame.ndim != 5 or frame.shape[2] != 1:
         raise IntegrityError(f"the Wan VAE first-chunk graph returned frames of shape {frame.shape}, expected "
-                             "[batch, 3, 1, height, width]; re-export the package")
+                             "[batch, 3, 1, height, width]; re-export the package", [])
     b, c, _, h, w = frame.shape
     out = np.empty((b, c, 1 + FRAMES_PER_LATENT * (latents.shape[2] - 1), h, w), dtype=np.float32)
     out[:, :, :1] = frame
@@ -99,7 +101,7 @@ def decode_rest(next_: Session, latents: np.ndarray, caches: dict[str, np.ndarra
         expected = (out.shape[0], out.shape[1], FRAMES_PER_LATENT * piece.shape[2], *out.shape[3:])
         if frames.shape != expected:
             raise IntegrityError(f"the Wan VAE next-chunk graph returned frames of shape {frames.shape}, expected "
-                                 f"{expected}; re-export the package")
+                                 f"{expected}; re-export the package", [])
         out[:, :, at:at + frames.shape[2]] = frames
         caches.update({name: outputs[f"{name}{OUT}"] for name in caches})
 
@@ -136,10 +138,11 @@ class WanDecoder:
     def __init__(self, first: GraphSpec, next_: GraphSpec, root: Path, load: Callable[[Path], Session]) -> None:
         self.first, self.next, self.root, self.load = first, next_, Path(root), load
         self.names = read_cache_names([t.name for t in next_.inputs], [t.name for t in first.outputs],
-                                 [t.name for t in next_.outputs])
+                                      [t.name for t in next_.outputs], (first.path, next_.path))
         latents = [t for t in first.inputs if t.name == LATENTS]
         if not latents or len(latents[0].shape) != 5:
-            raise IntegrityError("the Wan VAE first-chunk graph has no 5-D 'latents' input; re-export the package")
+            raise IntegrityError(f"the Wan VAE first-chunk graph {first.path} has no 5-D 'latents' input; "
+                                 "re-export the package", [first.path])
         dim = latents[0].shape[1]
         self.channels = dim if isinstance(dim, int) else None
         self.loads = 0
