@@ -79,6 +79,19 @@ def _ort_decode(root: Path, graphs: list[GraphSpec], latents: np.ndarray, chunk:
 
 
 # --- torch side -----------------------------------------------------------------------------
+def test_each_diffusers_cache_state_has_an_equal_two_frame_cache(vae: Any) -> None:
+    """None (zero padding) = two zero frames; a 1-frame cache x0 = [0, x0]; "Rep" = zeros."""
+    conv = vae.decoder.conv_in
+    upsampler = next(m for m in vae.decoder.modules() if getattr(m, "mode", None) == "upsample3d")
+    x0, x1 = _latents(1, seed=1), _latents(1, seed=2)
+    zeros = torch.zeros_like(torch.cat([x0, x0], dim=2))
+    with torch.no_grad():
+        assert torch.equal(conv(x1), conv(x1, zeros))
+        assert torch.equal(conv(x1, x0), conv(x1, torch.cat([torch.zeros_like(x0), x0], dim=2)))
+        y = torch.randn(1, upsampler.dim, 1, 3, 3)
+        assert torch.equal(upsampler.time_conv(y), upsampler.time_conv(y, torch.zeros(1, upsampler.dim, 2, 3, 3)))
+
+
 @pytest.mark.parametrize("frames", [1, 2, 3, 5])
 def test_chained_torch_wrappers_equal_diffusers_decode(vae: Any, frames: int) -> None:
     latents = _latents(frames, WIDE, batch=2)
