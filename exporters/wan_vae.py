@@ -8,7 +8,8 @@ conv and do not double the frames), so T latent frames decode to 1 + 4(T - 1) fr
 the caches carry everything one call needs from the past, any chunking of the frames after
 the first is exact (FIELD-NOTES.md), so the next-chunk graph takes T >= 1 latent frames.
 
-Graph contracts (B batch, z latent channels, h x w latent size, H = 8h, W = 8w):
+Graph contracts (B batch, z latent channels, h x w latent size, H x W = the VAE's spatial scale
+(8 for Wan 2.1, 16 with Wan 2.2's patchified decoder) times h x w):
 
 | graph | inputs | outputs |
 |---|---|---|
@@ -33,6 +34,8 @@ time. diffusers stores other things in three places; each has an exactly equal 2
 - the temporal upsampler's "Rep" marker means "run the time conv without a cache" (zero
   padding) and then store cat(zeros, x) when x has 1 frame: a cache of zeros in both cases.
 So every slot follows one rule: `out = conv(cat(cache, x))`, `cache_out = cat(cache, x)[-2:]`.
+Wan 2.2's residual up blocks (their DupUp3D shortcut is frame-local, `first_chunk` drops its
+first frame) and patchified output (unpatchify is frame-local) run inside the graphs too.
 
 `WholeDecoder` is diffusers' `vae.decode(latents).sample` (frame loop unrolled, clamped) as
 one graph at a fixed T: the one-graph baseline the bench compares the streamed decode with.
@@ -65,8 +68,9 @@ CACHE_T = 2
 TOLERANCE = 1e-4  # per graph, relative to max(1, max |reference|), as exporters/video_svd.py
 LOOP_TOLERANCE = 1e-5  # the streamed, clamped decode vs diffusers' vae.decode (absolute: frames are in [-1, 1])
 LOOP_FRAMES = 3  # latent frames of the loop check: first call + 2 more, so chunk 2 is one full chunk
-FIRST_FILE, NEXT_FILE, WHOLE_FILE = "graphs/vae_decoder_first.onnx", "graphs/vae_decoder_next.onnx", \
-    "graphs/vae_decoder_whole.onnx"
+FIRST_FILE = "graphs/vae_decoder_first.onnx"
+NEXT_FILE = "graphs/vae_decoder_next.onnx"
+WHOLE_FILE = "graphs/vae_decoder_whole.onnx"
 
 
 class _Caches:
@@ -122,8 +126,8 @@ def _up_block(block: nn.Module, x: torch.Tensor, caches: _Caches, first: bool) -
     x_copy = x
     for resnet in block.resnets:
         x = _residual(resnet, x, caches)
-    upsampler = getattr(block, "upsampler", None) or (block.upsamplers[0] if getattr(block, "upsamplers", None)
-                                                     else None)
+    upsamplers = getattr(block, "upsamplers", None)  # WanUpBlock: a list; WanResidualUpBlock: `upsampler`
+    upsampler = upsamplers[0] if upsamplers else getattr(block, "upsampler", None)
     if upsampler is not None:
         x = _resample(upsampler, x, caches, first)
     if shortcut is not None:
@@ -221,8 +225,8 @@ def _spatial_axes(name: str, batch: str = "batch") -> dict[int, str]:
     return {0: batch, 3: f"{name}_height", 4: f"{name}_width"}
 
 
-def _examples(vae: nn.Module, batch: int, hw: tuple[int, int], frames: int, seed: int) -> tuple[
-        torch.Tensor, list[torch.Tensor]]:
+def _examples(vae: nn.Module, batch: int, hw: tuple[int, int], frames: int,
+              seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Latents [batch, z, 1 + frames, h, w] and the caches the first call leaves (realistic activations)."""
     generator = torch.Generator().manual_seed(seed)
     latents = torch.randn(batch, int(vae.config.z_dim), 1 + frames, *hw, generator=generator)

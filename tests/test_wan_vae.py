@@ -109,6 +109,23 @@ def test_chained_torch_wrappers_equal_diffusers_decode(vae: Any, frames: int) ->
     assert all(tuple(c.shape[:3]) == (2, c.shape[1], 2) for c in caches)  # every cache: 2 frames, fixed
 
 
+def test_a_wan_22_residual_patchified_decoder_chains_exactly_too() -> None:
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=12, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                           patch_size=2, latents_mean=[0.0] * 4, latents_std=[1.0] * 4).eval()
+    latents = torch.randn(1, 4, 4, 3, 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = vae.decode(latents).sample
+        first = FirstChunkDecoder(vae)(latents[:, :, :1])
+        rest = NextChunkDecoder(vae)(latents[:, :, 1:], *first[1:])
+    got = torch.cat([first[0], rest[0]], dim=2).clamp(-1, 1)
+    assert got.shape == expected.shape == (1, 3, 13, 48, 80)
+    assert (got - expected).abs().max().item() <= EXACT
+
+
 # --- export and the runtime loop ------------------------------------------------------------
 def test_export_writes_two_graphs_with_matching_caches(exported: tuple[Path, list[GraphSpec], dict[str, float]]) -> None:
     root, (first, next_), diffs = exported
