@@ -18,7 +18,7 @@ from rich.table import Table
 
 from edgekit.cli_bench import bench_app
 from edgekit.cli_common import progress_bar, stderr, stdout, user_errors
-from edgekit.cli_video import calibrate_video, run_video
+from edgekit.cli_video import TextOptions, calibrate_video, run_video
 from edgekit.runtimes.policies import PRUNE_HELP
 
 PUBLIC_KEY_HELP = "Refuse the package unless it is signed by this public key's private half (PEM; the sign extra)."
@@ -115,7 +115,16 @@ def run(
     show_plan: bool = typer.Option(False, "--plan", help="With --memory-budget: print the plan, don't run."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the sha256 check of the package's files "
                                    "before loading (hashes are remembered per file, so repeated runs are cheap)."),
-    image: Path = typer.Option(None, "--image", help="Video packages: the input image (RGB PNG/JPEG)."),
+    image: Path = typer.Option(None, "--image", help="Image-to-video packages (svd): the input image (RGB PNG/JPEG)."),
+    prompt: str = typer.Option(None, "--prompt", help="Text-to-video packages (wan): what the video shows."),
+    prompt_file: Path = typer.Option(None, "--prompt-file", help="Text-to-video packages: read the prompt from a "
+                                                                 "UTF-8 text file."),
+    negative_prompt: str = typer.Option(None, "--negative-prompt",
+                                        help="Text-to-video packages: what to steer away from (default: the "
+                                             "package's)."),
+    guidance_scale: float = typer.Option(None, "--guidance-scale",
+                                         help="Text-to-video packages: classifier-free guidance (default: the "
+                                              "package's; <= 1 turns it off)."),
     frames: int = typer.Option(None, "--frames", help="Video packages: frames to generate (default: the package's)."),
     steps: int = typer.Option(None, "--steps", help="Video packages: denoising steps (default: the package's)."),
     out: Path = typer.Option(None, "--out", help="Video packages: the animated GIF to write (PNG frames beside it)."),
@@ -156,7 +165,8 @@ def run(
 
         verify_signature(package, public_key)
 
-    video_options = {"--image": image, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
+    video_options = {"--image": image, "--prompt": prompt, "--prompt-file": prompt_file,
+                     "--negative-prompt": negative_prompt, "--guidance-scale": guidance_scale, "--frames": frames, "--steps": steps, "--out": out, "--height": height,
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
                      "--decode-tile-overlap": decode_tile_overlap, "--slices": slices, "--step-cache": step_cache,
                      "--cache-swap": cache_swap, "--work": work}
@@ -170,7 +180,8 @@ def run(
         run_video(package, image=image, frames=frames, steps=steps, out=out, height=height, width=width,
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
                   as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
-                  verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work)
+                  verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work,
+                  text=TextOptions(prompt, prompt_file, negative_prompt, guidance_scale))
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:

@@ -5,6 +5,7 @@ the package's task."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +14,85 @@ import typer
 from edgekit.cli_common import progress_bar, stderr, stdout
 
 
+@dataclass(frozen=True)
+class TextOptions:
+    """`edgekit run`'s text-to-video options (None: not given)."""
+
+    prompt: str | None = None
+    prompt_file: Path | None = None
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
+
+    def given(self) -> list[str]:
+        names = ("--prompt", "--prompt-file", "--negative-prompt", "--guidance-scale")
+        return [name for name, value in zip(names, (self.prompt, self.prompt_file, self.negative_prompt,
+                                                    self.guidance_scale)) if value is not None]
+
+    def options(self) -> dict[str, Any]:
+        """The generate() options: the prompt (read from --prompt-file where given), negative
+        prompt and guidance scale, without the unset ones. A prompt file that is missing,
+        unreadable, not UTF-8 or holds no text is one line."""
+        from edgekit.errors import InvalidArgumentError
+
+        prompt = self.prompt
+        if self.prompt_file is not None:
+            if prompt is not None:
+                raise InvalidArgumentError("give --prompt or --prompt-file, not both")
+            try:
+                prompt = self.prompt_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+                raise InvalidArgumentError(f"cannot read the prompt file {self.prompt_file} ({reason}); pass a UTF-8 "
+                                           "text file or --prompt TEXT") from None
+            if not prompt.strip():
+                raise InvalidArgumentError(f"the prompt file {self.prompt_file} is empty; write the prompt in it or "
+                                           "pass --prompt TEXT")
+        given = {"prompt": prompt, "negative_prompt": self.negative_prompt, "guidance_scale": self.guidance_scale}
+        return {name: value for name, value in given.items() if value is not None}
+
+
 def run_video(package: Path, image: Path | None, frames: int | None, steps: int | None, out: Path | None,
               height: int | None, width: int | None, decode_chunk: int | None, seed: int, window: int | None,
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
               decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
-              step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None) -> None:
-    """`edgekit run` for video packages: generate, write the GIF and PNG frames, report."""
+              step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None,
+              text: TextOptions = TextOptions()) -> None:
+    """`edgekit run` for video packages: generate, write the GIF and PNG frames, report. An
+    image-to-video package (svd) takes --image, a text-to-video one (wan) --prompt/--prompt-file."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
+    from edgekit.manifest import Manifest
     from edgekit.runtimes.video.images import check_video_output, save_video
 
-    if image is None:
+    text_to_video = Manifest.load(package).video.wan is not None
+    if text_to_video and image is not None:
+        raise InvalidArgumentError(f"{package} is a text-to-video package; it takes --prompt TEXT, not --image")
+    if not text_to_video and text.given():
+        raise InvalidArgumentError(f"{package} is an image-to-video package; {', '.join(text.given())} are for "
+                                   "text-to-video (wan) packages; pass --image IN.png")
+    if text_to_video and text.prompt is None and text.prompt_file is None:
+        raise InvalidArgumentError("text-to-video packages need --prompt TEXT or --prompt-file FILE")
+    if not text_to_video and image is None:
         raise InvalidArgumentError("video packages need --image IN.png (the first frame to animate)")
     if out is None:
         raise InvalidArgumentError("video packages need --out OUT.gif (PNG frames are written beside it)")
     check_video_output(out)  # before generating: a GIF path that is a folder fails now, not in a minute
+    options: dict[str, Any] = text.options() if text_to_video else {
+        "decode_tile": decode_tile, "decode_tile_overlap": decode_tile_overlap, "slices": slices,
+        "step_cache": step_cache, "cache_swap": cache_swap, "work_dir": work}
+    if text_to_video:
+        unsupported = {"--decode-tile": decode_tile, "--decode-tile-overlap": decode_tile_overlap, "--slices": slices}
+        given = [name for name, value in unsupported.items() if value is not None]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} do not apply to wan packages (exact frame-by-frame decode, "
+                                       "no operator groups); use --decode-chunk N")
+        options.update({name: value for name, value in (("step_cache", step_cache), ("cache_swap", cache_swap),
+                                                         ("work_dir", work)) if value is not None})
     pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads, verify=verify)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,
-                                  decode_chunk=decode_chunk, decode_tile=decode_tile,
-                                  decode_tile_overlap=decode_tile_overlap, slices=slices, step_cache=step_cache,
-                                  cache_swap=cache_swap, work_dir=work,
+                                  decode_chunk=decode_chunk, **options,
                                   progress=lambda message, done, total: bar.update(task, description=message,
                                                                                    completed=done, total=total))
     gif, pngs = save_video(video, out, fps=pipeline.fps)

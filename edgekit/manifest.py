@@ -61,7 +61,7 @@ DTYPES = ("fp32", "fp16", "int8", "mixed")
 QUANTIZED_DTYPES = ("int8", "mixed")
 SECTION_KEYS = {"rerank": "ranking", "select": "ranking", VIDEO_TASK: "video"}
 # roles that occur more than once carry an index; every other role's index is null (graph() finds them so)
-INDEXED_ROLES = ("layer", "depth_head", "down_block", "up_block", "unet_group")
+INDEXED_ROLES = ("layer", "depth_head", "down_block", "up_block", "unet_group", "dit_block")
 # Features a package may `require` of its runtime (docs/FORMAT.md, "Versions"): a runtime refuses a
 # package that requires one it does not know, instead of ignoring a field it would misread.
 SHARED_LAYERS = "shared-layers"  # layer graphs share one graph and feed their own weights (`weights`)

@@ -1,10 +1,11 @@
 """The `video` section of a v2 manifest: what only video packages need (scheduler, generic
-conditioning, operator groups) and, under the family's own key, the family's details (`svd`).
-docs/FORMAT.md and docs/VIDEO.md document it.
+conditioning, operator groups) and, under the family's own key, the family's details (`svd`,
+`wan`: edgekit/wan_manifest.py). docs/FORMAT.md and docs/VIDEO.md document it.
 
-Graph roles of a video package: `image_encoder`, `vae_encoder`, `time_embedding`, the UNet as
+Graph roles of an SVD package: `image_encoder`, `vae_encoder`, `time_embedding`, the UNet as
 `down_block` 0..n-1, `mid_block`, `up_block` 0..n-1 or (exported with operator groups) as
-`unet_group` 0..m-1, and `vae_decoder`. Graphs are found by role and index, never by position.
+`unet_group` 0..m-1, and `vae_decoder`. A Wan package's roles are in edgekit/wan_manifest.py.
+Graphs are found by role and index, never by position.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from edgekit.manifest_fields import (
     text,
 )
 from edgekit.package_files import FileEntry, GraphSpec
+from edgekit.wan_manifest import WAN_ROLES, WanConditioning, check_wan_graphs
 
-SCHEDULERS = ("EulerDiscreteScheduler",)
+SCHEDULERS = ("EulerDiscreteScheduler",)  # SVD's; Wan's are runtimes/video/flow_schedulers.py FLOW_SCHEDULERS
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "original_sample")
 MAX_FRAMES = 1024
 MAX_STEPS = 10_000
@@ -45,7 +47,7 @@ SCHEDULER_CHOICES = {
     "interpolation_type": ("linear", "log_linear"),
     "timestep_type": ("discrete", "continuous"),
     "final_sigmas_type": ("zero", "sigma_min"),
-    "prediction_type": PREDICTION_TYPES,
+    "prediction_type": (*PREDICTION_TYPES, "flow_prediction"),
 }
 SCHEDULER_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "rescale_betas_zero_snr")
 # The state a UNet step starts from (runtimes/video/unet.py `unet_state`) and what it must end with
@@ -161,10 +163,12 @@ def _op_groups(data: Any, where: str = "video.op_groups") -> dict[str, OpGroup]:
     return {text(name, f"{where} key"): OpGroup.from_dict(group, f"{where}.{name}") for name, group in data.items()}
 
 
-# Graph roles of a video package, in execution order. down_block/up_block carry index 0..n-1; a
+# Graph roles of an SVD package, in execution order. down_block/up_block carry index 0..n-1; a
 # package exported with operator groups has unet_group 0..m-1 in place of the blocks.
-VIDEO_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
-               "vae_decoder")
+SVD_ROLES = ("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
+             "vae_decoder")
+VIDEO_ROLES = (*SVD_ROLES, *WAN_ROLES)
+FAMILY_ROLES = {"svd": SVD_ROLES, "wan": WAN_ROLES}
 SLICE_AXES = ("frames", "pixels", "videos")
 
 
@@ -219,8 +223,8 @@ class VideoSection:
     other output is stored under its name; each `skip_NN` is produced once and consumed once by a
     later graph. `op_groups` (graph name -> OpGroup) says how each unet_group may be sliced;
     empty for block packages. `scheduler` is the diffusers scheduler config (class in
-    `_class_name`); `conditioning` the generic shape facts and defaults; `svd` the SVD family's
-    own details (present exactly when the family is "svd").
+    `_class_name`); `conditioning` the generic shape facts and defaults; `svd` / `wan` the
+    family's own details (present exactly when the family is "svd" / "wan").
     """
 
     scheduler: dict[str, Any]
@@ -228,6 +232,7 @@ class VideoSection:
     op_groups: dict[str, OpGroup] = field(default_factory=dict)
     svd: SvdConditioning | None = None
     step_cache: dict[str, Any] | None = None  # written by `edgekit calibrate VPKG --target-psnr`
+    wan: WanConditioning | None = None
 
     @staticmethod
     def from_dict(data: Any, where: str = "video") -> VideoSection:
@@ -241,10 +246,12 @@ class VideoSection:
             op_groups=_op_groups(data.get("op_groups", {})),
             svd=optional(data.get("svd"), SvdConditioning.from_dict),
             step_cache=optional(data.get("step_cache"), _step_cache, f"{where}.step_cache"),
+            wan=optional(data.get("wan"), WanConditioning.from_dict),
         )
 
     def files(self) -> list[FileEntry]:
-        return []  # every file of a video package belongs to a graph
+        """The files besides graphs: a Wan package's tokenizer (an SVD package has none)."""
+        return [self.wan.tokenizer] if self.wan is not None else []
 
     def check(self, family: str, graphs_by_role: Callable[[str], list[GraphSpec]],
               unet_graphs: list[GraphSpec]) -> None:
@@ -255,8 +262,30 @@ class VideoSection:
 
         if family not in VIDEO_FAMILIES:
             raise ManifestError(f"video family {family!r} is not one of {tuple(sorted(VIDEO_FAMILIES))}")
-        if family == "svd" and self.svd is None:
-            raise ManifestError("an svd package needs its family section video.svd")
+        for name, section in (("svd", self.svd), ("wan", self.wan)):
+            if (family == name) != (section is not None):
+                raise ManifestError(f"a {family} package " + ("needs its" if family == name else "has no") +
+                                    f" family section video.{name}")
+        roles = FAMILY_ROLES.get(family, VIDEO_ROLES)  # a family registered elsewhere (tests) names no roles
+        foreign = [role for role in VIDEO_ROLES if role not in roles and graphs_by_role(role)]
+        if foreign:
+            raise ManifestError(f"a {family} package has no {foreign[0]!r} graphs")
+        self._check_conditioning()
+        if family == "wan":
+            assert self.wan is not None
+            check_wan_graphs(graphs_by_role)
+            self.wan.check(self.conditioning)
+            from edgekit.errors import InvalidArgumentError
+            from edgekit.runtimes.video.flow_schedulers import check_flow_config  # numpy only
+
+            try:
+                check_flow_config(self.scheduler)
+            except InvalidArgumentError as error:
+                raise ManifestError(f"video.scheduler: {error}") from None
+            return
+        self._check_svd(graphs_by_role, unet_graphs)
+
+    def _check_svd(self, graphs_by_role: Callable[[str], list[GraphSpec]], unet_graphs: list[GraphSpec]) -> None:
         singles = ("image_encoder", "vae_encoder", "time_embedding", "vae_decoder")
         for role in singles:
             if len(graphs_by_role(role)) != 1:
@@ -272,7 +301,7 @@ class VideoSection:
         self._check_op_groups(graphs_by_role("unet_group"))
         _check_skips(unet_graphs)
         _check_dataflow(list(unet_graphs))
-        if family == "svd":
+        if self.svd is not None:
             for role, feeds in SVD_FEEDS.items():
                 graph = graphs_by_role(role)[0]
                 if tuple(spec.name for spec in graph.inputs) != feeds or not graph.outputs:
@@ -282,6 +311,14 @@ class VideoSection:
         if self.scheduler.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
             raise ManifestError(f"prediction_type {shown(self.scheduler.get('prediction_type'))} is not one of "
                                 f"{PREDICTION_TYPES}")
+        if self.svd is not None:
+            s = self.svd
+            if type(s.clip_image_size) is not int or s.clip_image_size < 1:
+                raise ManifestError("video.svd.clip_image_size must be a positive integer")
+            if len(s.image_mean) != 3 or len(s.image_std) != 3 or min(s.image_std) <= 0:
+                raise ManifestError("image_mean and image_std need three values (std positive)")
+
+    def _check_conditioning(self) -> None:
         c = self.conditioning
         sizes = (c.num_frames, c.num_inference_steps, c.height, c.width, c.latent_channels, c.vae_scale_factor,
                  c.size_multiple)
@@ -289,12 +326,6 @@ class VideoSection:
             raise ManifestError("conditioning sizes must be positive integers and scaling_factor positive")
         if c.height % c.size_multiple or c.width % c.size_multiple:
             raise ManifestError(f"default size {c.height}x{c.width} is not a multiple of {c.size_multiple}")
-        if self.svd is not None:
-            s = self.svd
-            if type(s.clip_image_size) is not int or s.clip_image_size < 1:
-                raise ManifestError("video.svd.clip_image_size must be a positive integer")
-            if len(s.image_mean) != 3 or len(s.image_std) != 3 or min(s.image_std) <= 0:
-                raise ManifestError("image_mean and image_std need three values (std positive)")
 
     def _check_op_groups(self, unet_groups: list[GraphSpec]) -> None:
         groups = {graph.name: graph for graph in unet_groups}

@@ -109,3 +109,22 @@ def svd_package(tiny_svd: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     result = CliRunner().invoke(app, ["export", str(tiny_svd), "--task", "video", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tiny_source: Callable[[str], Path]) -> Path:
+    """A tiny random Wan 2.1 text-to-video pipeline (diffusers layout), built once per session."""
+    return tiny_source("wan")
+
+
+@pytest.fixture(scope="session")
+def wan_package(tiny_wan: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Wan exported through the CLI (prompts padded to 16 tokens), once per session."""
+    from typer.testing import CliRunner
+
+    from edgekit.cli import app
+
+    out = tmp_path_factory.mktemp("wan-pkg") / "pkg"
+    result = CliRunner().invoke(app, ["export", str(tiny_wan), "--out", str(out), "--max-length", "16"])
+    assert result.exit_code == 0, result.output
+    return out

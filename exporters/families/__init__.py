@@ -28,10 +28,11 @@ from edgekit.exporters.families.bi_encoder import BI_ENCODER
 from edgekit.exporters.families.cross_encoder import CROSS_ENCODER
 from edgekit.exporters.families.qwen3_reranker import QWEN3_RERANKER
 from edgekit.exporters.families.svd import SVD
+from edgekit.exporters.families.wan import WAN
 from edgekit.exporters.source import resolve_source
 from edgekit.manifest import Manifest
 
-FAMILIES: tuple[ExportFamily, ...] = (CROSS_ENCODER, BI_ENCODER, QWEN3_RERANKER, SVD)
+FAMILIES: tuple[ExportFamily, ...] = (CROSS_ENCODER, BI_ENCODER, QWEN3_RERANKER, SVD, WAN)
 TASKS: tuple[str, ...] = tuple(dict.fromkeys(family.task for family in FAMILIES))
 
 __all__ = ["FAMILIES", "TASKS", "ExportFamily", "Exported", "export_source", "family_for_source", "family_named"]

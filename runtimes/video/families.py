@@ -1,6 +1,6 @@
 """The video families this runtime runs: family name (manifest `family`) -> its `VideoFamily` class.
 
-A new family (e.g. Wan) is one module implementing runtimes/video/family.py's contract and one
+A new family (SVD, Wan so far) is one module implementing runtimes/video/family.py's contract and one
 line here. The manifest check (edgekit/video_manifest.py) reads the names from this registry.
 """
 
@@ -14,9 +14,11 @@ from edgekit.runtimes.backends import Backend
 from edgekit.runtimes.graph_io import checked_backend
 from edgekit.runtimes.video.family import VideoFamily
 from edgekit.runtimes.video.svd import SvdFamily
+from edgekit.runtimes.video.wan import WanFamily
 
 VIDEO_FAMILIES: dict[str, type[Any]] = {
     SvdFamily.name: SvdFamily,
+    WanFamily.name: WanFamily,
 }
 
 
