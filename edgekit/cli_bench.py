@@ -13,6 +13,7 @@ from edgekit.bench.derived import DERIVED
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import DEFAULT_VARIANTS as VIDEO_DEFAULT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
+from edgekit.bench.video_wan_variant import VARIANTS as WAN_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
 
 if TYPE_CHECKING:
@@ -137,47 +138,77 @@ def bench_select_deep(
 @bench_app.command("video")
 @user_errors
 def bench_video(
-    package: Path = typer.Argument(None, help="Video package (default: the mid-size random SVD, built and cached)."),
-    frames: int = typer.Option(8, "--frames"),
-    size: tuple[int, int] = typer.Option((256, 256), "--size", help="Height and width in pixels."),
+    package: Path = typer.Argument(None, help="Video package (default: the family's mid-size random model, built "
+                                              "and cached)."),
+    family: str = typer.Option("svd", "--family", help="svd (image to video) or wan (text to video)."),
+    frames: int = typer.Option(None, "--frames", help="Frames (default: svd 8, wan 9)."),
+    size: tuple[int, int] = typer.Option(None, "--size", help="Height and width in pixels (default: svd 256 256, "
+                                                              "wan 128 128)."),
     steps: int = typer.Option(10, "--steps"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
-    variants: str = typer.Option(",".join(VIDEO_DEFAULT_VARIANTS), "--variants",
-                                 help=f"Any of {', '.join(VIDEO_VARIANTS)}."),
-    slices: int = typer.Option(4, "--slices", help="edgekit-sliced, -lean, -streamlined: slices per operator group."),
-    step_cache: str = typer.Option("interval:3", "--step-cache",
-                                   help="edgekit-cached, -cached-noswap, -streamlined: the step cache setting."),
-    adaptive: str = typer.Option("adaptive:0.05", "--adaptive", help="edgekit-adaptive: the step cache setting."),
+    variants: str = typer.Option(None, "--variants",
+                                 help=f"svd: any of {', '.join(VIDEO_VARIANTS)} (default "
+                                      f"{','.join(VIDEO_DEFAULT_VARIANTS)}); wan: any of {', '.join(WAN_VARIANTS)} "
+                                      "(default all)."),
+    slices: int = typer.Option(None, "--slices", help="svd only: slices per operator group for edgekit-sliced, "
+                                                      "-lean, -streamlined (default 4)."),
+    step_cache: str = typer.Option(None, "--step-cache",
+                                   help="svd only: edgekit-cached, -cached-noswap, -streamlined's step cache "
+                                        "(default interval:3)."),
+    adaptive: str = typer.Option(None, "--adaptive",
+                                 help="svd: edgekit-adaptive's step cache (default adaptive:0.05); wan: "
+                                      "edgekit-cached's First-Block-Cache, its threshold also diffusers-fbc's "
+                                      "(default: video_wan.DEFAULT_ADAPTIVE)."),
     repeat: int = typer.Option(1, "--repeat", help="Rounds (every variant once per round); medians and ranges."),
-    work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graph and runs are cached."),
+    work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graphs and runs are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
     markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
     plot: Path = typer.Option(None, "--plot", help="Write a PNG: peak RSS and latency per stage per variant."),
 ) -> None:
-    """Image-to-video (SVD): diffusers, its memory switches, one ONNX graph per model and edgekit, per stage."""
-    from edgekit.bench import video
+    """Video: diffusers, one ONNX graph per model and edgekit, per stage. --family svd (image to video: also
+    diffusers' memory switches, operator groups, slices, step caches) or wan (text to video: First-Block-Cache
+    against diffusers', chunked exact decoding)."""
     from edgekit.errors import InvalidArgumentError
 
-    chosen = tuple(v.strip() for v in variants.split(",") if v.strip())
-    unknown = [v for v in chosen if v not in VIDEO_VARIANTS]
+    if family not in ("svd", "wan"):
+        raise InvalidArgumentError(f"--family {family!r}: choose svd or wan")
+    if family == "wan" and (slices is not None or step_cache is not None):
+        raise InvalidArgumentError("--slices and --step-cache are svd options; the wan bench's cache is --adaptive")
+    size = size if size and None not in size else ((256, 256) if family == "svd" else (128, 128))
+    frames = frames if frames is not None else (8 if family == "svd" else 9)
+    names = VIDEO_VARIANTS if family == "svd" else WAN_VARIANTS
+    chosen = (tuple(v.strip() for v in variants.split(",") if v.strip()) if variants is not None
+              else VIDEO_DEFAULT_VARIANTS if family == "svd" else WAN_VARIANTS)
+    unknown = [v for v in chosen if v not in names]
     if unknown or not chosen:
-        raise InvalidArgumentError(f"--variants: unknown {', '.join(unknown) or '(none given)'}; "
-                                   f"choose from {', '.join(VIDEO_VARIANTS)}")
-    if min(frames, steps, threads, slices, repeat, *size) < 1 or seed < 0:
+        raise InvalidArgumentError(f"--variants: unknown for --family {family}: {', '.join(unknown) or '(none given)'};"
+                                   f" choose from {', '.join(names)}")
+    if min(frames, steps, threads, repeat, *size) < 1 or seed < 0 or (slices is not None and slices < 1):
         raise InvalidArgumentError("--frames, --steps, --threads, --slices, --repeat and --size must be >= 1 "
                                    "and --seed >= 0")
-    from edgekit.runtimes.video.step_cache import parse_step_cache
-
-    for setting in (step_cache, adaptive):  # a bad setting is one line now, not a failed child later
-        parse_step_cache(setting)
     options = {"work": work} if work is not None else {}
-    config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps, seed=seed,
-                              threads=threads, variants=chosen, slices=slices, repeat=repeat, step_cache=step_cache,
-                              adaptive=adaptive, **options)
-    report = video.run_video_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"),
-                                   command="edgekit " + " ".join(sys.argv[1:]))
+    progress = lambda message: stderr.print(f"[bench] {message}")  # noqa: E731
+    command = "edgekit " + " ".join(sys.argv[1:])
+    if family == "wan":
+        from edgekit.bench import video_wan
+
+        config = video_wan.WanVideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps,
+                                         seed=seed, threads=threads, variants=chosen, repeat=repeat,
+                                         adaptive=adaptive or video_wan.DEFAULT_ADAPTIVE, **options)
+        report = video_wan.run_wan_bench(config, progress=progress, command=command)
+    else:
+        from edgekit.bench import video
+        from edgekit.runtimes.video.step_cache import parse_step_cache
+
+        step_cache, adaptive = step_cache or "interval:3", adaptive or "adaptive:0.05"
+        for setting in (step_cache, adaptive):  # a bad setting is one line now, not a failed child later
+            parse_step_cache(setting)
+        config = video.VideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps,
+                                  seed=seed, threads=threads, variants=chosen, slices=slices or 4, repeat=repeat,
+                                  step_cache=step_cache, adaptive=adaptive, **options)
+        report = video.run_video_bench(config, progress=progress, command=command)
     _publish(report, json_out, markdown_file if markdown else None, plot)
 
 

@@ -75,7 +75,7 @@ class VideoBench:
     repeat: int = 1  # rounds: every variant once per round; times, peaks and ratios are medians over rounds
 
 
-def _loadable(package: Path) -> bool:
+def loadable(package: Path) -> bool:
     """Whether a cached package loads with this edgekit (one written before manifest.sha256
     existed, or half-written, is exported again rather than failing the bench)."""
     from edgekit.errors import EdgekitError
@@ -104,7 +104,7 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, P
         if not (source / "model_index.json").is_file():
             progress(f"building the mid-size random SVD in {source}")
             build_mid_svd(source)
-        if not _loadable(package):
+        if not loadable(package):
             progress(f"exporting the package to {package}")
             export_svd(source, package, overwrite=True)
     else:
@@ -121,7 +121,7 @@ def prepare(config: VideoBench, progress: Progress) -> tuple[Path, Path, Path, P
         progress(f"exporting the whole UNet as one graph to {mono}")
         export_monolithic_svd(source, mono)
     grouped = package if Manifest.load(package).video.op_groups else root / "package-groups"
-    if any(name in GROUPED_VARIANTS for name in config.variants) and not _loadable(grouped):
+    if any(name in GROUPED_VARIANTS for name in config.variants) and not loadable(grouped):
         from edgekit.exporters.video_svd import export_svd
 
         progress(f"exporting the package with operator groups to {grouped}")
@@ -148,7 +148,7 @@ def make_inputs(config: VideoBench, latent_channels: int, scale: int, path: Path
     return path
 
 
-def _compare(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+def compare_outputs(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     from edgekit.runtimes.video.calibrate import psnr_db
 
     return {"max_abs_diff": float(np.max(np.abs(a - b))), "psnr_db": psnr_db(a, b)}
@@ -218,26 +218,26 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
             "frames_file": r["frames_file"],
         }
         if REFERENCE in frames:
-            row["frames_vs_diffusers"] = _compare(frames[name], frames[REFERENCE])
+            row["frames_vs_diffusers"] = compare_outputs(frames[name], frames[REFERENCE])
             row["latents_vs_diffusers"] = float(np.max(np.abs(latents[name] - latents[REFERENCE])))
         if BASELINE in latents:
             row["latents_vs_monolithic"] = float(np.max(np.abs(latents[name] - latents[BASELINE])))
-            row["frames_vs_monolithic"] = _compare(frames[name], frames[BASELINE])
+            row["frames_vs_monolithic"] = compare_outputs(frames[name], frames[BASELINE])
         if name in DECODE_VARIANTS and "edgekit" in frames:
-            row["frames_vs_edgekit_full"] = _compare(frames[name], frames["edgekit"])
+            row["frames_vs_edgekit_full"] = compare_outputs(frames[name], frames["edgekit"])
         if name == "edgekit-tiled" and "edgekit-chunked" in frames:
-            row["frames_vs_edgekit_chunked"] = _compare(frames[name], frames["edgekit-chunked"])
+            row["frames_vs_edgekit_chunked"] = compare_outputs(frames[name], frames["edgekit-chunked"])
         if name in ("edgekit-sliced", "edgekit-lean") and "edgekit-groups" in latents:
             row["latents_vs_unsliced"] = float(np.max(np.abs(latents[name] - latents["edgekit-groups"])))
-            row["frames_vs_unsliced"] = _compare(frames[name], frames["edgekit-groups"])
+            row["frames_vs_unsliced"] = compare_outputs(frames[name], frames["edgekit-groups"])
         if r.get("tile"):
             row["tile"] = r["tile"]
         stats = r.get("stats") or {}
         row["unet_block_evals"] = stats.get("unet_block_evals")
         if name in CACHED and UNCACHED in results:
             row["latents_vs_uncached"] = float(np.max(np.abs(latents[name] - latents[UNCACHED])))
-            row["frames_vs_uncached"] = _compare(frames[name], frames[UNCACHED])
-            row["ratios_vs_uncached"] = _ratios(r, results[UNCACHED])
+            row["frames_vs_uncached"] = compare_outputs(frames[name], frames[UNCACHED])
+            row["ratios_vs_uncached"] = ratios_between(r, results[UNCACHED])
         if base is not None and len(runs[name]) > 1:
             row["runs"] = len(runs[name])
             row["ratio_range"] = _ratio_range(runs[name], runs[BASELINE])
@@ -263,7 +263,7 @@ def run_video_bench(config: VideoBench, progress: Progress = lambda message: Non
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return build_report(settings, model, variants, verdicts(variants), TARGETS, command)
 
-def _ratios(run: dict[str, Any], other: dict[str, Any]) -> dict[str, float | None]:
+def ratios_between(run: dict[str, Any], other: dict[str, Any]) -> dict[str, float | None]:
     """Denoise and end-to-end time, denoise-stage and overall peak of `run` over `other`'s."""
     return {"denoise_time": ratio(run["stages"]["denoise"]["ms"], other["stages"]["denoise"]["ms"]),
             "latency": ratio(run["latency_ms"], other["latency_ms"]),

@@ -108,7 +108,7 @@ def _conditioning(manifest: Any) -> dict[str, Any]:
             "min_guidance_scale": c.min_guidance_scale, "max_guidance_scale": c.max_guidance_scale}
 
 
-def _wrap(obj: Any, name: str, before: Any = None, after: Any = None) -> None:
+def wrap_method(obj: Any, name: str, before: Any = None, after: Any = None) -> None:
     """Replace obj.name with a call that runs `before(*args)` / `after(result, *args)` around it."""
     original = getattr(obj, name)
 
@@ -150,15 +150,15 @@ def run_diffusers(args: argparse.Namespace, inputs: dict[str, np.ndarray], manif
     if not np.array_equal(noise.numpy(), inputs["noise"]):
         raise SystemExit("the noise in the inputs file is not the generator's first draw")
     captured: dict[str, np.ndarray] = {}
-    _wrap(pipeline, "_encode_image", before=lambda *a, **k: meter.begin("encode"))
-    _wrap(pipeline, "_encode_vae_image", after=lambda r, *a, **k: (meter.end("encode"), meter.begin("denoise")))
+    wrap_method(pipeline, "_encode_image", before=lambda *a, **k: meter.begin("encode"))
+    wrap_method(pipeline, "_encode_vae_image", after=lambda r, *a, **k: (meter.end("encode"), meter.begin("denoise")))
 
     def decode_start(latents: Any, *a: Any, **k: Any) -> None:
         meter.end("denoise")
         captured["latents"] = latents.detach().numpy().copy()
         meter.begin("decode")
 
-    _wrap(pipeline, "decode_latents", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
+    wrap_method(pipeline, "decode_latents", before=decode_start, after=lambda r, *a, **k: meter.end("decode"))
     started = time.perf_counter()
     with torch.no_grad():
         video = pipeline(given, height=height, width=width, num_frames=frames, num_inference_steps=args.steps,
@@ -227,6 +227,21 @@ def run_monolithic(args: argparse.Namespace, inputs: dict[str, np.ndarray], mani
     return run.frames, run.latents
 
 
+def write_outputs(out_dir: str | Path, variant: str, video: np.ndarray, latents: np.ndarray, meter: StageMeter,
+                  result: dict[str, Any]) -> None:
+    """Frames and latents as .npy in `out_dir`, and the per-stage figures, into `result` (the
+    JSON line every video bench child prints)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames_file, latents_file = out / f"{variant}-frames.npy", out / f"{variant}-latents.npy"
+    np.save(frames_file, video.astype(np.float32))
+    np.save(latents_file, np.asarray(latents, dtype=np.float32))
+    result.update(stages={stage: {"ms": meter.ms.get(stage), "peak_rss_mb": meter.peak.get(stage),
+                                  "start_rss_mb": meter.start_rss.get(stage)} for stage in STAGES},
+                  stage_peak_exact=meter.exact, peak_rss_mb=meter.overall(), frames_file=str(frames_file),
+                  latents_file=str(latents_file), shape=list(video.shape))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variant", choices=VARIANTS, required=True)
@@ -251,15 +266,7 @@ def main() -> None:
     runner = {"diffusers": run_diffusers, "diffusers-memory": run_diffusers,
               "onnx-monolithic": run_monolithic}.get(args.variant, run_edgekit)  # every other variant is edgekit
     video, latents = runner(args, inputs, manifest, meter, result)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frames_file, latents_file = out / f"{args.variant}-frames.npy", out / f"{args.variant}-latents.npy"
-    np.save(frames_file, video.astype(np.float32))
-    np.save(latents_file, np.asarray(latents, dtype=np.float32))
-    result.update(stages={stage: {"ms": meter.ms.get(stage), "peak_rss_mb": meter.peak.get(stage),
-                                  "start_rss_mb": meter.start_rss.get(stage)} for stage in STAGES},
-                  stage_peak_exact=meter.exact, peak_rss_mb=meter.overall(), frames_file=str(frames_file),
-                  latents_file=str(latents_file), shape=list(video.shape))
+    write_outputs(args.out_dir, args.variant, video, latents, meter, result)
     print(json.dumps(result))
 
 

@@ -90,6 +90,8 @@ class WanFamily:
         self.manifest, self.backend, self.window = manifest, backend, positive("window", window)
         self.wan = manifest.video.wan
         self.frame_rate = int(self.wan.fps)
+        # open sessions by role, used instead of loading the package's graph: "text_encoder"
+        # (encode_prompts) and "vae_decoder_whole" (decode in one call; the one-graph baseline)
         self.sessions = dict(sessions or {})
 
     # --- the contract ----------------------------------------------------------------------
@@ -202,7 +204,10 @@ class WanFamily:
 
     def decode(self, latents: np.ndarray, settings: DecodeSettings, stats: VideoStats) -> np.ndarray:
         """Frames [F, H, W, 3] in [0, 1] from denoised latents [1, C, T, h, w]: the first latent
-        frame alone, then `settings.chunk` latent frames per decoder call (None: 1), exact."""
+        frame alone, then `settings.chunk` latent frames per decoder call (None: 1), exact. With a
+        "vae_decoder_whole" session given at construction (the bench's one-graph baseline,
+        exporters/wan_vae.export_whole_decoder, exported for this T) the de-normalised latents are
+        decoded by it in one call instead; the caller opened it and keeps it open."""
         if settings.tile is not None:
             raise InvalidArgumentError("wan packages decode without spatial tiles (Wan's causal VAE decodes exactly "
                                        "frame by frame; tiles would be approximate); drop --decode-tile and use "
@@ -214,10 +219,14 @@ class WanFamily:
         mean = np.asarray(self.wan.latents_mean, dtype=np.float32).reshape(1, -1, 1, 1, 1)
         inverse_std = (np.float32(1.0) / np.asarray(self.wan.latents_std, dtype=np.float32)).reshape(1, -1, 1, 1, 1)
         denormalised = (latents.astype(np.float32) / inverse_std + mean).astype(np.float32)  # as WanPipeline
-        decoder = WanDecoder(self.manifest.graph("vae_decoder_first"), self.manifest.graph("vae_decoder_next"),
-                             self.manifest.root, self.backend.load)
-        video = decoder.decode(denormalised, chunk=settings.chunk or 1)  # [1, 3, F, H, W] in [-1, 1]
-        stats.graphs_loaded += decoder.loads
+        whole = self.sessions.get("vae_decoder_whole")
+        if whole is not None:  # the bench's one-graph baseline: every latent frame in one call
+            video = whole.run({whole.input_names[0]: denormalised})[0]
+        else:
+            decoder = WanDecoder(self.manifest.graph("vae_decoder_first"), self.manifest.graph("vae_decoder_next"),
+                                 self.manifest.root, self.backend.load)
+            video = decoder.decode(denormalised, chunk=settings.chunk or 1)  # [1, 3, F, H, W] in [-1, 1]
+            stats.graphs_loaded += decoder.loads
         stats.max_resident_graphs = max(stats.max_resident_graphs, 1)
         frames = video[0].transpose(1, 2, 3, 0)
         return np.clip(frames / np.float32(2) + np.float32(0.5), 0.0, 1.0).astype(np.float32)
