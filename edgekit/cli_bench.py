@@ -13,6 +13,7 @@ from edgekit.bench.derived import DERIVED
 from edgekit.bench.select_variant import VARIANTS as BENCH_SELECT_VARIANTS
 from edgekit.bench.video_variant import DEFAULT_VARIANTS as VIDEO_DEFAULT_VARIANTS
 from edgekit.bench.video_variant import VARIANTS as VIDEO_VARIANTS
+from edgekit.bench.video_wan_variant import DEFAULT_ADAPTIVE as WAN_DEFAULT_ADAPTIVE
 from edgekit.bench.video_wan_variant import VARIANTS as WAN_VARIANTS
 from edgekit.cli_common import stderr, stdout, user_errors
 
@@ -159,7 +160,7 @@ def bench_video(
     adaptive: str = typer.Option(None, "--adaptive",
                                  help="svd: edgekit-adaptive's step cache (default adaptive:0.05); wan: "
                                       "edgekit-cached's First-Block-Cache, its threshold also diffusers-fbc's "
-                                      "(default: video_wan.DEFAULT_ADAPTIVE)."),
+                                      f"(default {WAN_DEFAULT_ADAPTIVE})."),
     repeat: int = typer.Option(1, "--repeat", help="Rounds (every variant once per round); medians and ranges."),
     work: Path = typer.Option(None, "--work", help="Where the model, package, baseline graphs and runs are cached."),
     json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -196,7 +197,7 @@ def bench_video(
 
         config = video_wan.WanVideoBench(package=package, frames=frames, height=size[0], width=size[1], steps=steps,
                                          seed=seed, threads=threads, variants=chosen, repeat=repeat,
-                                         adaptive=adaptive or video_wan.DEFAULT_ADAPTIVE, **options)
+                                         adaptive=adaptive or WAN_DEFAULT_ADAPTIVE, **options)
         report = video_wan.run_wan_bench(config, progress=progress, command=command)
     else:
         from edgekit.bench import video

@@ -56,13 +56,12 @@ from edgekit.bench.report import Report, ratio
 from edgekit.bench.subprocess_runner import run_bench_variant
 from edgekit.bench.video import compare_outputs, loadable, median_run, ratios_between
 from edgekit.bench.video_wan_report import build_report
-from edgekit.bench.video_wan_variant import CACHED, VARIANTS, fbc_threshold
+from edgekit.bench.video_wan_variant import CACHED, DEFAULT_ADAPTIVE, VARIANTS, fbc_threshold
 from edgekit.demo import cache_dir
 
 Progress = Callable[[str], None]
 VARIANT_MODULE = "edgekit.bench.video_wan_variant"
 REFERENCE, BASELINE, UNCACHED = "diffusers", "onnx-monolithic", "edgekit"
-DEFAULT_ADAPTIVE = "adaptive:0.36,max-skip:1000"  # see the module docstring
 PROMPT = "a red car runs on the beach at sunset"  # words the tiny tokenizer knows, so it tests real tokens
 NEGATIVE_PROMPT = "blue"
 GUIDANCE_SCALE = 5.0

@@ -40,6 +40,7 @@ from edgekit.bench.video_variant import StageMeter, wrap_method, write_outputs
 VARIANTS = ("diffusers", "diffusers-fbc", "onnx-monolithic", "edgekit", "edgekit-cached", "edgekit-chunked")
 CACHED = {"edgekit-cached": "edgekit", "diffusers-fbc": "diffusers"}  # cached variant -> its no-cache run
 CHUNKED_DECODE = 2  # edgekit-chunked: latent frames per decoder call after the first
+DEFAULT_ADAPTIVE = "adaptive:0.36,max-skip:1000"  # how it was picked: edgekit/bench/video_wan.py's docstring
 
 
 def fbc_threshold(setting: str) -> float:
@@ -161,7 +162,7 @@ def main() -> None:
     parser.add_argument("--transformer", help="the whole-transformer graph (onnx-monolithic)")
     parser.add_argument("--decoder", help="the whole-VAE-decoder graph (onnx-monolithic)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--adaptive", default="adaptive:0.05", help="edgekit-cached and diffusers-fbc's threshold")
+    parser.add_argument("--adaptive", default=DEFAULT_ADAPTIVE, help="edgekit-cached and diffusers-fbc's threshold")
     args = parser.parse_args()
     from edgekit.manifest import Manifest
 
