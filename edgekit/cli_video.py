@@ -123,6 +123,7 @@ def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image:
     """`edgekit calibrate` for video packages (runtimes/video/calibrate.py)."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
+    from edgekit.manifest import Manifest
     from edgekit.runtimes.video.calibrate import (
         CANDIDATES,
         calibrate_step_cache,
@@ -130,6 +131,10 @@ def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image:
         write_step_cache_calibration,
     )
     from edgekit.runtimes.video.images import smooth_test_image
+
+    if Manifest.load(package).video.wan is not None:
+        raise InvalidArgumentError(f"{package} is a wan package; `edgekit calibrate` calibrates the SVD step cache "
+                                   "only so far; give the block cache a setting (--step-cache adaptive:T)")
     if target_psnr is None:
         raise InvalidArgumentError("video calibration needs --target-psnr DB (e.g. 30)")
     if seeds < 1:

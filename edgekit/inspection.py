@@ -58,8 +58,14 @@ def _video_lines(manifest: Manifest) -> Text:
     if manifest.video.svd is not None:
         svd = manifest.video.svd
         lines.append(f" · svd: fps {svd.fps}, guidance {svd.min_guidance_scale}-{svd.max_guidance_scale}")
-    unet = [graph.bytes for graph in manifest.unet_graphs]
-    lines.append(f"\nUNet stages {_mib(sum(unet))}, the largest {_mib(max(unet))} (streamed: window 2 maps at most "
+    wan = manifest.video.wan
+    if wan is not None:
+        lines.append(f" · wan: prompts padded to {wan.max_sequence_length} tokens, guidance {wan.guidance_scale}, "
+                     f"fps {wan.fps}, patch {'x'.join(map(str, wan.patch_size))}")
+    streamed = manifest.graphs_by_role("dit_block") if wan is not None else manifest.unet_graphs
+    sizes = [graph.bytes for graph in streamed]
+    what = f"DiT blocks ({len(sizes)})" if wan is not None else "UNet stages"
+    lines.append(f"\n{what} {_mib(sum(sizes))}, the largest {_mib(max(sizes))} (streamed: window 2 maps at most "
                  "two of them)")
     if manifest.video.op_groups:
         axes = [group.axis for group in manifest.video.op_groups.values()]

@@ -48,7 +48,7 @@ def test_export_writes_version_2_with_role_format_and_hashes(tiny_cross_package:
     assert [g["index"] for g in data["graphs"] if g["role"] == "layer"] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_cross_package", "tiny_bi_package", "svd_package"])
+@pytest.mark.parametrize("fixture", ["tiny_cross_package", "tiny_bi_package", "svd_package", "wan_package"])
 def test_verify_and_inspect_share_one_code_path_for_every_task(fixture: str, request: pytest.FixtureRequest) -> None:
     package: Path = request.getfixturevalue(fixture)
     manifest = Manifest.load(package)

@@ -320,6 +320,7 @@ def real_manifests(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         pass
     else:
         packages["svd"] = request.getfixturevalue("svd_package")
+        packages["wan"] = request.getfixturevalue("wan_package")
     found = {}
     for name, package in packages.items():
         scratch = tmp_path_factory.mktemp("fuzz") / name

@@ -213,6 +213,41 @@ def test_an_attacked_video_manifest_is_refused_in_one_line(svd_package: Path, tm
     assert needle in str(caught.value) and "\n" not in str(caught.value)
 
 
+def _wan_graph(data: dict, role: str) -> dict:
+    return next(g for g in data["graphs"] if g["role"] == role)
+
+
+WAN_ATTACKS: list[tuple[str, Edit, str]] = [
+    ("a zero latents_std", lambda d: d["video"]["wan"]["latents_std"].__setitem__(0, 0.0),
+     "video.wan.latents_std[0] must be"),
+    ("a latents_mean per channel missing", lambda d: d["video"]["wan"]["latents_mean"].pop(),
+     "one value per latent channel"),
+    ("an odd head dim", lambda d: d["video"]["wan"].update(attention_head_dim=13), "must be even"),
+    ("a 1e12-token prompt", lambda d: d["video"]["wan"].update(max_sequence_length=10**12),
+     "video.wan.max_sequence_length must be an integer"),
+    ("frames not 4k+1", lambda d: d["video"]["conditioning"].update(num_frames=8), "not of the form 4k+1"),
+    ("a next-chunk decoder missing a cache", lambda d: _wan_graph(d, "vae_decoder_next")["inputs"].pop(),
+     "the next-chunk decoder takes latents and the"),
+    ("a block with a ghost input", lambda d: _wan_graph(d, "dit_block")["inputs"].append(
+        {"name": "ghost", "dtype": "float32", "shape": [1]}), "a dit_block takes hidden_states"),
+    ("an unknown scheduler key", lambda d: d["video"]["scheduler"].update(mystery_knob=1), "mystery_knob"),
+    ("an svd section in a wan package", lambda d: d["video"].update(svd=d["video"]["wan"]), "video.svd"),
+    ("no wan section", lambda d: d["video"].pop("wan"), "needs its family section video.wan"),
+    ("a tokenizer outside the package", lambda d: d["video"]["wan"]["tokenizer"].update(file="../tokenizer.json"),
+     "video.wan.tokenizer.file"),
+]
+
+
+@pytest.mark.parametrize(("edit", "needle"), [(edit, needle) for _, edit, needle in WAN_ATTACKS],
+                         ids=[name for name, _, _ in WAN_ATTACKS])
+def test_an_attacked_wan_manifest_is_refused_in_one_line(wan_package: Path, tmp_path: Path, edit: Edit,
+                                                         needle: str) -> None:
+    package = _attacked(wan_package, tmp_path, edit)
+    with pytest.raises(NotAPackageError) as caught:
+        Manifest.load(package)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_a_number_too_large_for_a_float_is_refused_by_its_field(tiny_cross_package: Path, tmp_path: Path) -> None:
     """`1e400` is valid JSON that Python reads as inf: the field's own check names it."""
     copy = tmp_path / "pkg"

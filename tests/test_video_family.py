@@ -154,7 +154,7 @@ def test_the_manifest_check_reads_the_family_names_from_the_registry(toy: Any) -
     section = VideoSection.from_dict({"scheduler": SCHEDULER, "conditioning": {
         "num_frames": 2, "num_inference_steps": 2, "height": 8, "width": 8, "latent_channels": 4,
         "vae_scale_factor": 2, "scaling_factor": 0.18, "size_multiple": 8}})
-    with pytest.raises(ValueError, match="video family 'wan' is not one of"):
-        section.check("wan", lambda role: [], [])
+    with pytest.raises(ValueError, match="video family 'cogvideox' is not one of"):
+        section.check("cogvideox", lambda role: [], [])
     with pytest.raises(ValueError, match="exactly one 'image_encoder' graph"):  # "toy" is known: the next check
         section.check("toy", lambda role: [], [])

@@ -149,3 +149,9 @@ def test_runtime_runs_with_heavy_modules_blocked(wan_package: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"shape": [5, 16, 16, 3], "heavy": []}
+
+
+def test_calibrate_refuses_a_wan_package_in_one_line(wan_package: Path) -> None:
+    result = runner.invoke(app, ["calibrate", str(wan_package), "--target-psnr", "30"])
+    message = result.stderr.strip()
+    assert result.exit_code == 2 and "\n" not in message and "wan package" in message

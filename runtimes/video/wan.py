@@ -162,7 +162,8 @@ class WanFamily:
         calibration = self.manifest.video.step_cache
         if calibration is None:
             raise InvalidArgumentError(f"step cache 'auto' reads the calibrated setting, and {self.manifest.root} has "
-                                       "none; give a setting (e.g. adaptive:0.05)")
+                                       "none (`edgekit calibrate` does not calibrate wan packages yet); give a "
+                                       "setting (e.g. adaptive:0.05)")
         return calibration["setting"]
 
     def schedule(self, steps: int) -> Schedule:
