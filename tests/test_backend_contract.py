@@ -25,7 +25,7 @@ from tests.conftest import CANDIDATES, QUERY
 REPO = Path(__file__).resolve().parents[1]
 MAY_IMPORT_ORT = ("runtimes/backends/", "exporters/")  # scripts/, tests/, edgekit/ and the rest may not
 # probes that measure onnxruntime's own mechanisms (not the backend contract) and say so
-PROBES_OF_ORT = ("scripts/probe_shared_sessions.py", "scripts/probe_prepacking.py")
+PROBES_OF_ORT = ("scripts/probe_shared_sessions.py", "scripts/probe_prepacking.py", "scripts/probe_wan_decode.py")
 ORT_NAMES = {"OrtBackend", "OrtSession"}
 
 

@@ -59,9 +59,10 @@ class CachedDiT(StreamedDiT):
         super().__init__(embed, blocks, head, root, load, window, **rope)
         check_block_depth(settings, len(self.blocks))
         self.settings, self.swap = settings, swap
+        # adaptive: the head residual of the last full step, kept by a second swap of the same mode
+        self.reference = CacheSwap(swap.mode, swap.folder) if settings.mode == "adaptive" else None
         self.planner = StepPlanner(settings)
         self._step = 0
-        self._reference: np.ndarray | None = None  # adaptive: the head residual of the last full step
         self._head_blocks = self.blocks[: settings.depth + 1]
         self._tail_blocks = self.blocks[settings.depth + 1:]
         self._keeps = not ((settings.mode == "interval" and settings.interval == 1)
@@ -72,46 +73,65 @@ class CachedDiT(StreamedDiT):
         may_reuse = self._keeps and self.planner.may_reuse(self._step)
         self._step += 1
         adaptive = self.settings.mode == "adaptive"
-        seen: dict[str, np.ndarray] = {}  # the embeddings' and the head blocks' hidden_states
-        last_head = self._head_blocks[-1]
+        # the head blocks' output, and (adaptive) the embeddings' until the head residual replaces them
+        seen: dict[str, np.ndarray] = {}
+        # "cached": this step reuses the kept residual; "park": a full step that keeps its residuals
+        step = {"cached": may_reuse and not adaptive, "park": not may_reuse and self._keeps and not last_step}
 
         def after(graph: GraphSpec) -> None:
-            if graph is self.embed:
+            if graph is self.embed and adaptive:
                 seen["embedded"] = state["hidden_states"]
-            elif graph is last_head:
+            elif graph is self._head_blocks[-1]:
                 seen["head"] = state["hidden_states"]
-                if cached:  # interval: known before the step; adaptive: decided by now
+                if adaptive:  # the head residual, in the embeddings' place (they are not needed again)
+                    seen["residual"] = np.subtract(seen["head"], seen.pop("embedded"))
+                if step["cached"]:
                     state["hidden_states"] = seen["head"] + self.swap.take()
-            elif graph is self._tail_blocks[-1] and self._keeps and not last_step:
-                self.swap.put(state["hidden_states"] - seen["head"])
-                if adaptive:
-                    self._reference = seen["head"] - seen["embedded"]
+            if step["park"]:
+                self._park_head(graph, seen, state)
 
         change: float | None = None
         if not may_reuse:  # a full step, known in advance: one stream
-            cached = False
             self.swap.discard()
             self._stream(self.graphs, state, last_step, after)
         elif not adaptive:  # interval: a cached step, known in advance: one stream
-            cached = True
             self.swap.prefetch()
             self._stream([self.embed, *self._head_blocks, self.head], state, last_step, after)
         else:  # First-Block-Cache: the head blocks, then decide
-            cached = False
+            assert self.reference is not None
             self.swap.prefetch()  # read back while the embeddings and the head blocks compute
+            self.reference.prefetch()
             self._stream([self.embed, *self._head_blocks], state, last_step, after)
-            assert self._reference is not None
-            change = relative_l1(seen["head"] - seen["embedded"], self._reference)
-            cached = self.planner.decide(change)
-            if cached:
+            change = relative_l1(seen["residual"], self.reference.take())
+            step["cached"] = self.planner.decide(change)
+            if step["cached"]:
                 state["hidden_states"] = seen["head"] + self.swap.take()
                 self._stream([self.head], state, last_step, after)
             else:
                 self.swap.discard()
+                step["park"] = not last_step
+                if step["park"]:
+                    self._park_head(self._head_blocks[-1], seen, state)
                 self._stream([*self._tail_blocks, self.head], state, last_step, after)
         seen.clear()
-        self.planner.record(cached, change)
+        self.planner.record(step["cached"], change)
         return self.finish(state)
+
+    def _park_head(self, graph: GraphSpec, seen: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+        """A full step that keeps its residuals: while the tail blocks run, the head output waits in
+        the swap (off: where it is); it comes back for the last tail block's residual, which then
+        replaces it there, and the head residual goes to the reference swap."""
+        tail = self._tail_blocks
+        if graph is self._head_blocks[-1]:
+            self.swap.put(seen.pop("head"))
+            if len(tail) == 1:
+                self.swap.prefetch()
+        elif len(tail) > 1 and graph is tail[-2]:
+            self.swap.prefetch()  # back while the last tail block computes
+        elif graph is tail[-1]:
+            self.swap.put(np.subtract(state["hidden_states"], self.swap.take()))
+            if self.reference is not None:
+                self.reference.put(seen.pop("residual"))
 
     def _stream(self, graphs: Sequence[GraphSpec], state: dict[str, np.ndarray], last_step: bool,
                 after: Callable[[GraphSpec], None]) -> None:
@@ -137,3 +157,5 @@ class CachedDiT(StreamedDiT):
 
     def close(self) -> None:
         self.swap.close()
+        if self.reference is not None:
+            self.reference.close()

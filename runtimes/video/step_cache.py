@@ -184,10 +184,15 @@ def split_unet(graphs: Sequence[GraphSpec], op_groups: Mapping[str, OpGroup], de
 
 
 def relative_l1(feature: np.ndarray, reference: np.ndarray) -> float:
-    """sum |feature - reference| / sum |reference| over the whole tensor (both guidance halves), in
-    float64: 0 for an unchanged feature, scale-free."""
-    denominator = float(np.abs(reference, dtype=np.float64).sum())
-    numerator = float(np.abs(feature.astype(np.float64) - reference).sum())
+    """sum |feature - reference| / sum |reference| over the whole tensor (both guidance halves): 0
+    for an unchanged feature, scale-free. The difference is taken in the arrays' dtype (float32,
+    as diffusers' First-Block-Cache takes it) in one scratch array, the sums accumulated in
+    float64 (a float64 copy of a DiT's hidden states would add 2x their size to the step's peak)."""
+    scratch = np.subtract(feature, reference)
+    np.abs(scratch, out=scratch)
+    numerator = float(scratch.sum(dtype=np.float64))
+    np.abs(reference, out=scratch)
+    denominator = float(scratch.sum(dtype=np.float64))
     return numerator / denominator if denominator > 0 else (0.0 if numerator == 0 else math.inf)
 
 
