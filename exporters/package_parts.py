@@ -31,6 +31,32 @@ def check_parity(name: str, diff: float, scale: float, tolerance: float) -> None
         )
 
 
+def graph_vs_module(module: torch.nn.Module, graph: GraphSpec, root: Path, backend: Any,
+                    examples: list[tuple[torch.Tensor, ...]], input_names: list[str], tolerance: float) -> float:
+    """Max abs diff of `graph` (loaded from `root` by `backend`) against `module` over every example
+    (fed by `input_names`; outputs compared in the graph's order); SourceModelError when an output's
+    shape differs (a shape was baked into the graph), ParityError beyond `tolerance` (relative to
+    max(1, max |reference|)). The session is released either way."""
+    session = backend.load(root / graph.path)
+    worst = 0.0
+    try:
+        for example in examples:
+            with torch.no_grad():
+                expected = module(*example)
+            expected_list = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+            actual = session.run({name: value.numpy() for name, value in zip(input_names, example)})
+            for spec, got, want in zip(graph.outputs, actual, expected_list):
+                if tuple(got.shape) != tuple(want.shape):
+                    raise SourceModelError(f"{graph.name}: output {spec.name} has shape {tuple(got.shape)} in ONNX, "
+                                           f"{tuple(want.shape)} in torch; a shape was baked into the graph")
+                diff, scale = max_diff(got, want.numpy())
+                check_parity(f"{graph.name}.{spec.name} at shape {tuple(example[0].shape)}", diff, scale, tolerance)
+                worst = max(worst, diff)
+    finally:
+        session.release()
+    return worst
+
+
 def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], exported: torch.nn.Module,
                    exported_args: tuple[torch.Tensor, ...], root: Path, name: str, role: str, index: int | None,
                    input_names: list[str], output: str, axes: dict[str, dict[int, str]],

@@ -31,7 +31,7 @@ import torch
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
 from edgekit.exporters.onnx_writer import export_graph
-from edgekit.exporters.package_parts import check_parity, max_diff, versions
+from edgekit.exporters.package_parts import check_parity, graph_vs_module, max_diff, versions
 from edgekit.exporters.source import checkpoint_errors, load_failure, read_json_object
 from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
 from edgekit.exporters.video_stages import (
@@ -274,24 +274,7 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
 
 def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: Backend) -> float:
     """Max abs diff of the ONNX graph vs its torch module over every example input set."""
-    session = backend.load(root / graph.path)
-    worst = 0.0
-    try:
-        for example in plan.examples:
-            with torch.no_grad():
-                expected = plan.module(*example)
-            expected_list = list(expected) if isinstance(expected, tuple) else [expected]
-            actual = session.run({name: value.numpy() for name, value in zip(plan.input_names, example)})
-            for out_name, got, want in zip(plan.output_names, actual, expected_list):
-                if tuple(got.shape) != tuple(want.shape):
-                    raise SourceModelError(f"{plan.name}: output {out_name} has shape {tuple(got.shape)} in ONNX, "
-                                           f"{tuple(want.shape)} in torch; a shape was baked into the graph")
-                diff, scale = max_diff(got, want.numpy())
-                check_parity(f"{plan.name}.{out_name} at shape {tuple(example[0].shape)}", diff, scale, TOLERANCE)
-                worst = max(worst, diff)
-    finally:
-        session.release()
-    return worst
+    return graph_vs_module(plan.module, graph, root, backend, plan.examples, plan.input_names, TOLERANCE)
 
 
 def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: Backend,

@@ -36,9 +36,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from edgekit.errors import InvalidArgumentError, SourceModelError
+from edgekit.errors import InvalidArgumentError
 from edgekit.exporters.onnx_writer import export_graph
-from edgekit.exporters.package_parts import check_parity, max_diff
+from edgekit.exporters.package_parts import check_parity, graph_vs_module, max_diff
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.backends import Backend
 from edgekit.runtimes.video.dit import StreamedDiT
@@ -211,24 +211,7 @@ def plan_wan_stages(text_encoder: torch.nn.Module, transformer: torch.nn.Module,
 def check_graph(plan: WanStagePlan, graph: GraphSpec, root: Path, backend: Backend) -> float:
     """Max abs diff of the ONNX graph vs its torch module over every example input set;
     ParityError beyond TOLERANCE, SourceModelError when a shape was baked into the graph."""
-    session = backend.load(root / graph.path)
-    worst = 0.0
-    try:
-        for example in plan.examples:
-            with torch.no_grad():
-                expected = plan.module(*example)
-            expected_list = list(expected) if isinstance(expected, tuple) else [expected]
-            actual = session.run({name: value.numpy() for name, value in zip(plan.input_names, example)})
-            for out_name, got, want in zip(plan.output_names, actual, expected_list):
-                if tuple(got.shape) != tuple(want.shape):
-                    raise SourceModelError(f"{plan.name}: output {out_name} has shape {tuple(got.shape)} in ONNX, "
-                                           f"{tuple(want.shape)} in torch; a shape was baked into the graph")
-                diff, scale = max_diff(got, want.numpy())
-                check_parity(f"{plan.name}.{out_name} at shape {tuple(example[0].shape)}", diff, scale, TOLERANCE)
-                worst = max(worst, diff)
-    finally:
-        session.release()
-    return worst
+    return graph_vs_module(plan.module, graph, root, backend, plan.examples, plan.input_names, TOLERANCE)
 
 
 def streamed_dit(transformer: Any, graphs: Sequence[GraphSpec], root: Path, backend: Backend,

@@ -59,7 +59,7 @@ from torch import nn
 
 from edgekit.errors import ParityError, SourceModelError
 from edgekit.exporters.onnx_writer import export_graph
-from edgekit.exporters.package_parts import check_parity, max_diff
+from edgekit.exporters.package_parts import graph_vs_module
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.backends import Backend, backend_for
 from edgekit.runtimes.video.wan_decode import LATENTS, decode_latents
@@ -238,26 +238,7 @@ def _examples(vae: nn.Module, batch: int, hw: tuple[int, int], frames: int,
 def _check_graph(module: nn.Module, spec: GraphSpec, root: Path, backend: Backend,
                  examples: list[tuple[torch.Tensor, ...]]) -> float:
     """Max abs diff of ORT vs the torch wrapper over `examples` (ParityError past TOLERANCE)."""
-    session = backend.load(root / spec.path)
-    names = [tensor.name for tensor in spec.inputs]
-    worst = 0.0
-    try:
-        for example in examples:
-            with torch.no_grad():
-                expected = module(*example)
-            if isinstance(expected, torch.Tensor):
-                expected = (expected,)
-            actual = session.run({name: value.numpy() for name, value in zip(names, example)})
-            for out, got, want in zip(spec.outputs, actual, expected):
-                if tuple(got.shape) != tuple(want.shape):
-                    raise ParityError(f"{spec.name}.{out.name}: shape {tuple(got.shape)} in ONNX, "
-                                      f"{tuple(want.shape)} in torch; a shape was baked into the graph")
-                diff, scale = max_diff(got, want.numpy())
-                check_parity(f"{spec.name}.{out.name} at latents {tuple(example[0].shape)}", diff, scale, TOLERANCE)
-                worst = max(worst, diff)
-    finally:
-        session.release()
-    return worst
+    return graph_vs_module(module, spec, root, backend, examples, [tensor.name for tensor in spec.inputs], TOLERANCE)
 
 
 def export_wan_decoder(vae: Any, root: Path, latent_hw: list[tuple[int, int]], backend: Backend,
