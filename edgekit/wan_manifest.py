@@ -107,6 +107,9 @@ class WanConditioning:
         (a VideoConditioning: latent channels, VAE scale factor, size multiple, default frames)."""
         latent_channels, vae_scale_factor = conditioning.latent_channels, conditioning.vae_scale_factor
         size_multiple = conditioning.size_multiple
+        if self.vae_scale_factor_temporal != 4:  # runtimes/video/wan_decode.py: 4 frames per later latent frame
+            raise ManifestError(f"video.wan.vae_scale_factor_temporal {self.vae_scale_factor_temporal} is not 4, the "
+                                "only temporal factor this runtime decodes")
         if (conditioning.num_frames - 1) % self.vae_scale_factor_temporal:
             raise ManifestError(f"default num_frames {conditioning.num_frames} is not of the form "
                                 f"{self.vae_scale_factor_temporal}k+1")
@@ -135,6 +138,9 @@ def check_wan_graphs(graphs_by_role: Callable[[str], list[GraphSpec]]) -> None:
         graph = graphs_by_role(role)[0]
         if tuple(spec.name for spec in graph.inputs) != feeds or not graph.outputs:
             raise ManifestError(f"graph {graph.name!r}: a wan {role} takes {list(feeds)} and has an output")
+    head = graphs_by_role("dit_head")[0]
+    if [spec.name for spec in head.outputs] != ["patches"]:
+        raise ManifestError(f"graph {head.name!r}: the wan dit_head outputs ['patches']")
     embed = graphs_by_role("dit_embed")[0]
     if {spec.name for spec in embed.outputs} != EMBED_OUTPUTS:
         raise ManifestError(f"graph {embed.name!r}: the wan dit_embed outputs {sorted(EMBED_OUTPUTS)}")

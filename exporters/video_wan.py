@@ -69,7 +69,6 @@ class WanSource:
     vae: torch.nn.Module
     scheduler: dict[str, Any]
     tokenizer_file: Path
-    pad_token_id: int
 
 
 def load_wan(source: Path) -> WanSource:
@@ -83,6 +82,9 @@ def load_wan(source: Path) -> WanSource:
     if index.get("transformer_2") not in (None, [None, None]) or index.get("boundary_ratio") is not None:
         raise SourceModelError(f"{source} is a Wan 2.2 pipeline with two transformers; edgekit exports Wan 2.1 "
                                "(one transformer)")
+    if index.get("expand_timesteps"):
+        raise SourceModelError(f"{source} is a Wan 2.2 TI2V pipeline (expand_timesteps: per-token timesteps); "
+                               "edgekit exports Wan 2.1 text to video")
     for part in PARTS:
         if not (source / part).is_dir():
             raise SourceModelError(f"{source} has no {part}/ folder; save the whole pipeline with save_pretrained")
@@ -108,19 +110,21 @@ def load_wan(source: Path) -> WanSource:
             text_encoder = UMT5EncoderModel.from_pretrained(source / "text_encoder", dtype=torch.float32)
     except (*checkpoint_errors(), RuntimeError, ValueError) as error:
         raise load_failure("diffusers", source, error) from None
+    if getattr(vae.config, "is_residual", False) or getattr(vae.config, "patch_size", None) is not None:
+        raise SourceModelError(f"{source}: the VAE is Wan 2.2's (residual blocks, patchified output); edgekit "
+                               "exports Wan 2.1's VAE")
     if transformer.config.image_dim is not None or transformer.config.added_kv_proj_dim is not None:
         raise SourceModelError(f"{source}: the transformer takes image embeddings (image to video); edgekit exports "
                                "Wan text-to-video pipelines")
-    pad = read_json_object(source / "text_encoder" / "config.json").get("pad_token_id", 0)
     return WanSource(path=source, text_encoder=text_encoder.float().eval(), transformer=transformer.float().eval(),
-                     vae=vae.float().eval(), scheduler=scheduler, tokenizer_file=tokenizer_file,
-                     pad_token_id=int(pad or 0))
+                     vae=vae.float().eval(), scheduler=scheduler, tokenizer_file=tokenizer_file)
 
 
 def _conditioning(src: WanSource) -> tuple[VideoConditioning, WanConditioning, str]:
     t, v = src.transformer.config, src.vae.config
-    spatial = 2 ** len(v.temperal_downsample)
-    temporal = 2 ** sum(bool(x) for x in v.temperal_downsample)
+    # as WanPipeline reads them (its config's scale factors where the VAE has them)
+    spatial = int(getattr(v, "scale_factor_spatial", None) or 2 ** len(v.temperal_downsample))
+    temporal = int(getattr(v, "scale_factor_temporal", None) or 2 ** sum(bool(x) for x in v.temperal_downsample))
     _, ph, pw = (int(x) for x in t.patch_size)
     defaults = RELEASED_DEFAULTS if int(t.num_layers) >= RELEASED_BLOCKS else SMALL_DEFAULTS
     conditioning = VideoConditioning(latent_channels=int(v.z_dim), vae_scale_factor=spatial, scaling_factor=1.0,
@@ -144,14 +148,14 @@ def export_wan(source: str | Path, out: Path, overwrite: bool = False, progress:
     WanPipeline)."""
     source, out = Path(source), Path(out)
     check_destination(out, source, overwrite)
+    if max_sequence_length is not None and (isinstance(max_sequence_length, bool) or
+                                            not isinstance(max_sequence_length, int) or max_sequence_length < 1):
+        raise InvalidArgumentError(f"--max-length must be a positive integer, got {max_sequence_length!r}")
     report = progress or (lambda message, done, total: None)
     report("loading the diffusers pipeline", 0, 4)
     src = load_wan(source)
     conditioning, wan, tokenizer_entry = _conditioning(src)
     if max_sequence_length is not None:
-        if isinstance(max_sequence_length, bool) or not isinstance(max_sequence_length, int) \
-                or max_sequence_length < 1:
-            raise InvalidArgumentError(f"--max-length must be a positive integer, got {max_sequence_length!r}")
         wan = dataclasses.replace(wan, max_sequence_length=max_sequence_length)
     backend = backend_for("onnx", "cpu")
     unit = conditioning.size_multiple // conditioning.vae_scale_factor  # latent multiple

@@ -230,6 +230,10 @@ WAN_ATTACKS: list[tuple[str, Edit, str]] = [
      "the next-chunk decoder takes latents and the"),
     ("a block with a ghost input", lambda d: _wan_graph(d, "dit_block")["inputs"].append(
         {"name": "ghost", "dtype": "float32", "shape": [1]}), "a dit_block takes hidden_states"),
+    ("a head that outputs another name", lambda d: _wan_graph(d, "dit_head")["outputs"][0].update(name="x"),
+     "the wan dit_head outputs ['patches']"),
+    ("a temporal factor the decoder does not know", lambda d: d["video"]["wan"].update(vae_scale_factor_temporal=8),
+     "vae_scale_factor_temporal 8 is not 4"),
     ("an unknown scheduler key", lambda d: d["video"]["scheduler"].update(mystery_knob=1), "mystery_knob"),
     ("an svd section in a wan package", lambda d: d["video"].update(svd=d["video"]["wan"]), "video.svd"),
     ("no wan section", lambda d: d["video"].pop("wan"), "needs its family section video.wan"),

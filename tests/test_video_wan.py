@@ -91,6 +91,14 @@ def test_chunked_decode_equals_frame_by_frame_decode(wan_package: Path) -> None:
         assert float(np.abs(pipeline.decode(latents, decode_chunk=chunk) - by_frame).max()) <= 1e-5
 
 
+def test_decode_refuses_latents_it_cannot_decode_in_one_line(wan_package: Path) -> None:
+    pipeline = edgekit.load(str(wan_package))
+    for latents in ([[1.0]], np.zeros((2, 16, 1, 4, 4), np.float32), np.zeros((1, 4, 1, 4, 4), np.float32)):
+        with pytest.raises(InvalidArgumentError) as caught:
+            pipeline.decode(latents)
+        assert "latents must be an array [1, 16, T, h, w]" in str(caught.value)
+
+
 def test_window_one_equals_window_two_bit_for_bit(wan_package: Path) -> None:
     runs = [edgekit.load(str(wan_package), window=window).generate(prompt=PROMPT, num_frames=5, steps=2, height=16,
                                                                     width=32, seed=1) for window in (1, 2)]
@@ -105,6 +113,9 @@ def test_window_one_equals_window_two_bit_for_bit(wan_package: Path) -> None:
     ({"guidance_scale": -1.0}, "guidance_scale"),
     ({"latents": np.zeros((1, 16, 2, 4, 4), dtype=np.float32)}, "latents has shape"),
     ({"image": np.zeros((8, 8, 3))}, "not --image"),
+    ({"guidance_scale": "5"}, "must be a number"),
+    ({"latents": np.full(LATENT_SHAPE, np.nan, dtype=np.float32)}, "NaN"),
+    ({"num_frames": 4 * 33 + 1}, "rope_max_seq_len 32"),  # 34 latent frames: past the tiny DiT's rotary table
 ])
 def test_bad_input_is_one_line_before_compute(wan_package: Path, options: dict, needle: str) -> None:
     pipeline = edgekit.load(str(wan_package))

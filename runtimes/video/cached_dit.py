@@ -153,7 +153,8 @@ class CachedDiT(StreamedDiT):
                 "cached_steps": plan.count("C"),
                 "changes": [None if c is None else round(c, 6) for c in self.planner.changes],
                 "blocks": [graph.name for graph in self.blocks],
-                "shallow_blocks": [graph.name for graph in self._head_blocks], "swap": self.swap.timings()}
+                "shallow_blocks": [graph.name for graph in self._head_blocks], "swap": self.swap.timings(),
+                "reference_swap": None if self.reference is None else self.reference.timings()}
 
     def close(self) -> None:
         self.swap.close()

@@ -14,8 +14,9 @@ replaces `state[X]`, any other output is stored under its own name. One evaluati
 
 Nothing is dropped from `state` while streaming: the embed graph's inputs are the caller's own
 arrays (dropping them frees nothing) and every block reads `context`, `timestep_proj` and the
-rope tables. A step cache (First-Block-Cache: embed + block 0, decide, the remaining blocks or a
-cached residual, then the head) calls `stream_graphs` on each subsequence over one `state`.
+rope tables. A step cache (runtimes/video/cached_dit.py: embed + block 0, decide, the remaining blocks or a
+cached residual, then the head) streams subsequences over one `state` with `apply_dit_graph`,
+watching each graph's result as it comes.
 """
 
 from __future__ import annotations

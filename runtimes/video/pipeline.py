@@ -57,8 +57,9 @@ class VideoPipeline:
 
     def decode(self, latents: np.ndarray, decode_chunk: int | None = None, tile: int | None = None,
                tile_overlap: int | None = None) -> np.ndarray:
-        """Frames [F, H, W, 3] in [0, 1] from denoised latents [1, F, C, h, w], `decode_chunk`
-        frames per decoder call (None: all at once), in spatial tiles of `tile` latent pixels
+        """Frames [F, H, W, 3] in [0, 1] from denoised latents (SVD: [1, F, C, h, w]; Wan:
+        [1, C, T, h, w]), `decode_chunk` frames (Wan: latent frames) per decoder call (None: the
+        family's default: SVD all at once, Wan one), in spatial tiles of `tile` latent pixels
         sharing `tile_overlap` (None: untiled); the family's decode (SVD: runtimes/video/svd.py)."""
         return self._family().decode(latents, DecodeSettings(decode_chunk, tile, tile_overlap), self.stats)
 

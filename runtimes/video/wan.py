@@ -44,6 +44,7 @@ from edgekit.runtimes.video.flow_schedulers import flow_schedule
 from edgekit.runtimes.video.scheduler import Schedule
 from edgekit.runtimes.video.step_cache import StepCache, parse_step_cache
 from edgekit.runtimes.video.wan_decode import WanDecoder
+from edgekit.runtimes.video.wan_rope import token_grid
 from edgekit.runtimes.video.wan_text import PromptTokenizer, check_prompt, keep_prompt_positions
 
 
@@ -132,7 +133,10 @@ class WanFamily:
         if height % c.size_multiple or width % c.size_multiple:
             raise InvalidArgumentError(f"height and width must be multiples of {c.size_multiple} for this package "
                                        f"(VAE scale factor x patch size), got {height}x{width}")
-        scale = float(self.wan.guidance_scale if guidance_scale is None else guidance_scale)
+        given = self.wan.guidance_scale if guidance_scale is None else guidance_scale
+        if isinstance(given, bool) or not isinstance(given, (int, float, np.integer, np.floating)):
+            raise InvalidArgumentError(f"guidance_scale must be a number, got {type(given).__name__}")
+        scale = float(given)
         if not np.isfinite(scale) or scale < 0:
             raise InvalidArgumentError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         decode = DecodeSettings(chunk=None if decode_chunk is None else positive("decode_chunk", decode_chunk))
@@ -146,13 +150,20 @@ class WanFamily:
                                        "(--step-cache interval:N or adaptive:T), or drop --cache-swap")
         shape = (1, c.latent_channels, (frames - 1) // temporal + 1, height // c.vae_scale_factor,
                  width // c.vae_scale_factor)
+        # the token grid patches evenly and fits the rotary tables: checked now, before any compute
+        token_grid(self.wan.patch_size, self.wan.rope_max_seq_len, *shape[2:])
         if latents is None:
             initial = np.random.default_rng(int(seed)).standard_normal(shape, dtype=np.float32)
         else:
-            initial = np.asarray(latents, dtype=np.float32)
+            try:
+                initial = np.asarray(latents, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise InvalidArgumentError(f"latents must be a float array of shape {shape}") from None
             if initial.shape != shape:
                 raise InvalidArgumentError(f"latents has shape {tuple(initial.shape)}, expected {shape} for this run "
                                            "([1, channels, latent frames, latent height, latent width])")
+            if not np.isfinite(initial).all():
+                raise InvalidArgumentError("latents hold NaN or inf; pass finite initial latents")
         return WanRequest(prompt=prompt, negative_prompt=negative, num_frames=frames, steps=steps, height=height,
                           width=width, guidance_scale=scale, latents=initial, decode=decode, step_cache=cache,
                           cache_swap=swap, swap_folder=folder)
@@ -214,9 +225,9 @@ class WanFamily:
                                        "frame by frame; tiles would be approximate); drop --decode-tile and use "
                                        "--decode-chunk N to trade memory for calls")
         c = self.manifest.video.conditioning
-        if latents.ndim != 5 or latents.shape[1] != c.latent_channels:
-            raise InvalidArgumentError(f"latents must be [1, {c.latent_channels}, T, h, w], got "
-                                       f"{tuple(latents.shape)}")
+        if not isinstance(latents, np.ndarray) or latents.ndim != 5 or latents.shape[:2] != (1, c.latent_channels):
+            shape = tuple(latents.shape) if isinstance(latents, np.ndarray) else type(latents).__name__
+            raise InvalidArgumentError(f"latents must be an array [1, {c.latent_channels}, T, h, w], got {shape}")
         mean = np.asarray(self.wan.latents_mean, dtype=np.float32).reshape(1, -1, 1, 1, 1)
         inverse_std = (np.float32(1.0) / np.asarray(self.wan.latents_std, dtype=np.float32)).reshape(1, -1, 1, 1, 1)
         denormalised = (latents.astype(np.float32) / inverse_std + mean).astype(np.float32)  # as WanPipeline
@@ -250,3 +261,4 @@ class WanFamily:
                 session.release()
                 trim_heap()
         return keep_prompt_positions(embeddings, mask)
+

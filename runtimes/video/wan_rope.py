@@ -39,6 +39,18 @@ def post_patch_sizes(patch_size: Sequence[int], frames: int, height: int, width:
     return sizes[0], sizes[1], sizes[2]
 
 
+def token_grid(patch_size: Sequence[int], rope_max_seq_len: int, frames: int, height: int,
+               width: int) -> tuple[int, int, int]:
+    """`post_patch_sizes`, each also within the rotary tables' `rope_max_seq_len` positions
+    (InvalidArgumentError, one line, otherwise): what a run checks before any compute."""
+    grid = post_patch_sizes(patch_size, frames, height, width)
+    for name, size in zip(("frames", "height", "width"), grid):
+        if size > rope_max_seq_len:
+            raise InvalidArgumentError(f"the latent {name} gives {size} positions after patching, more than the DiT's "
+                                       f"rope_max_seq_len {rope_max_seq_len}; generate a smaller video")
+    return grid
+
+
 def _axis_table(dim: int, max_seq_len: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """diffusers' get_1d_rotary_pos_embed(dim, max_seq_len, theta, use_real=True,
     repeat_interleave_real=True, float64): cos and sin [max_seq_len, dim] float32."""
@@ -54,11 +66,7 @@ def rope_tables(attention_head_dim: int, patch_size: Sequence[int], rope_max_seq
     diffusers' `WanRotaryPosEmbed(attention_head_dim, patch_size, rope_max_seq_len, theta)(latents)`
     for latents of `frames` x `height` x `width` (latent sizes, before patching).
     InvalidArgumentError (one line) when a post-patch size exceeds rope_max_seq_len."""
-    grid = post_patch_sizes(patch_size, frames, height, width)
-    for name, size in zip(("frames", "height", "width"), grid):
-        if size > rope_max_seq_len:
-            raise InvalidArgumentError(f"the latent {name} gives {size} positions after patching, more than the DiT's "
-                                       f"rope_max_seq_len {rope_max_seq_len}; generate a smaller video")
+    grid = token_grid(patch_size, rope_max_seq_len, frames, height, width)
     side = 2 * (attention_head_dim // 6)
     dims = (attention_head_dim - 2 * side, side, side)  # frame, height, width channels
     tables = [_axis_table(dim, rope_max_seq_len, theta) for dim in dims]
