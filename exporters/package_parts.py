@@ -3,6 +3,7 @@ tokenizer files and the version record."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,33 @@ def graph_vs_module(module: torch.nn.Module, graph: GraphSpec, root: Path, backe
     finally:
         session.release()
     return worst
+
+
+@dataclass
+class StagePlan:
+    """One graph a video exporter writes: its module, IO names, dynamic axes and one example
+    input set per checked shape (the first is the export example). dynamo: torch.onnx's dynamo
+    exporter (exporters/onnx_writer.py); False: the TorchScript one."""
+
+    name: str
+    role: str
+    index: int | None
+    module: torch.nn.Module
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    examples: list[tuple[torch.Tensor, ...]]
+    dynamo: bool = False
+
+    def export(self, root: Path, relative_file: str | None = None) -> GraphSpec:
+        """Write the graph (default root/graphs/<name>.onnx) and return its GraphSpec."""
+        return export_graph(self.module, self.examples[0], root, relative_file or f"graphs/{self.name}.onnx",
+                            self.input_names, self.output_names, self.dynamic_axes, self.name, self.role, self.index,
+                            dynamo=self.dynamo)
+
+    def check(self, graph: GraphSpec, root: Path, backend: Any, tolerance: float) -> float:
+        """graph_vs_module over every example input set."""
+        return graph_vs_module(self.module, graph, root, backend, self.examples, self.input_names, tolerance)
 
 
 def export_checked(module: torch.nn.Module, args: tuple[torch.Tensor, ...], exported: torch.nn.Module,

@@ -30,8 +30,7 @@ import torch
 
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
-from edgekit.exporters.onnx_writer import export_graph
-from edgekit.exporters.package_parts import check_parity, graph_vs_module, max_diff, versions
+from edgekit.exporters.package_parts import StagePlan, check_parity, max_diff, versions
 from edgekit.exporters.source import checkpoint_errors, load_failure, read_json_object
 from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
 from edgekit.exporters.video_stages import (
@@ -128,20 +127,6 @@ def load_svd(source: Path) -> SvdSource:
 
 
 # --- stage plans -------------------------------------------------------------------------
-@dataclass
-class StagePlan:
-    """One graph to write: its module, IO names, dynamic axes and two example input sets."""
-
-    name: str
-    role: str
-    index: int | None
-    module: torch.nn.Module
-    input_names: list[str]
-    output_names: list[str]
-    dynamic_axes: dict[str, dict[int, str]]
-    examples: list[tuple[torch.Tensor, ...]]
-
-
 def _spatial(name: str) -> dict[int, str]:
     return {0: "batch_frames", 2: f"{name}_height", 3: f"{name}_width"}
 
@@ -272,11 +257,6 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
     return plans
 
 
-def _check_stage(plan: StagePlan, graph: GraphSpec, root: Path, backend: Backend) -> float:
-    """Max abs diff of the ONNX graph vs its torch module over every example input set."""
-    return graph_vs_module(plan.module, graph, root, backend, plan.examples, plan.input_names, TOLERANCE)
-
-
 def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: Backend,
                        shape: tuple[int, int, int, int]) -> tuple[float, float | None]:
     """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code; with
@@ -336,10 +316,8 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
         graphs: list[GraphSpec] = []
         for done, plan in enumerate(plans):
             report(f"exporting {plan.name}", done, len(plans))
-            graph = export_graph(plan.module, plan.examples[0], staging, f"graphs/{plan.name}.onnx",
-                                 plan.input_names, plan.output_names, plan.dynamic_axes, plan.name, plan.role,
-                                 plan.index)
-            diffs[plan.name] = _check_stage(plan, graph, staging, backend)
+            graph = plan.export(staging)
+            diffs[plan.name] = plan.check(graph, staging, backend, TOLERANCE)
             graphs.append(graph)
         c = src.unet.config
         height = int(c.sample_size) * src.vae_scale_factor

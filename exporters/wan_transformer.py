@@ -30,15 +30,13 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from edgekit.errors import InvalidArgumentError
-from edgekit.exporters.onnx_writer import export_graph
-from edgekit.exporters.package_parts import check_parity, graph_vs_module, max_diff
+from edgekit.exporters.package_parts import StagePlan, check_parity, max_diff
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.backends import Backend
 from edgekit.runtimes.video.dit import StreamedDiT
@@ -130,21 +128,6 @@ class WholeTransformer(torch.nn.Module):
 
 
 # --- plans ---------------------------------------------------------------------------------
-@dataclass
-class WanStagePlan:
-    """One graph to write: its module, IO names, dynamic axes and one example input set per shape."""
-
-    name: str
-    role: str
-    index: int | None
-    module: torch.nn.Module
-    input_names: list[str]
-    output_names: list[str]
-    dynamic_axes: dict[str, dict[int, str]]
-    examples: list[tuple[torch.Tensor, ...]]
-    dynamo: bool = True  # torch.onnx's dynamo exporter (False: the TorchScript one)
-
-
 TOKENS = {0: "batch", 1: "tokens"}
 TEXT = {0: "batch", 1: "text_length"}
 LATENTS = {0: "batch", 2: "frames", 3: "latent_height", 4: "latent_width"}
@@ -161,7 +144,7 @@ def text_encoder_example(shape: WanShape, vocab_size: int, generator: torch.Gene
 
 
 def plan_wan_stages(text_encoder: torch.nn.Module, transformer: torch.nn.Module, shapes: Sequence[WanShape],
-                    seed: int = 0) -> list[WanStagePlan]:
+                    seed: int = 0) -> list[StagePlan]:
     """Stage plans whose example inputs come from chaining the torch stages at each shape (the
     text encoder's padded output feeds the embed stage, the embed's outputs the blocks ...)."""
     config = transformer.config
@@ -186,34 +169,28 @@ def plan_wan_stages(text_encoder: torch.nn.Module, transformer: torch.nn.Module,
                 hidden_states = block(hidden_states, context, timestep_proj, rope_cos, rope_sin)
             examples.setdefault("dit_head", []).append((hidden_states, temb))
     plans = [
-        WanStagePlan("text_encoder", "text_encoder", None, TextEncoderStage(text_encoder).eval(),
+        StagePlan("text_encoder", "text_encoder", None, TextEncoderStage(text_encoder).eval(),
                      ["input_ids", "attention_mask"], ["prompt_embeds"],
-                     {"input_ids": TEXT, "attention_mask": TEXT, "prompt_embeds": TEXT}, examples["text_encoder"],
-                     dynamo=False),
-        WanStagePlan("dit_embed", "dit_embed", None, embed, ["latents", "timestep", "encoder_hidden_states"],
+                     {"input_ids": TEXT, "attention_mask": TEXT, "prompt_embeds": TEXT}, examples["text_encoder"]),
+        StagePlan("dit_embed", "dit_embed", None, embed, ["latents", "timestep", "encoder_hidden_states"],
                      ["hidden_states", "temb", "timestep_proj", "context"],
                      {"latents": LATENTS, "timestep": BATCH, "encoder_hidden_states": TEXT, "hidden_states": TOKENS,
-                      "temb": BATCH, "timestep_proj": BATCH, "context": TEXT}, examples["dit_embed"]),
+                      "temb": BATCH, "timestep_proj": BATCH, "context": TEXT}, examples["dit_embed"], dynamo=True),
     ]
     block_axes = {"hidden_states": TOKENS, "context": TEXT, "timestep_proj": BATCH, "rope_cos": ROPE,
                   "rope_sin": ROPE, "hidden_states_out": TOKENS}
     for i, block in enumerate(blocks):
         name = f"dit_block_{i:02d}"
-        plans.append(WanStagePlan(name, "dit_block", i, block,
+        plans.append(StagePlan(name, "dit_block", i, block,
                                   ["hidden_states", "context", "timestep_proj", "rope_cos", "rope_sin"],
-                                  ["hidden_states_out"], block_axes, examples[name]))
-    plans.append(WanStagePlan("dit_head", "dit_head", None, head, ["hidden_states", "temb"], ["patches"],
-                              {"hidden_states": TOKENS, "temb": BATCH, "patches": TOKENS}, examples["dit_head"]))
+                                  ["hidden_states_out"], block_axes, examples[name], dynamo=True))
+    plans.append(StagePlan("dit_head", "dit_head", None, head, ["hidden_states", "temb"], ["patches"],
+                              {"hidden_states": TOKENS, "temb": BATCH, "patches": TOKENS}, examples["dit_head"],
+                              dynamo=True))
     return plans
 
 
 # --- checks --------------------------------------------------------------------------------
-def check_graph(plan: WanStagePlan, graph: GraphSpec, root: Path, backend: Backend) -> float:
-    """Max abs diff of the ONNX graph vs its torch module over every example input set;
-    ParityError beyond TOLERANCE, SourceModelError when a shape was baked into the graph."""
-    return graph_vs_module(plan.module, graph, root, backend, plan.examples, plan.input_names, TOLERANCE)
-
-
 def streamed_dit(transformer: Any, graphs: Sequence[GraphSpec], root: Path, backend: Backend,
                  window: int = 2) -> StreamedDiT:
     """The runtime's StreamedDiT over exported `graphs` (those with roles dit_embed/dit_block/dit_head)."""
@@ -248,12 +225,6 @@ def chained_diff(transformer: Any, graphs: Sequence[GraphSpec], root: Path, back
 
 
 # --- export --------------------------------------------------------------------------------
-def export_plan(plan: WanStagePlan, root: Path) -> GraphSpec:
-    """Write one stage plan to root/graphs/<name>.onnx (dynamo exporter) and return its GraphSpec."""
-    return export_graph(plan.module, plan.examples[0], root, f"graphs/{plan.name}.onnx", plan.input_names,
-                        plan.output_names, plan.dynamic_axes, plan.name, plan.role, plan.index, dynamo=plan.dynamo)
-
-
 def export_wan_transformer(text_encoder: Any, transformer: Any, root: Path, shapes: Sequence[WanShape],
                            backend: Backend, seed: int = 0) -> tuple[list[GraphSpec], dict[str, float]]:
     """Export the text encoder and the DiT stages into `root` (graphs/text_encoder.onnx,
@@ -275,8 +246,8 @@ def export_wan_transformer(text_encoder: Any, transformer: Any, root: Path, shap
     graphs: list[GraphSpec] = []
     diffs: dict[str, float] = {}
     for plan in plan_wan_stages(text_encoder, transformer, shapes, seed=seed):
-        graph = export_plan(plan, root)
-        diffs[plan.name] = check_graph(plan, graph, root, backend)
+        graph = plan.export(root)
+        diffs[plan.name] = plan.check(graph, root, backend, TOLERANCE)
         graphs.append(graph)
     dit = [graph for graph in graphs if graph.role != "text_encoder"]
     diffs[CHAINED] = max(chained_diff(transformer, dit, root, backend, shape) for shape in shapes[:2])
@@ -297,13 +268,12 @@ def export_whole_transformer(transformer: Any, root: Path, shapes: Sequence[WanS
                                      generator=generator),
                          torch.rand(shape.batch, generator=generator) * 1000,
                          torch.randn(shape.batch, shape.text_length, int(config.text_dim), generator=generator)))
-    plan = WanStagePlan(Path(relative_file).stem, "transformer", None, WholeTransformer(transformer).eval(),
+    plan = StagePlan(Path(relative_file).stem, "transformer", None, WholeTransformer(transformer).eval(),
                         ["latents", "timestep", "encoder_hidden_states"], ["noise_pred"],
                         {"latents": LATENTS, "timestep": BATCH, "encoder_hidden_states": TEXT, "noise_pred": LATENTS},
-                        examples)
-    graph = export_graph(plan.module, plan.examples[0], root, relative_file, plan.input_names, plan.output_names,
-                         plan.dynamic_axes, plan.name, plan.role, None, dynamo=True)
-    return graph, check_graph(plan, graph, root, backend)
+                        examples, dynamo=True)
+    graph = plan.export(root, relative_file)
+    return graph, plan.check(graph, root, backend, TOLERANCE)
 
 
 __all__ = ["BlockStage", "EmbedStage", "HeadStage", "TextEncoderStage", "WanShape", "WholeTransformer",
