@@ -35,9 +35,8 @@ import numpy as np
 from edgekit.errors import InvalidArgumentError
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.backends import Session
-from edgekit.runtimes.layer_stream import LayerStream
 from edgekit.runtimes.video.cache_swap import CacheSwap
-from edgekit.runtimes.video.dit import StreamedDiT, apply_dit_graph
+from edgekit.runtimes.video.dit import StreamedDiT
 from edgekit.runtimes.video.step_cache import StepCache, StepPlanner, relative_l1
 
 
@@ -135,16 +134,8 @@ class CachedDiT(StreamedDiT):
 
     def _stream(self, graphs: Sequence[GraphSpec], state: dict[str, np.ndarray], last_step: bool,
                 after: Callable[[GraphSpec], None]) -> None:
-        """Stream `graphs` over `state` (counted as StreamedDiT.stream counts), calling `after`
-        with each graph once it ran."""
-        stream: LayerStream = LayerStream([self.root / graph.path for graph in graphs], self.load, window=self.window)
-        for index, session in stream:
-            graph = graphs[index]
-            apply_dit_graph(graph, session, state, shrink_arena=last_step and graph is self.head)
-            after(graph)
-        self.loads += stream.loads
-        self.max_resident = max(self.max_resident, stream.max_resident)
-        self.block_evals += sum(1 for graph in graphs if graph.role == "dit_block")
+        """StreamedDiT.stream; on the last step the arena shrinks after the output head only."""
+        self.stream(graphs, state, last_step and graphs[-1] is self.head, after)
 
     def describe(self) -> dict[str, Any]:
         """The block cache's record for VideoStats.step_cache."""

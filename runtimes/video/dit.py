@@ -15,8 +15,8 @@ replaces `state[X]`, any other output is stored under its own name. One evaluati
 Nothing is dropped from `state` while streaming: the embed graph's inputs are the caller's own
 arrays (dropping them frees nothing) and every block reads `context`, `timestep_proj` and the
 rope tables. A step cache (runtimes/video/cached_dit.py: embed + block 0, decide, the remaining blocks or a
-cached residual, then the head) streams subsequences over one `state` with `apply_dit_graph`,
-watching each graph's result as it comes.
+cached residual, then the head) streams subsequences over one `state` with `StreamedDiT.stream`,
+watching each graph's result through its `after` callback.
 """
 
 from __future__ import annotations
@@ -53,14 +53,18 @@ def apply_dit_graph(graph: GraphSpec, session: Session, state: dict[str, np.ndar
 
 
 def stream_graphs(graphs: Sequence[GraphSpec], root: Path, load: Callable[[Path], Session], window: int,
-                  state: dict[str, np.ndarray], last_step: bool = False) -> LayerStream:
+                  state: dict[str, np.ndarray], last_step: bool = False,
+                  after: Callable[[GraphSpec], None] | None = None) -> LayerStream:
     """Apply `graphs` in order to `state` through one LayerStream (at most `window` sessions
     resident, the next ones prefetched); every session is released when this returns (or raises).
-    last_step: shrink the arena after the final graph. Returns the finished stream, whose `loads`
-    and `max_resident` the caller counts."""
+    last_step: shrink the arena after the final graph. after: called with each graph once it ran
+    (a block cache watches the state there). Returns the finished stream, whose `loads` and
+    `max_resident` the caller counts."""
     stream: LayerStream = LayerStream([root / graph.path for graph in graphs], load, window=window)
     for index, session in stream:
         apply_dit_graph(graphs[index], session, state, shrink_arena=last_step and index == len(graphs) - 1)
+        if after is not None:
+            after(graphs[index])
     return stream
 
 
@@ -115,10 +119,11 @@ class StreamedDiT:
             raise InvalidArgumentError(f"the DiT takes latents [B, C, F, h, w], got shape {tuple(latents.shape)}")
         return dit_state(inputs, self.rope(*latents.shape[2:]))
 
-    def stream(self, graphs: Sequence[GraphSpec], state: dict[str, np.ndarray], last_step: bool = False) -> None:
+    def stream(self, graphs: Sequence[GraphSpec], state: dict[str, np.ndarray], last_step: bool = False,
+               after: Callable[[GraphSpec], None] | None = None) -> None:
         """Stream `graphs` (any subsequence of `self.graphs`) over `state`, counting loads,
-        residency and block evaluations."""
-        stream = stream_graphs(graphs, self.root, self.load, self.window, state, last_step=last_step)
+        residency and block evaluations; `after` as in `stream_graphs`."""
+        stream = stream_graphs(graphs, self.root, self.load, self.window, state, last_step=last_step, after=after)
         self.loads += stream.loads
         self.max_resident = max(self.max_resident, stream.max_resident)
         self.block_evals += sum(1 for graph in graphs if graph.role == "dit_block")
