@@ -170,7 +170,8 @@ def run(
                      "--width": width, "--decode-chunk": decode_chunk, "--decode-tile": decode_tile,
                      "--decode-tile-overlap": decode_tile_overlap, "--slices": slices, "--step-cache": step_cache,
                      "--cache-swap": cache_swap, "--work": work}
-    if Manifest.load(package).task == "video":
+    manifest = Manifest.load(package)
+    if manifest.task == "video":
         ranking_options = {"--query": query, "--candidates": candidates, "--chunk": chunk,
                            "--memory-budget": memory_budget, "--instruction": instruction}
         given = [name for name, value in ranking_options.items() if value is not None]
@@ -181,7 +182,8 @@ def run(
                   decode_chunk=decode_chunk, seed=seed, window=window, provider=provider, threads=threads,
                   as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
                   verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work,
-                  text=TextOptions(prompt, prompt_file, negative_prompt, guidance_scale))
+                  text=TextOptions(prompt, prompt_file, negative_prompt, guidance_scale),
+                  text_to_video=manifest.video.wan is not None)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -258,9 +260,13 @@ def calibrate(
     from edgekit.errors import InvalidArgumentError
     from edgekit.manifest import Manifest
 
-    if Manifest.load(package).task == "video":
+    manifest = Manifest.load(package)
+    if manifest.task == "video":
         if data is not None:
             raise InvalidArgumentError(f"{package} is a video package; --data is for ranking packages")
+        if manifest.video.wan is not None:
+            raise InvalidArgumentError(f"{package} is a wan package; `edgekit calibrate` calibrates the SVD step "
+                                       "cache only so far; give the block cache a setting (--step-cache adaptive:T)")
         calibrate_video(package, target_psnr, seeds, image, frames, steps, threads, as_json)
         return
     if target_psnr is not None or image is not None or frames is not None or steps is not None:

@@ -56,15 +56,14 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
               decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
               step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None,
-              text: TextOptions = TextOptions()) -> None:
+              text: TextOptions = TextOptions(), text_to_video: bool = False) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report. An
-    image-to-video package (svd) takes --image, a text-to-video one (wan) --prompt/--prompt-file."""
+    image-to-video package (svd) takes --image, a text-to-video one (wan: `text_to_video`, read from
+    the manifest the caller loaded) --prompt/--prompt-file."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
-    from edgekit.manifest import Manifest
     from edgekit.runtimes.video.images import check_video_output, save_video
 
-    text_to_video = Manifest.load(package).video.wan is not None
     if text_to_video and image is not None:
         raise InvalidArgumentError(f"{package} is a text-to-video package; it takes --prompt TEXT, not --image")
     if not text_to_video and text.given():
@@ -123,7 +122,6 @@ def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image:
     """`edgekit calibrate` for video packages (runtimes/video/calibrate.py)."""
     import edgekit
     from edgekit.errors import InvalidArgumentError
-    from edgekit.manifest import Manifest
     from edgekit.runtimes.video.calibrate import (
         CANDIDATES,
         calibrate_step_cache,
@@ -132,9 +130,6 @@ def calibrate_video(package: Path, target_psnr: float | None, seeds: int, image:
     )
     from edgekit.runtimes.video.images import smooth_test_image
 
-    if Manifest.load(package).video.wan is not None:
-        raise InvalidArgumentError(f"{package} is a wan package; `edgekit calibrate` calibrates the SVD step cache "
-                                   "only so far; give the block cache a setting (--step-cache adaptive:T)")
     if target_psnr is None:
         raise InvalidArgumentError("video calibration needs --target-psnr DB (e.g. 30)")
     if seeds < 1:
