@@ -1,0 +1,131 @@
+"""One torch stage -> one Core ML mlprogram, with the ONNX graph's names and flexible dims.
+
+The stage is traced with `torch.jit.trace` on the example the ONNX exporter used and converted
+by coremltools' torch frontend (it has no ONNX frontend). Every symbolic dim of the ONNX graph's
+inputs becomes a `RangeDim`: "batch" up to `MAX_BATCH`, "sequence" up to the package's
+max_length, any other (video frames, pixels) unbounded; fixed dims stay fixed. Inputs and outputs
+stay float32 (int32 for integer inputs: Core ML has no int64 features) whatever the compute
+precision, as Apple's converter keeps chunk boundaries in fp32 so chained graphs do not round
+twice. Palettization (kmeans, per tensor, coremltools' `palettize_weights`) runs after conversion.
+
+Example::
+
+    model = convert_stage(layer, (hidden, mask), onnx_spec.inputs, ["hidden_states_out"],
+                          {"sequence": 128}, precision="fp16", palettize=None)
+    model.save("graphs/layer_000_coreml.mlpackage")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekit.errors import MissingDependencyError, SourceModelError
+from edgekit.exporters.coreml.options import DEPLOYMENT_TARGET
+from edgekit.manifest import TensorSpec
+
+COREMLTOOLS_VERSION = "9.0"  # the version mil_eval.py's private API was checked against (pyproject pins it)
+MAX_BATCH = 256  # candidates (or frames) per predict call; the runtime's chunk must stay under it
+PALETTE_MIN_ELEMENTS = 512  # smaller tensors (biases, norms) stay unpalettized: a LUT would not pay
+
+
+def import_coremltools() -> Any:
+    """coremltools, or the one-line MissingDependencyError naming the extra."""
+    try:
+        import coremltools
+    except ImportError:
+        raise MissingDependencyError("--format coreml needs coremltools; pip install 'edgekit[coreml]'") from None
+    return coremltools
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """coremltools prints progress bars and version warnings on every conversion: keep the CLI's
+    output to edgekit's own progress."""
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def _dim(ct: Any, dim: int | str, example: int, bounds: Mapping[str, int]) -> Any:
+    if isinstance(dim, int):
+        return dim
+    upper = MAX_BATCH if dim == "batch" else bounds.get(dim, -1)
+    return ct.RangeDim(lower_bound=1, upper_bound=max(upper, example) if upper > 0 else -1, default=example)
+
+
+def core_ml_inputs(ct: Any, specs: Sequence[TensorSpec], example: Sequence[torch.Tensor],
+                   bounds: Mapping[str, int]) -> list[Any]:
+    """The converter's input types: names and dims from the ONNX graph's inputs, dtypes float32 or int32."""
+    inputs = []
+    for spec, value in zip(specs, example):
+        shape = tuple(_dim(ct, dim, int(size), bounds) for dim, size in zip(spec.shape, value.shape))
+        dtype = np.float32 if value.is_floating_point() else np.int32
+        inputs.append(ct.TensorType(name=spec.name, shape=ct.Shape(shape), dtype=dtype))
+    return inputs
+
+
+class _Int32Inputs(torch.nn.Module):
+    """Integer inputs reach the traced module as int64, as in the ONNX graph (Core ML feeds int32)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.module(*(arg if arg.is_floating_point() else arg.long() for arg in args))
+
+
+def convert_stage(module: torch.nn.Module, example: Sequence[torch.Tensor], inputs: Sequence[TensorSpec],
+                  output_names: Sequence[str], bounds: Mapping[str, int], precision: str = "fp16",
+                  palettize: int | None = None) -> Any:
+    """Convert `module` (fp32, eval) to an mlprogram `ct.models.MLModel`.
+
+    example: the stage's example inputs (fp32 / int64), in `inputs` order; inputs: the ONNX
+    graph's input specs (names and symbolic dims); bounds: upper bounds of symbolic dims by name
+    ({"sequence": max_length}). Raises SourceModelError (one line) when coremltools cannot convert
+    an op of the stage."""
+    ct = import_coremltools()
+    traced_example = tuple(value if value.is_floating_point() else value.to(torch.int32) for value in example)
+    wrapped = _Int32Inputs(module).eval()
+    with quiet(), torch.no_grad():
+        try:
+            traced = torch.jit.trace(wrapped, traced_example, check_trace=False)
+            model = ct.convert(
+                traced,
+                inputs=core_ml_inputs(ct, inputs, example, bounds),
+                outputs=[ct.TensorType(name=name, dtype=np.float32) for name in output_names],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                skip_model_load=True,  # loading compiles the model: macOS only
+            )
+        except (RuntimeError, ValueError, NotImplementedError, TypeError, AssertionError, KeyError) as error:
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            raise SourceModelError(f"coremltools could not convert this stage ({first}); "
+                                   "export it with --format onnx") from None
+        if palettize is not None:
+            model = palettize_model(ct, model, palettize)
+    return model
+
+
+def palettize_model(ct: Any, model: Any, bits: int) -> Any:
+    """Every weight of at least PALETTE_MIN_ELEMENTS elements as a 2**bits-entry lookup table
+    (k-means per tensor; needs scikit-learn, part of the coreml extra)."""
+    from coremltools.optimize.coreml import OpPalettizerConfig, OptimizationConfig, palettize_weights
+
+    config = OptimizationConfig(global_config=OpPalettizerConfig(mode="kmeans", nbits=bits,
+                                                                 weight_threshold=PALETTE_MIN_ELEMENTS))
+    return palettize_weights(model, config)
