@@ -73,6 +73,15 @@ def export(
                                    "(default 10)."),
     min_agreement: float = typer.Option(None, "--min-agreement", help="--dtype int8/mixed: refuse to write the "
                                         "package below this top-K agreement with fp32, in (0, 1] (default 0.99)."),
+    graph_format: str = typer.Option(None, "--format", help="Graph formats: onnx (default), coreml (Core ML "
+                                     "mlprograms for Apple devices; the coreml extra) or onnx,coreml (both in one "
+                                     "package). Rerankers, bi-encoders, svd."),
+    compute_units: str = typer.Option(None, "--compute-units", help="Core ML: the compute units a runtime loads "
+                                      "the graphs with by default: all (default), cpu_and_ne, cpu_and_gpu, cpu_only."),
+    precision: str = typer.Option(None, "--precision", help="Core ML: compute precision fp16 (default) or fp32 "
+                                  "(inputs and outputs stay float32)."),
+    palettize: int = typer.Option(None, "--palettize", help="Core ML: k-means palettize weights to 4, 6 or 8 bits "
+                                  "(lookup tables; smaller packages, not parity-gated)."),
 ) -> None:
     """Split a model into per-layer ONNX graphs and write an edge package (the family is read
     from the source's files; an option the family does not take is an error). Ctrl-C, SIGTERM
@@ -84,7 +93,8 @@ def export(
             exported = _export(source, out, True, task, dtype=dtype, max_length=max_length, overwrite=force,
                                instruction=instruction, op_groups=op_groups or None, fuse=fuse or None,
                                shared_layers=shared_layers or None, gate_data=gate_data, gate_top_k=gate_top_k,
-                               min_agreement=min_agreement)
+                               min_agreement=min_agreement, format=graph_format, compute_units=compute_units,
+                               precision=precision, palettize=palettize)
     except KeyboardInterrupt as stop:  # edgekit.atomic.ExportInterrupted for SIGTERM/SIGHUP
         signum = getattr(stop, "signum", 2)
         typer.echo(f"error: export interrupted ({'SIGINT' if signum == 2 else stop}); no partial package was "

@@ -24,6 +24,9 @@ import torch
 
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
+from edgekit.exporters.coreml.fp16_masks import FiniteBias
+from edgekit.exporters.coreml.options import CoreMLOptions
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
@@ -113,7 +116,10 @@ def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.Tensor, root: Path,
                    tolerance: float, progress: Progress, half: bool, fusion: FusionPlan | None = None,
-                   fired: dict[str, dict[str, int]] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+                   fired: dict[str, dict[str, int]] | None = None,
+                   collect: list[TorchStage] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+    """Export and check every stage; collect: receives each graph's fp32 module (layers with
+    their bias kept fp16-finite) and example, for Core ML twins."""
     fired = {} if fired is None else fired
     graphs: list[GraphSpec] = []
     parity: dict[str, float] = {}
@@ -149,6 +155,8 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
             if name in fired:
                 progress(f"fused {name}: {describe(fired[name])}", step + 1, total)
             graphs.append(spec)
+            if collect is not None:
+                collect.append(TorchStage(spec, FiniteBias(module) if role == "layer" else module, args, tuple(names)))
     progress("graphs exported", total, total)
     return graphs, parity
 
@@ -172,12 +180,15 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
 def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, dtype: str = "fp32",
                    overwrite: bool = False, progress: Progress | None = None,
                    instruction: str | None = None, fuse: bool = False, shared_layers: bool = False,
-                   gate: GateOptions | None = None) -> Manifest:
+                   gate: GateOptions | None = None, coreml: CoreMLOptions | None = None) -> Manifest:
     """Export a Qwen3-style decoder reranker (inspected `info`) to a package at `out`; `fuse`:
     apply onnxruntime's Qwen3 fusions (RMSNorm) to each graph (exporters/fusion.py); dtype int8
     or mixed: quantized behind the agreement `gate` after the fp32 package is staged
     (exporters/quant_gate.py); `shared_layers`: one graph for every layer, weights fed as
-    inputs (exporters/shared_layers.py; after quantizing when both)."""
+    inputs (exporters/shared_layers.py; after quantizing when both); `coreml`: the graph formats
+    to write (Core ML twins: exporters/coreml/twins.py)."""
+    formats = coreml or CoreMLOptions()
+    formats.check_combination(dtype, shared_layers, fuse)
     quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
@@ -202,7 +213,9 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
     fired: dict[str, dict[str, int]] = {}
     with staged_directory(Path(out), overwrite=overwrite) as root:
         tolerance = FP16_TOLERANCE if half else TOLERANCE
-        graphs, parity = _export_stages(stages, input_ids, mask, root, tolerance, report, half, fusion, fired)
+        collected: list[TorchStage] | None = [] if formats.wants_coreml else None
+        graphs, parity = _export_stages(stages, input_ids, mask, root, tolerance, report, half, fusion, fired,
+                                        collected)
         manifest = Manifest(
             task="rerank",
             family=str(config.model_type),
@@ -239,4 +252,6 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
             if shared_layers:  # the gate measured the per-layer int8 graphs: sharing must not change a score
                 manifest = share_checked(root, manifest, EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES))
         manifest.save(root)
+        if collected is not None:
+            manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length}, TOLERANCE, report)
     return Manifest.load(out)

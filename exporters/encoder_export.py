@@ -25,6 +25,9 @@ import torch
 
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
+from edgekit.exporters.coreml.fp16_masks import encoder_layer_for_core_ml
+from edgekit.exporters.coreml.options import CoreMLOptions
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
 from edgekit.exporters.package_parts import (
@@ -158,9 +161,11 @@ def load_depth_heads(stages: EncoderStages, source: Path) -> dict[int, torch.nn.
 def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: Path, tolerance: float,
                    progress: Progress, half: bool = False,
                    depth_heads: dict[int, torch.nn.Module] | None = None, fusion: FusionPlan | None = None,
-                   fired: dict[str, dict[str, int]] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
+                   fired: dict[str, dict[str, int]] | None = None,
+                   collect: list[TorchStage] | None = None) -> tuple[list[GraphSpec], dict[str, float]]:
     """Export every stage (as fp16 copies when `half`), fuse it with `fusion` when given (what
-    fired per graph into `fired`) and check each against its fp32 module.
+    fired per graph into `fired`) and check each against its fp32 module. collect: receives each
+    graph's fp32 module and example (layers in their fp16-safe mask form) for Core ML twins.
 
     depth_heads: {depth: head module} scored on layer `depth`'s output, exported after the head
     as role "depth_head" with index = depth.
@@ -208,6 +213,9 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
             if name in fired:
                 progress(f"fused {name}: {describe(fired[name])}", step + 1, total)
             graphs.append(spec)
+            if collect is not None:
+                collect.append(TorchStage(spec, encoder_layer_for_core_ml(module) if role == "layer" else module,
+                                          args, tuple(input_names)))
     progress("graphs exported", total, total)
     return graphs, parity
 
@@ -232,12 +240,16 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
 def export_encoder(source: str, out: Path, task: str | None = None, max_length: int | None = None,
                    dtype: str = "fp32", overwrite: bool = False,
                    progress: Progress | None = None, fuse: bool = False, shared_layers: bool = False,
-                   gate: GateOptions | None = None) -> Manifest:
+                   gate: GateOptions | None = None, coreml: CoreMLOptions | None = None) -> Manifest:
     """Export a cross-encoder (`rerank`) or bi-encoder (`select`) checkpoint to a package;
     `fuse`: apply onnxruntime's BERT fusions to each graph (exporters/fusion.py); dtype int8 or
     mixed: the fp32 package is staged, then quantized behind the agreement `gate`
     (exporters/quant_gate.py; default options when None); `shared_layers`: one graph for every layer,
-    weights fed as inputs (exporters/shared_layers.py; after quantizing when both)."""
+    weights fed as inputs (exporters/shared_layers.py; after quantizing when both); `coreml`: the
+    graph formats to write, Core ML twins converted after the ONNX package is checked
+    (exporters/coreml/twins.py)."""
+    formats = coreml or CoreMLOptions()
+    formats.check_combination(dtype, shared_layers, fuse)
     quantize = resolve_gate(dtype, gate)
     half = dtype == "fp16"
     report: Progress = progress or (lambda message, done, total: None)
@@ -254,7 +266,9 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
     batch = _example_batch(tokenizer, info.task, length, family)
     with staged_directory(Path(out), overwrite=overwrite) as root:
         tolerance = FP16_TOLERANCE if half else family.tolerance
-        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half, depth_heads, fusion, fired)
+        collected: list[TorchStage] | None = [] if formats.wants_coreml else None
+        graphs, parity = _export_stages(stages, batch, root, tolerance, report, half, depth_heads, fusion, fired,
+                                        collected)
         table = save_embedding_table(stages.embeddings.word_embeddings, root, half)
         token_files = save_tokenizer(tokenizer, root, info.path)
         scoring = (Scoring(kind="logit", num_labels=int(model.config.num_labels)) if info.task == TASK_RERANK
@@ -293,4 +307,7 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             if shared_layers:  # the gate measured the per-layer int8 graphs: sharing must not change a score
                 manifest = share_checked(root, manifest, EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES))
         manifest.save(root)
+        if collected is not None:
+            manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length},
+                                          family.tolerance, report)
     return Manifest.load(out)

@@ -30,6 +30,8 @@ import torch
 
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
+from edgekit.exporters.coreml.options import CoreMLOptions
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
 from edgekit.exporters.package_parts import StagePlan, check_parity, max_diff, versions
 from edgekit.exporters.source import checkpoint_errors, load_failure, read_json_object
 from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
@@ -296,10 +298,13 @@ def _op_group(group: GroupPlan) -> OpGroup:
 
 
 def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress: Progress | None = None,
-               seed: int = 0, op_groups: bool = False) -> Manifest:
+               seed: int = 0, op_groups: bool = False, coreml: CoreMLOptions | None = None) -> Manifest:
     """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest.
     op_groups: export the UNet as operator-group graphs (exporters/video_groups.py) that the
-    runtime can slice (`generate(..., slices=N)`), instead of one graph per block."""
+    runtime can slice (`generate(..., slices=N)`), instead of one graph per block. coreml: the
+    graph formats to write (Core ML twins of every stage: exporters/coreml/twins.py; their spatial
+    and frame dims are flexible, unbounded)."""
+    formats = coreml or CoreMLOptions()
     source = Path(source)
     out = Path(out)
     check_destination(out, source, overwrite)
@@ -353,6 +358,10 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
                           slices_checked=CHECK_SLICES)
         manifest = dataclasses.replace(manifest, parity=parity)
         manifest.save(staging)
+        if formats.wants_coreml:
+            stages = [TorchStage(graph, plan.module, plan.examples[0], tuple(plan.input_names))
+                      for plan, graph in zip(plans, graphs)]
+            manifest = add_core_ml_graphs(staging, manifest, stages, formats, {}, TOLERANCE, report)
         Manifest.load(staging)
     report("done", len(plans), len(plans))
     return Manifest.load(out)

@@ -3,7 +3,8 @@
 The stage is traced with `torch.jit.trace` on the example the ONNX exporter used and converted
 by coremltools' torch frontend (it has no ONNX frontend). Every symbolic dim of the ONNX graph's
 inputs becomes a `RangeDim`: "batch" up to `MAX_BATCH`, "sequence" up to the package's
-max_length, any other (video frames, pixels) unbounded; fixed dims stay fixed. Inputs and outputs
+max_length, any other (video frames, pixels) up to `MAX_OTHER_DIM` (an mlprogram refuses
+unbounded ranges); fixed dims stay fixed. Inputs and outputs
 stay float32 (int32 for integer inputs: Core ML has no int64 features) whatever the compute
 precision, as Apple's converter keeps chunk boundaries in fp32 so chained graphs do not round
 twice. Palettization (kmeans, per tensor, coremltools' `palettize_weights`) runs after conversion.
@@ -17,53 +18,29 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from edgekit.errors import MissingDependencyError, SourceModelError
+from edgekit.errors import SourceModelError
+from edgekit.exporters.coreml.group_norm import with_flexible_group_norms
+from edgekit.exporters.coreml.library import import_coremltools, quiet
 from edgekit.exporters.coreml.options import DEPLOYMENT_TARGET
 from edgekit.manifest import TensorSpec
 
 COREMLTOOLS_VERSION = "9.0"  # the version mil_eval.py's private API was checked against (pyproject pins it)
 MAX_BATCH = 256  # candidates (or frames) per predict call; the runtime's chunk must stay under it
+MAX_OTHER_DIM = 4096  # frames x batch, latent or pixel sides of a video stage
 PALETTE_MIN_ELEMENTS = 512  # smaller tensors (biases, norms) stay unpalettized: a LUT would not pay
-
-
-def import_coremltools() -> Any:
-    """coremltools, or the one-line MissingDependencyError naming the extra."""
-    try:
-        import coremltools
-    except ImportError:
-        raise MissingDependencyError("--format coreml needs coremltools; pip install 'edgekit[coreml]'") from None
-    return coremltools
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """coremltools prints progress bars and version warnings on every conversion: keep the CLI's
-    output to edgekit's own progress."""
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
 
 
 def _dim(ct: Any, dim: int | str, example: int, bounds: Mapping[str, int]) -> Any:
     if isinstance(dim, int):
         return dim
-    upper = MAX_BATCH if dim == "batch" else bounds.get(dim, -1)
-    return ct.RangeDim(lower_bound=1, upper_bound=max(upper, example) if upper > 0 else -1, default=example)
+    upper = MAX_BATCH if dim == "batch" else bounds.get(dim, MAX_OTHER_DIM)
+    return ct.RangeDim(lower_bound=1, upper_bound=max(upper, example), default=example)
 
 
 def core_ml_inputs(ct: Any, specs: Sequence[TensorSpec], example: Sequence[torch.Tensor],
@@ -88,6 +65,26 @@ class _Int32Inputs(torch.nn.Module):
         return self.module(*(arg if arg.is_floating_point() else arg.long() for arg in args))
 
 
+def _broadcast_to(context: Any, node: Any) -> None:
+    """torch.broadcast_to (diffusers' temporal blocks) is torch.expand without `implicit`."""
+    from coremltools.converters.mil.frontend.torch import ops
+
+    ops.expand(context, node)
+
+
+def register_missing_ops() -> None:
+    """Teach coremltools' torch frontend the aten ops our stages use that 9.0 lacks, through its
+    public `register_torch_op` (once per process)."""
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import (
+        _TORCH_OPS_REGISTRY,
+        register_torch_op,
+    )
+
+    if "broadcast_to" not in _TORCH_OPS_REGISTRY.name_to_func_mapping:
+        _broadcast_to.__name__ = "broadcast_to"
+        register_torch_op(_broadcast_to)
+
+
 def convert_stage(module: torch.nn.Module, example: Sequence[torch.Tensor], inputs: Sequence[TensorSpec],
                   output_names: Sequence[str], bounds: Mapping[str, int], precision: str = "fp16",
                   palettize: int | None = None) -> Any:
@@ -98,6 +95,8 @@ def convert_stage(module: torch.nn.Module, example: Sequence[torch.Tensor], inpu
     ({"sequence": max_length}). Raises SourceModelError (one line) when coremltools cannot convert
     an op of the stage."""
     ct = import_coremltools()
+    register_missing_ops()
+    module = with_flexible_group_norms(module)
     traced_example = tuple(value if value.is_floating_point() else value.to(torch.int32) for value in example)
     wrapped = _Int32Inputs(module).eval()
     with quiet(), torch.no_grad():

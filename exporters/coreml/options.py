@@ -40,6 +40,22 @@ class CoreMLOptions:
     def wants_onnx(self) -> bool:
         return "onnx" in self.formats
 
+    def check_combination(self, dtype: str = "fp32", shared_layers: bool = False, fuse: bool = False) -> None:
+        """Options that cannot hold for Core ML graphs, refused before the model loads: int8
+        graphs are onnxruntime's quantized ops (Core ML: --palettize 8), shared layers feed weights
+        as inputs to one onnxruntime session, fusions are onnxruntime-only ops (kept for the ONNX
+        graphs of onnx,coreml)."""
+        if not self.wants_coreml:
+            return
+        if dtype in ("int8", "mixed"):
+            raise InvalidArgumentError(f"--dtype {dtype} quantizes ONNX graphs only; for Core ML graphs use "
+                                       "--palettize 8 (or 4, 6) instead")
+        if shared_layers:
+            raise InvalidArgumentError("--shared-layers applies to ONNX graphs only; leave it out with --format "
+                                       "coreml or onnx,coreml")
+        if fuse and not self.wants_onnx:
+            raise InvalidArgumentError("--fuse rewrites ONNX graphs only; use --format onnx,coreml or leave --fuse out")
+
     @staticmethod
     def parse(formats: str | None = None, compute_units: str | None = None, precision: str | None = None,
               palettize: int | None = None) -> CoreMLOptions:
@@ -55,7 +71,8 @@ class CoreMLOptions:
         coreml_given = [flag for flag, value in (("--compute-units", compute_units), ("--precision", precision),
                                                  ("--palettize", palettize)) if value is not None]
         if coreml_given and "coreml" not in names:
-            raise InvalidArgumentError(f"{', '.join(coreml_given)} apply to Core ML graphs; add --format coreml "
+            raise InvalidArgumentError(f"{', '.join(coreml_given)} {'apply' if len(coreml_given) > 1 else 'applies'} to "
+                                       "Core ML graphs; add --format coreml "
                                        "(or onnx,coreml)")
         if compute_units is not None and compute_units not in COMPUTE_UNITS:
             raise InvalidArgumentError(f"--compute-units {compute_units!r}: use one of {', '.join(COMPUTE_UNITS)}")

@@ -25,12 +25,16 @@ from types import ModuleType
 from typing import Any
 
 from edgekit.errors import InvalidArgumentError, MissingDependencyError
+from edgekit.exporters.coreml.library import import_coremltools
+from edgekit.exporters.coreml.options import CoreMLOptions
 from edgekit.exporters.source import architectures
 from edgekit.manifest import Manifest
 
 Progress = Callable[[str, int, int], None]
 # Options every family takes: replacing an existing package is not a property of the source.
 COMMON_OPTIONS = ("overwrite",)
+# Graph formats: the families whose exporters convert Core ML twins take these (exporters/coreml/).
+FORMAT_OPTIONS = ("format", "compute_units", "precision", "palettize")
 
 
 @dataclass(frozen=True)
@@ -93,19 +97,34 @@ def import_exporter(module: str, extra: str) -> ModuleType:
         ) from None
 
 
+def core_ml_options(format: str | None = None, compute_units: str | None = None, precision: str | None = None,
+                    palettize: int | None = None, dtype: str = "fp32", shared_layers: bool = False,
+                    fuse: bool = False) -> CoreMLOptions:
+    """The checked graph-format options, before any model loads: a bad value or combination is a
+    one-line InvalidArgumentError, a missing coremltools the MissingDependencyError naming the extra."""
+    formats = CoreMLOptions.parse(format, compute_units, precision, palettize)
+    formats.check_combination(dtype, shared_layers, fuse)
+    if formats.wants_coreml:
+        import_coremltools()
+    return formats
+
+
 def encoder_exporter(task: str) -> Callable[..., Manifest]:
     """The BERT-like encoder exporter (exporters/encoder_export.py) for `task` ("rerank": a
     cross-encoder, "select": a bi-encoder), as an `ExportFamily.exporter`."""
 
     def export(source: Path, out: Path, progress: Progress | None, overwrite: bool, max_length: int | None = None,
                dtype: str = "fp32", fuse: bool = False, shared_layers: bool = False, gate_data: Path | None = None,
-               gate_top_k: int | None = None, min_agreement: float | None = None) -> Manifest:
+               gate_top_k: int | None = None, min_agreement: float | None = None, format: str | None = None,
+               compute_units: str | None = None, precision: str | None = None,
+               palettize: int | None = None) -> Manifest:
+        formats = core_ml_options(format, compute_units, precision, palettize, dtype, shared_layers, fuse)
         encoder_export = import_exporter("edgekit.exporters.encoder_export", "export")
         gate = import_exporter("edgekit.exporters.quant_gate", "export").gate_options(  # before loading the model
             dtype, gate_data, gate_top_k, min_agreement)
         return encoder_export.export_encoder(str(source), out, task=task, max_length=max_length, dtype=dtype,
                                              overwrite=overwrite, progress=progress, fuse=fuse,
-                                             shared_layers=shared_layers, gate=gate)
+                                             shared_layers=shared_layers, gate=gate, coreml=formats)
 
     return export
 

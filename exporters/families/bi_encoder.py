@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.exporters.families.base import (
+    FORMAT_OPTIONS,
     ExportFamily,
     encoder_exporter,
     ranking_summary,
@@ -37,7 +38,8 @@ BI_ENCODER = ExportFamily(
     description=(f"a sentence-transformers directory (modules.json) over {', '.join(ENCODER_MODEL_TYPES)}, "
                  "or a plain encoder with --task select"),
     stages=("embeddings", "layer", "head"),
-    options=("max_length", "dtype", "fuse", "shared_layers", "gate_data", "gate_top_k", "min_agreement"),
+    options=("max_length", "dtype", "fuse", "shared_layers", "gate_data", "gate_top_k", "min_agreement",
+             *FORMAT_OPTIONS),
     recognise=_recognise,
     exporter=encoder_exporter("select"),
     build_tiny=_build_tiny,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.exporters.families.base import (
+    FORMAT_OPTIONS,
     ExportFamily,
     encoder_exporter,
     ranking_summary,
@@ -47,7 +48,8 @@ CROSS_ENCODER = ExportFamily(
     task="rerank",
     description=f"a *ForSequenceClassification checkpoint of {', '.join(ENCODER_MODEL_TYPES)}",
     stages=("embeddings", "layer", "head", "depth_head"),
-    options=("max_length", "dtype", "fuse", "shared_layers", "gate_data", "gate_top_k", "min_agreement"),
+    options=("max_length", "dtype", "fuse", "shared_layers", "gate_data", "gate_top_k", "min_agreement",
+             *FORMAT_OPTIONS),
     recognise=_recognise,
     exporter=encoder_exporter("rerank"),
     build_tiny=_build_tiny,

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgekit.errors import InvalidArgumentError
-from edgekit.exporters.families.base import ExportFamily, Progress, import_exporter, read_json
+from edgekit.exporters.families.base import (
+    FORMAT_OPTIONS,
+    ExportFamily,
+    Progress,
+    core_ml_options,
+    import_exporter,
+    read_json,
+)
 from edgekit.manifest import Manifest
 
 PIPELINE = "StableVideoDiffusionPipeline"
@@ -21,11 +28,14 @@ def _recognise(path: Path, task: str | None) -> bool:
 
 
 def _export(source: Path, out: Path, progress: Progress | None, overwrite: bool, op_groups: bool = False,
-            dtype: str = "fp32") -> Manifest:
+            dtype: str = "fp32", format: str | None = None, compute_units: str | None = None,
+            precision: str | None = None, palettize: int | None = None) -> Manifest:
     if dtype != "fp32":  # --dtype fp32 is accepted, as before the families: it is what svd writes
         raise InvalidArgumentError(f"--dtype {dtype} does not apply to svd (--task video), which exports fp32 graphs")
+    formats = core_ml_options(format, compute_units, precision, palettize)
     video_svd = import_exporter("edgekit.exporters.video_svd", "export,video")
-    return video_svd.export_svd(source, out, overwrite=overwrite, progress=progress, op_groups=op_groups)
+    return video_svd.export_svd(source, out, overwrite=overwrite, progress=progress, op_groups=op_groups,
+                                coreml=formats)
 
 
 def _build_tiny(directory: Path) -> Path:
@@ -48,7 +58,7 @@ SVD = ExportFamily(
     description=f"a diffusers {PIPELINE} directory (model_index.json)",
     stages=("image_encoder", "vae_encoder", "time_embedding", "down_block", "mid_block", "up_block", "unet_group",
             "vae_decoder"),
-    options=("op_groups", "dtype"),
+    options=("op_groups", "dtype", *FORMAT_OPTIONS),
     recognise=_recognise,
     exporter=_export,
     build_tiny=_build_tiny,
