@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.errors import ParityError, SourceModelError
+from edgekit.exporters.coreml.convert import PALETTE_MIN_ELEMENTS
 from edgekit.exporters.coreml.library import import_coremltools, quiet
 
 # Apple's recipe splits models into chunks under 1 GB of weights each: larger Core ML models do
@@ -40,6 +41,7 @@ class SpecFacts:
     ops: dict[str, int]
     precision: str  # "fp16" when a computing op yields float16, "fp32" when none does, "none": no computing op
     palettized_weights: int
+    dense_weights: int  # const tensors of at least PALETTE_MIN_ELEMENTS elements stored as plain values
     weight_bytes: int
 
     def record(self) -> dict[str, Any]:
@@ -68,11 +70,23 @@ def read_spec(package: Path) -> SpecFacts:
     half = MIL_pb2.DataType.Value("FLOAT16")
     computing = [op for op in operations if op.type not in ("const", PALETTE_OP, "cast")]
     computes_half = any(output.type.tensorType.dataType == half for op in computing for output in op.outputs)
+    dense = sum(1 for op in operations if op.type == "const" and _elements(op.outputs[0]) >= PALETTE_MIN_ELEMENTS)
     weights = package / "Data" / "com.apple.CoreML" / "weights"
     weight_bytes = sum(path.stat().st_size for path in weights.rglob("*") if path.is_file()) if weights.is_dir() else 0
     return SpecFacts(inputs=inputs, outputs=outputs, ops=dict(sorted(ops.items())),
                      precision="fp16" if computes_half else "fp32" if computing else "none",
-                     palettized_weights=ops.get(PALETTE_OP, 0), weight_bytes=weight_bytes)
+                     palettized_weights=ops.get(PALETTE_OP, 0), dense_weights=dense, weight_bytes=weight_bytes)
+
+
+def _elements(value: Any) -> int:
+    """Elements of a MIL value of fixed shape (0 for scalars and symbolic shapes)."""
+    dims = value.type.tensorType.dimensions
+    if not dims or any(dim.WhichOneof("dimension") != "constant" for dim in dims):
+        return 0
+    count = 1
+    for dim in dims:
+        count *= int(dim.constant.size)
+    return count
 
 
 def check_spec(facts: SpecFacts, expected_inputs: tuple[str, ...], expected_outputs: tuple[str, ...],
@@ -90,7 +104,9 @@ def check_spec(facts: SpecFacts, expected_inputs: tuple[str, ...], expected_outp
         problems.append(f"outputs of dtypes {sorted(set(facts.outputs.values()))}, not float32")
     if facts.precision not in (precision, "none"):
         problems.append(f"computes in {facts.precision}, {precision} was asked")
-    if palettized != (facts.palettized_weights > 0):
+    if palettized and facts.dense_weights:
+        problems.append(f"{facts.dense_weights} weights of {PALETTE_MIN_ELEMENTS}+ elements left unpalettized")
+    if not palettized and facts.palettized_weights:
         problems.append(f"{facts.palettized_weights} palettized weights")
     for input_name in flexible:
         ranges = facts.inputs.get(input_name, {}).get("ranges") or [[0, 0]]
