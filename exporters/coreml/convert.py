@@ -55,14 +55,26 @@ def core_ml_inputs(ct: Any, specs: Sequence[TensorSpec], example: Sequence[torch
 
 
 class _Int32Inputs(torch.nn.Module):
-    """Integer inputs reach the traced module as int64, as in the ONNX graph (Core ML feeds int32)."""
+    """Integer inputs reach the traced module as int64, as in the ONNX graph (Core ML feeds int32).
+    An output that is the same tensor as an earlier one (a UNet down block returns its last
+    residual as both `hidden_states_out` and `skip_03`) is returned as `x + 0 * x`: coremltools
+    names one value once and would drop the first name, and it folds a clone or `x * 1` away (the
+    extra multiply-add is the price of keeping the ONNX graph's outputs)."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
         self.module = module
 
     def forward(self, *args: torch.Tensor) -> Any:
-        return self.module(*(arg if arg.is_floating_point() else arg.long() for arg in args))
+        outputs = self.module(*(arg if arg.is_floating_point() else arg.long() for arg in args))
+        if not isinstance(outputs, (tuple, list)):
+            return outputs
+        seen: set[int] = set()
+        distinct = []
+        for output in outputs:
+            distinct.append(output + 0.0 * output if id(output) in seen else output)
+            seen.add(id(output))
+        return tuple(distinct)
 
 
 def _broadcast_to(context: Any, node: Any) -> None:
