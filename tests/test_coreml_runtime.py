@@ -272,3 +272,28 @@ def test_the_core_ml_type_numbers_are_core_mls() -> None:
     names = schema.ArrayFeatureType.ArrayDataType
     assert {number: names.Name(number) for number in coreml_backend.ARRAY_DTYPES} == {
         FLOAT32: "FLOAT32", FLOAT16: "FLOAT16", 65600: "DOUBLE", INT32: "INT32"}
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the refusal off macOS")
+def test_a_mixed_video_package_verifies_inspects_and_refuses_core_ml_off_macos(svd_package: Path,
+                                                                               tmp_path: Path) -> None:
+    """Video packages take Core ML twins by the same rules: every stage of the UNet twice, one
+    format per run (the pipeline gets the ONNX view on cpu)."""
+    package = tmp_path / "svd-mixed"
+    shutil.copytree(svd_package, package)
+    add_coreml_twins(package)
+    manifest = Manifest.load(package)
+    assert manifest.graph_formats == ("mlpackage", "onnx")
+    assert len(manifest.for_format("mlpackage").unet_graphs) == len(Manifest.load(svd_package).unet_graphs)
+    assert runner.invoke(app, ["verify", str(package)]).exit_code == 0
+    inspected = runner.invoke(app, ["inspect", str(package)])
+    assert inspected.exit_code == 0 and "mid_block_coreml" in inspected.stdout, inspected.output
+    assert edgekit.load(str(package)).manifest.graph_formats == ("onnx",)
+    image = tmp_path / "in.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(image)
+    result = runner.invoke(app, ["run", str(package), "--image", str(image), "--out", str(tmp_path / "o.gif"),
+                                 "--provider", "coreml"])
+    assert result.exit_code == 2 and "Core ML graphs need macOS" in result.stderr
+    assert "\n" not in result.stderr.strip() and "Traceback" not in result.output
