@@ -42,18 +42,28 @@ if TYPE_CHECKING:
 
 def load(directory: str, window: int | None = None, chunk: int | None = None, provider: str = "cpu",
          threads: int | None = None, memory_budget_mb: float | None = None,
-         verify: bool = True, public_key: str | Path | None = None) -> Selector | VideoPipeline:
+         verify: bool = True, public_key: str | Path | None = None, graph_format: str | None = None,
+         compute_units: str | None = None) -> Selector | VideoPipeline:
     """Open an edge package: a Selector for ranking packages, a VideoPipeline for video ones.
 
     window: graphs resident at once (>= 1; None: 2 = one computing, one loading).
     chunk: candidates per run inside a graph (None: the default, 16).
-    provider: "cpu", "cuda" (onnxruntime-gpu) or "coreml" (macOS); unavailable is an error.
+    provider: "cpu", "cuda" (onnxruntime-gpu) or "coreml" (macOS); unavailable is an error, never a
+    fallback. With "coreml", a package holding Core ML graphs runs them (Core ML itself); an
+    ONNX-only package runs through onnxruntime's CoreML execution provider.
+    graph_format: which of the package's graph formats to run ("onnx", "mlpackage"); None picks
+    one (runtimes/backends `choose_format`: Core ML graphs for provider "coreml" when present,
+    else ONNX). A package holding several formats (`--format onnx,coreml`) runs one of them.
+    compute_units: Core ML graphs only: "all" (default), "cpu_and_ne", "cpu_only" or
+    "cpu_and_gpu"; None takes the package's `exporter.coreml.compute_units` when recorded.
     memory_budget_mb: let the planner choose window and chunk per call so the process's
     estimated peak stays within this many MiB (MemoryBudgetError when no plan fits); the
     chosen plan is in `ranking.stats.plan`. Not combinable with window/chunk.
-    verify: check the sha256 of every file the package lists before the first session (hashes are
-    remembered per file identity, so a repeated load of an unchanged package only stats its files;
-    edgekit/hash_cache.py); False skips it. Containment and the manifest's digest are always checked.
+    verify: check the sha256 of every file the run reads (the chosen format's graphs and the shared
+    files) before the first session (hashes are remembered per file identity, so a repeated load of
+    an unchanged package only stats its files; edgekit/hash_cache.py); False skips it. Containment,
+    presence and sizes of every listed file and the manifest's digest are always checked;
+    `edgekit verify` hashes every format's files.
     Video packages take window, provider and threads (chunk and memory_budget_mb are ranking
     options; the decode chunk is a `generate` argument).
     public_key: a PEM public key; the package must carry a signature by its private half covering
@@ -65,18 +75,21 @@ def load(directory: str, window: int | None = None, chunk: int | None = None, pr
         verify_signature(directory, public_key)
     from edgekit.errors import InvalidArgumentError
     from edgekit.manifest import Manifest
-    from edgekit.runtimes.backends import backend_for
+    from edgekit.runtimes.backends import backend_for, choose_format
 
-    manifest = Manifest.load(directory)
+    package = Manifest.load(directory)
+    chosen = choose_format(package.graph_formats, provider, graph_format)
+    if chosen == "mlpackage" and compute_units is None:
+        recorded = package.exporter.get("coreml")
+        compute_units = recorded.get("compute_units") if isinstance(recorded, dict) else None
+        compute_units = compute_units if isinstance(compute_units, str) else None  # informational record: as written
+    # the format and the provider pick the backend; before hashing, so an unusable provider fails at once
+    backend = backend_for(chosen, provider, threads, compute_units=compute_units)
+    manifest = package.for_format(chosen)  # the graphs this backend runs, with the shared files
     if verify:
         from edgekit.hash_cache import verify_cached
 
         verify_cached(manifest.root, manifest.files())
-    formats = sorted({graph.format for graph in manifest.graphs})
-    if len(formats) > 1:
-        raise InvalidArgumentError(f"{directory} mixes graph formats {formats}; one backend runs a package, so "
-                                   "re-export it in one format")
-    backend = backend_for(formats[0], provider, threads)  # the graphs' format and the provider pick the backend
     if manifest.task == "video":
         from edgekit.runtimes.video import VideoPipeline
 

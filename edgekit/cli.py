@@ -113,7 +113,10 @@ def run(
     top_k: int = typer.Option(10, "--top-k", help="How many candidates to return."),
     window: int = typer.Option(None, "--window", help="Graphs resident at once (>= 1; default 2)."),
     chunk: int = typer.Option(None, "--chunk", help="Candidates per run inside a graph (default 16)."),
-    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml."),
+    provider: str = typer.Option("cpu", "--provider", help="cpu, cuda or coreml (macOS: a package's Core ML graphs "
+                                 "when it has them, else its ONNX graphs through onnxruntime's CoreML provider)."),
+    compute_units: str = typer.Option(None, "--compute-units", help="Core ML graphs: all, cpu_and_ne, cpu_only or "
+                                      "cpu_and_gpu (default: the package's, else all)."),
     threads: int = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
     prune: str = typer.Option("exact", "--prune", help=PRUNE_HELP),
     order: str = typer.Option("default", "--order", help="default, or exact: finish accepted candidates."),
@@ -193,7 +196,7 @@ def run(
                   as_json=as_json, decode_tile=decode_tile, decode_tile_overlap=decode_tile_overlap, slices=slices,
                   verify=not no_verify, step_cache=step_cache, cache_swap=cache_swap, work=work,
                   text=TextOptions(prompt, prompt_file, negative_prompt, guidance_scale),
-                  text_to_video=manifest.video.wan is not None)
+                  text_to_video=manifest.video.wan is not None, compute_units=compute_units)
         return
     given = [name for name, value in video_options.items() if value is not None]
     if given:
@@ -206,7 +209,7 @@ def run(
         raise InvalidArgumentError("--plan shows what --memory-budget would choose; pass --memory-budget MB too")
     texts = read_candidates(candidates)
     selector = edgekit.load(str(package), window=window, chunk=chunk, provider=provider, threads=threads,
-                            memory_budget_mb=memory_budget, verify=not no_verify)
+                            memory_budget_mb=memory_budget, verify=not no_verify, compute_units=compute_units)
     if show_plan:
         chosen = selector.plan(query, texts, instruction=instruction, prune=prune)
         typer.echo(json.dumps(chosen.to_dict(), allow_nan=False) if as_json else chosen.describe())

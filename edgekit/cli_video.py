@@ -56,7 +56,8 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
               provider: str, threads: int | None, as_json: bool, decode_tile: int | None = None,
               decode_tile_overlap: int | None = None, slices: int | None = None, verify: bool = True,
               step_cache: str | None = None, cache_swap: str | None = None, work: Path | None = None,
-              text: TextOptions = TextOptions(), text_to_video: bool = False) -> None:
+              text: TextOptions = TextOptions(), text_to_video: bool = False,
+              compute_units: str | None = None) -> None:
     """`edgekit run` for video packages: generate, write the GIF and PNG frames, report. An
     image-to-video package (svd) takes --image, a text-to-video one (wan: `text_to_video`, read from
     the manifest the caller loaded) --prompt/--prompt-file."""
@@ -87,7 +88,8 @@ def run_video(package: Path, image: Path | None, frames: int | None, steps: int 
                                        "no operator groups); use --decode-chunk N")
         options.update({name: value for name, value in (("step_cache", step_cache), ("cache_swap", cache_swap),
                                                          ("work_dir", work)) if value is not None})
-    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads, verify=verify)
+    pipeline = edgekit.load(str(package), window=window, provider=provider, threads=threads, verify=verify,
+                            compute_units=compute_units)
     with progress_bar(not as_json and stderr.is_terminal) as bar:
         task = bar.add_task("generating", total=None)
         video = pipeline.generate(image, num_frames=frames, steps=steps, seed=seed, height=height, width=width,

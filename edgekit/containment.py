@@ -19,7 +19,8 @@ The rules (docs/FORMAT.md, "Containment"):
   taken relative to the .onnx file's directory, is one of that graph's listed files: never
   absolute, never through `..`.
 - No `EPContext` node (it names a compiled blob on disk that an execution provider would load).
-- A directory graph (.mlpackage, reserved for Core ML) holds no symlink either.
+- A directory graph (a Core ML .mlpackage) holds no symlink and no file its entry does not list:
+  Core ML reads whatever the directory holds, so every file in it must be one that is hashed.
 
 Each violation is a ContainmentError (an IntegrityError) in one line naming the graph or file.
 Not covered: hard links (a hard link is a regular file, and making one to a file outside needs
@@ -176,14 +177,19 @@ def check_onnx_reads(root: Path, graph: GraphSpec) -> None:
 
 
 def check_directory_graph(root: Path, graph: GraphSpec) -> None:
-    """A directory graph (.mlpackage, reserved: no backend reads one yet) holds no symlink. Which of
-    its unlisted files a future Core ML backend may read is that backend's to restrict."""
+    """A directory graph (a Core ML .mlpackage) holds no symlink and only its listed files: Core ML
+    loads whatever the directory holds, so an unlisted file would be read without its hash checked."""
+    listed = {entry.file for entry in graph.files}
     for directory, subdirectories, files in os.walk(root / graph.path, followlinks=False):
         for name in [*subdirectories, *files]:
             path = Path(directory) / name
+            relative = path.relative_to(root).as_posix()
             if path.is_symlink():
-                relative = path.relative_to(root).as_posix()
                 raise ContainmentError(f"graph {graph.name!r}: {relative} is a symlink; {SYMLINK_FIX}", [relative])
+            if name in files and relative not in listed:
+                raise ContainmentError(f"graph {graph.name!r}: {relative[:200]!r} is inside the graph's directory but "
+                                       "not listed in its entry (Core ML would read it unchecked); remove it or "
+                                       "re-export the package", [relative])
 
 
 def _resolve(base: PurePosixPath, location: str) -> str | None:

@@ -44,7 +44,8 @@ def _header(manifest: Manifest) -> str:
     """What every package says about itself, whatever its task."""
     return (f"{manifest.root}: format v{manifest.format_version} · task {manifest.task} · family {manifest.family} · "
             f"{manifest.dtype} · exported by edgekit {manifest.exporter.get('edgekit', '?')} · "
-            f"{len(manifest.graphs)} graphs, {len(manifest.files())} files, {_mib(manifest.total_bytes)}")
+            f"{len(manifest.graphs)} graphs ({', '.join(manifest.graph_formats)}), {len(manifest.files())} files, "
+            f"{_mib(manifest.total_bytes)}")
 
 
 def _video_lines(manifest: Manifest) -> Text:
@@ -115,7 +116,15 @@ def _ranking_lines(manifest: Manifest) -> Text:
 
 
 def describe(directory: str | Path) -> Group:
-    """One description for every task: the common header, the graph table, the task's lines."""
+    """One description for every task: the common header, the graph table (every graph of every
+    format), the task's lines. A package holding several graph formats gets the task's lines for
+    each (one run uses one format's graphs, with the shared files)."""
     manifest = Manifest.load(directory)
-    lines = _video_lines(manifest) if manifest.task == "video" else _ranking_lines(manifest)
-    return Group(Text(_header(manifest)), _graph_table(manifest.graphs), lines)
+    parts: list[Text] = []
+    for graph_format in manifest.graph_formats:
+        view = manifest.for_format(graph_format)
+        if len(manifest.graph_formats) > 1:
+            runs = "--provider coreml, on macOS" if graph_format == "mlpackage" else "any other provider"
+            parts.append(Text(f"\n{graph_format} graphs ({len(view.graphs)}; `edgekit run` runs them with {runs}):"))
+        parts.append(_video_lines(view) if view.task == "video" else _ranking_lines(view))
+    return Group(Text(_header(manifest)), _graph_table(manifest.graphs), *parts)

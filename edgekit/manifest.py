@@ -8,12 +8,17 @@ file it needs with size and sha256; one section per task holds what only that ta
 (`ranking` for rerank/select, `video` for video), and a family's own details sit under its family
 key inside that section. docs/FORMAT.md documents it.
 
+A package may hold its graphs in several formats (ONNX and their Core ML twins, over one set of
+shared files): `graph_formats` names them, and `for_format(fmt)` is the view one backend runs.
+Role lookups (`graph`, `graphs_by_role`, `stream_graphs`, ...) need a one-format manifest or view.
+
 Example::
 
     manifest = Manifest.load("pkg")          # checks format, version, roles, files present
-    for graph in manifest.graphs: print(graph.role, graph.index, graph.path, graph.bytes)
-    layer_3 = manifest.graph("layer", 3)     # graphs are found by role and index, never position
-    manifest.verify()                        # re-hashes every file; raises IntegrityError
+    for graph in manifest.graphs: print(graph.role, graph.index, graph.format, graph.path, graph.bytes)
+    onnx = manifest.for_format("onnx")       # a mixed package's ONNX graphs (the package itself if only ONNX)
+    layer_3 = onnx.graph("layer", 3)         # graphs are found by role and index, never position
+    manifest.verify()                        # re-hashes every file of every format; raises IntegrityError
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.containment import check_contained, check_inside, package_root
-from edgekit.errors import FormatVersionError, NotAPackageError, PackageNotFoundError, ParityError
+from edgekit.errors import (
+    FormatVersionError,
+    InvalidArgumentError,
+    NotAPackageError,
+    PackageNotFoundError,
+    ParityError,
+)
 from edgekit.manifest_fields import (
     MAX_GRAPHS,
     MAX_NAME_CHARS,
@@ -160,13 +171,15 @@ class Manifest:
         roles = RANKING_ROLES if self.ranking is not None else VIDEO_ROLES
         _check_graph_entries(self.graphs, roles)
         _check_shared_graphs(self.graphs, self.requires)
-        if self.ranking is not None:
-            self.ranking.check(self.task, self.graphs_by_role)
-            self.ranking.check_dtype(self.dtype)
-        elif self.video is not None:
-            if self.dtype != "fp32":
-                raise ManifestError(f"video packages are fp32, not {self.dtype!r}")
-            self.video.check(self.family, self.graphs_by_role, self.unet_graphs)
+        for graph_format in self.graph_formats:  # each format's graphs make a whole package on their own
+            view = self.for_format(graph_format)
+            if view.ranking is not None:
+                view.ranking.check(view.task, view.graphs_by_role)
+                view.ranking.check_dtype(view.dtype)
+            elif view.video is not None:
+                if view.dtype != "fp32":
+                    raise ManifestError(f"video packages are fp32, not {view.dtype!r}")
+                view.video.check(view.family, view.graphs_by_role, view.unet_graphs)
 
     # --- writing -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -223,15 +236,42 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(entry.bytes for entry in self.files())
 
+    # --- graph formats (docs/FORMAT.md, "Core ML graphs and mixed packages") ------------------
+    @property
+    def graph_formats(self) -> tuple[str, ...]:
+        """The formats of the package's graphs, sorted: ("onnx",), or ("mlpackage", "onnx") for a
+        mixed package (every format holds the same (role, index) slots: the manifest check)."""
+        return tuple(sorted({graph.format for graph in self.graphs}))
+
+    def for_format(self, graph_format: str) -> Manifest:
+        """This manifest with only the graphs of `graph_format` (everything else, the shared
+        embedding table and tokenizer included, unchanged): what one backend runs. The view is for
+        reading and running; save the package's own manifest, not a view. KeyError for a format
+        the package does not hold."""
+        if graph_format not in self.graph_formats:
+            raise KeyError(f"the package has no {graph_format!r} graphs (it has: {', '.join(self.graph_formats)})")
+        if self.graph_formats == (graph_format,):
+            return self
+        return dataclasses.replace(self, graphs=tuple(g for g in self.graphs if g.format == graph_format))
+
+    def _runnable_graphs(self) -> tuple[GraphSpec, ...]:
+        """The graphs the lookups below search: all of them, in a one-format manifest. A mixed
+        package's lookups would find twins, so they must go through `for_format` (a caller bug,
+        told in one line)."""
+        if len({graph.format for graph in self.graphs}) > 1:
+            raise InvalidArgumentError(f"package {self.root} holds {' and '.join(self.graph_formats)} graphs; look "
+                                       "graphs up on manifest.for_format(FORMAT), the graphs one backend runs")
+        return self.graphs
+
     # --- graphs by role --------------------------------------------------------------------
     def graphs_by_role(self, role: str) -> list[GraphSpec]:
-        """The graphs of `role`, ordered by index."""
-        found = [graph for graph in self.graphs if graph.role == role]
+        """The graphs of `role`, ordered by index (a one-format manifest or view: `for_format`)."""
+        found = [graph for graph in self._runnable_graphs() if graph.role == role]
         return sorted(found, key=lambda graph: -1 if graph.index is None else graph.index)
 
     def graph(self, role: str, index: int | None = None) -> GraphSpec:
         """The graph of `role` (with `index` where the role repeats); KeyError when absent."""
-        for graph in self.graphs:
+        for graph in self._runnable_graphs():
             if graph.role == role and graph.index == index:
                 return graph
         raise KeyError(f"no {role} graph" + (f" with index {index}" if index is not None else ""))
@@ -284,10 +324,11 @@ def _graph(entry: Any, position: int) -> GraphSpec:
 def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) -> None:
     """Names unique; role known; an index exactly for the roles that repeat; format known; at
     least one file; the load path among the files (a file graph) or holding them (a directory
-    graph); no (role, index) or file listed twice, except a shared layer graph: the load path of
-    every graph with `weights`, listed by each with the same size and hash."""
+    graph); no (role, index) twice within a format, and every format of a mixed package holding
+    the same (role, index) slots; no file listed twice, except a shared layer graph: the load path
+    of every graph with `weights`, listed by each with the same size and hash."""
     names: set[str] = set()
-    slots: set[tuple[str, int | None]] = set()
+    slots_by_format: dict[str, set[tuple[str, int | None]]] = {}
     files: set[str] = set()
     shared: dict[str, FileEntry] = {}
     for graph in graphs:
@@ -306,12 +347,15 @@ def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) 
             raise ManifestError(f"{label} lists no files")
         listed = [entry.file for entry in graph.files]
         inside = all(name.startswith(graph.path.rstrip("/") + "/") for name in listed)
-        if graph.format == "mlpackage" and not inside:
-            raise ManifestError(f"{label}: an mlpackage graph lists the files inside its directory {graph.path!r}")
+        if graph.format == "mlpackage" and not (inside and graph.path.endswith(".mlpackage")):
+            raise ManifestError(f"{label}: an mlpackage graph's path is a directory ending with .mlpackage and it "
+                                f"lists the files inside it, not {graph.path!r}")
         if graph.format == "onnx" and listed[0] != graph.path:
             raise ManifestError(f"{label}: an onnx graph lists its .onnx file {graph.path!r} first")
+        slots = slots_by_format.setdefault(graph.format, set())
         if (graph.role, graph.index) in slots:
-            raise ManifestError(f"{label}: role {graph.role!r} with index {graph.index} is taken by another graph")
+            raise ManifestError(f"{label}: role {graph.role!r} with index {graph.index} is taken by another "
+                                f"{graph.format} graph")
         slots.add((graph.role, graph.index))
         for entry in graph.files:
             is_shared = graph.weights is not None and entry.file == graph.path
@@ -320,6 +364,22 @@ def _check_graph_entries(graphs: tuple[GraphSpec, ...], roles: tuple[str, ...]) 
             files.add(entry.file)
             if is_shared:
                 shared[entry.file] = entry
+    _check_same_slots(slots_by_format)
+
+
+def _check_same_slots(slots_by_format: dict[str, set[tuple[str, int | None]]]) -> None:
+    """A mixed package is one package per format over shared files: every format has a graph
+    for each (role, index) slot of every other (a runtime picks one format and runs it alone)."""
+    every = set().union(*slots_by_format.values()) if slots_by_format else set()
+    for graph_format in sorted(slots_by_format):
+        missing = sorted(every - slots_by_format[graph_format], key=lambda slot: (slot[0], slot[1] or 0))
+        if missing:
+            role, index = missing[0]
+            others = sorted(set(slots_by_format) - {graph_format})
+            raise ManifestError(f"the {graph_format} graphs have no {role!r} graph" +
+                                ("" if index is None else f" with index {index}") +
+                                f" ({len(missing)} slot(s) missing), which the {'/'.join(others)} graphs have: every "
+                                "format of a mixed package holds the same (role, index) slots")
 
 
 def _check_shared_graphs(graphs: tuple[GraphSpec, ...], requires: tuple[str, ...]) -> None:

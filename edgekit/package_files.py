@@ -1,8 +1,8 @@
 """The building blocks every manifest section shares: files with their hashes, tensor specs, and
 graph entries (format v2, docs/FORMAT.md).
 
-A graph entry names its role (and index where a role repeats), its format ("onnx"; "mlpackage" is
-reserved for Core ML), the path a backend loads (a file, or a directory for an .mlpackage), its
+A graph entry names its role (and index where a role repeats), its format ("onnx", or "mlpackage":
+Core ML), the path a backend loads (a file, or a directory for an .mlpackage), its
 inputs and outputs, and every file it needs with byte size and sha256 (external data included;
 for a directory graph, each file inside it).
 
@@ -41,7 +41,7 @@ from edgekit.manifest_fields import (
     text,
 )
 
-GRAPH_FORMATS = ("onnx", "mlpackage")  # mlpackage: reserved for Core ML (a directory graph)
+GRAPH_FORMATS = ("onnx", "mlpackage")  # mlpackage: a Core ML program (a directory graph)
 # what a TensorSpec's dtype may say (ONNX element types by numpy name)
 TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 MAX_INDEX = 1 << 16  # a graph's index (layer, block or group number)

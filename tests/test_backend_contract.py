@@ -152,7 +152,7 @@ def test_onnxruntime_defaults_score_like_edgekits_options(tiny_cross_package: Pa
 # --- what nobody has -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "graph_format, provider, error, needles",
-    [("mlpackage", "cpu", FormatVersionError, ("'mlpackage'", "this runtime has:", "edgekit export")),
+    [("mlpackage", "cpu", InvalidArgumentError, ("'cpu'", "mlpackage graphs", "choose one of coreml")),
      ("tflite", "cpu", FormatVersionError, ("'tflite'", "this runtime has:", "onnx", "re-export")),
      ("onnx", "tpu", InvalidArgumentError, ("'tpu'", "cpu, cuda, coreml")),
      ("numpy-test", "cuda", InvalidArgumentError, ("'cuda'", "numpy-test", "choose one of cpu"))],

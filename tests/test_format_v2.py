@@ -18,7 +18,7 @@ from edgekit.errors import FormatVersionError, NotAPackageError
 from edgekit.manifest import FORMAT_VERSION, Manifest
 from edgekit.package_files import files_under, sha256_file
 from tests.conftest import CANDIDATES, QUERY
-from tests.manifest_edit import rewrite_manifest
+from tests.manifest_edit import add_coreml_twins, rewrite_manifest
 
 runner = CliRunner()
 
@@ -120,39 +120,33 @@ def test_a_directory_graph_lists_the_files_inside_it(tiny_cross_package: Path, t
     """The format admits a graph that is a directory (an .mlpackage): its files are hashed one by
     one, presence and hashes are checked like any file, and a missing inner file is named."""
     package = _copy(tiny_cross_package, tmp_path)
-    bundle = package / "graphs" / "head.mlpackage"
-    (bundle / "Data" / "weights").mkdir(parents=True)
-    (bundle / "Manifest.json").write_text("{}")
-    (bundle / "Data" / "weights" / "weight.bin").write_bytes(b"\0" * 64)
-    entries = files_under(package, "graphs/head.mlpackage")
-    assert [e.file for e in entries] == ["graphs/head.mlpackage/Data/weights/weight.bin",
-                                         "graphs/head.mlpackage/Manifest.json"]
-
-    def as_mlpackage(data: dict[str, Any]) -> None:
-        head = next(g for g in data["graphs"] if g["role"] == "head")
-        head.update(format="mlpackage", path="graphs/head.mlpackage",
-                    files=[{"file": e.file, "sha256": e.sha256, "bytes": e.bytes} for e in entries])
-
-    _edit(package, as_mlpackage)
+    add_coreml_twins(package)  # every graph gets a Core ML twin holding three stand-in files
+    bundle = package / "graphs" / "head_coreml.mlpackage"
+    entries = files_under(package, "graphs/head_coreml.mlpackage")
+    assert [e.file for e in entries] == ["graphs/head_coreml.mlpackage/Data/com.apple.CoreML/model.mlmodel",
+                                         "graphs/head_coreml.mlpackage/Data/com.apple.CoreML/weights/weight.bin",
+                                         "graphs/head_coreml.mlpackage/Manifest.json"]
     manifest = Manifest.load(package)
     manifest.verify()
-    assert manifest.graph("head").format == "mlpackage" and manifest.graph("head").bytes == 66
+    head = manifest.for_format("mlpackage").graph("head")
+    assert head.files == entries and head.bytes == sum(e.bytes for e in entries) == 33 + 96 + 30
     (bundle / "Manifest.json").unlink()
     result = runner.invoke(app, ["verify", str(package)])
-    assert result.exit_code == 2 and "head.mlpackage/Manifest.json" in result.stderr
+    assert result.exit_code == 2 and "head_coreml.mlpackage/Manifest.json" in result.stderr
 
 
 def test_an_mlpackage_graph_must_list_files_inside_its_directory(tiny_cross_package: Path, tmp_path: Path) -> None:
     package = _copy(tiny_cross_package, tmp_path)
     _edit(package, lambda d: next(g for g in d["graphs"] if g["role"] == "head").update(
         format="mlpackage", path="graphs/head.mlpackage"))
-    with pytest.raises(NotAPackageError, match="graph 'head': an mlpackage graph lists the files inside"):
+    with pytest.raises(NotAPackageError, match="graph 'head': an mlpackage graph's path is a directory ending "
+                                               "with .mlpackage and it lists the files inside it"):
         Manifest.load(package)
 
 
-def test_the_graphs_format_picks_the_backend(tiny_cross_package: Path, tmp_path: Path) -> None:
-    """`edgekit.load` asks the backend registry for the graphs' format: an all-mlpackage package
-    is refused in one line (no Core ML backend yet), a package mixing formats too."""
+def test_every_format_of_a_package_holds_every_slot(tiny_cross_package: Path, tmp_path: Path) -> None:
+    """A package whose head alone is Core ML is two packages, each missing graphs: refused in one
+    line (tests/test_coreml_runtime.py has mixed packages done right and how a format is picked)."""
     package = _copy(tiny_cross_package, tmp_path)
     bundle = package / "graphs" / "head.mlpackage"
     bundle.mkdir()
@@ -165,10 +159,6 @@ def test_the_graphs_format_picks_the_backend(tiny_cross_package: Path, tmp_path:
                     files=[{"file": entry.file, "sha256": entry.sha256, "bytes": entry.bytes}])
 
     _edit(package, head_as_mlpackage)
-    with pytest.raises(edgekit.errors.EdgekitError, match="mixes graph formats"):
-        edgekit.load(str(package))
-    # every graph claiming mlpackage: the registry answers for the format, in one line
-    _edit(package, lambda d: [g.update(format="mlpackage", path="graphs") for g in d["graphs"]])
-    with pytest.raises(edgekit.errors.EdgekitError, match="mlpackage.*no backend") as caught:
+    with pytest.raises(NotAPackageError, match="the mlpackage graphs have no 'embeddings' graph") as caught:
         edgekit.load(str(package))
     assert "\n" not in str(caught.value)

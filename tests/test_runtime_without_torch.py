@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 BLOCKER = textwrap.dedent(
     """
     import importlib.abc, sys
@@ -71,3 +73,27 @@ def test_graph_checks_read_onnx_schema_without_importing_onnx(tiny_cross_package
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload == {"before": [], "same": True, "nodes": True}
+
+
+def test_the_core_ml_backend_imports_no_coremltools_off_macos(tiny_cross_package: Path) -> None:
+    """coremltools probes for torch when imported: the Core ML backend imports it only on macOS,
+    after the platform check, so off macOS asking for it is the one-line refusal and nothing heavy
+    (nor coremltools) is imported."""
+    result = _run("""
+        import json, platform, sys
+        import edgekit.runtimes.backends.coreml_backend
+        from edgekit.errors import ProviderUnavailableError
+        from edgekit.runtimes.backends import backend_for
+        try:
+            backend_for("mlpackage", "coreml")
+            message = None
+        except ProviderUnavailableError as error:
+            message = str(error)
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in (*BLOCKED, "coremltools"))
+        print(json.dumps({"darwin": platform.system() == "Darwin", "message": message, "loaded": loaded}))
+    """)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    if payload["darwin"]:
+        pytest.skip("on macOS the backend imports coremltools by design")
+    assert payload["loaded"] == [] and "Core ML graphs need macOS" in payload["message"]
