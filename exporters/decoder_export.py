@@ -26,7 +26,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.coreml.fp16_masks import FiniteBias
 from edgekit.exporters.coreml.options import CoreMLOptions
-from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs, record_chained
 from edgekit.exporters.decoder import DecoderStages, reference_scores, split_decoder
 from edgekit.exporters.encoder_export import EXAMPLE_CANDIDATES, EXAMPLE_QUERY, Progress
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
@@ -161,19 +161,21 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
     return graphs, parity
 
 
-def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, tolerance: float) -> float:
-    """The staged package through the real runtime vs the whole transformers model."""
+def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, tolerance: float,
+                    backend: Any = None, label: str = "chained package") -> float:
+    """The staged package through the real runtime (its ONNX graphs, or the graphs `backend`
+    loads from `manifest`) vs the whole transformers model."""
     from edgekit.runtimes.backends import backend_for
     from edgekit.runtimes.selector import Selector
 
     documents = list(EXAMPLE_DOCUMENTS)
-    runtime = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
+    runtime = Selector(manifest, backend or backend_for("onnx", "cpu"), window=2, chunk=2).rank(
         EXAMPLE_QUERY, documents, top_k=len(documents)).scores_by_candidate()
     assert manifest.ranking.prompt is not None
     ids = prompt_ids(tokenizer, manifest.ranking.prompt, EXAMPLE_QUERY, documents, manifest.ranking.max_length)
     expected = reference_scores(stages, *left_padded(ids, int(tokenizer.pad_token_id))).numpy()
     diff, scale = max_diff(runtime, expected)
-    check_parity("chained package", diff, scale, tolerance)
+    check_parity(label, diff, scale, tolerance)
     return diff
 
 
@@ -254,4 +256,6 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         manifest.save(root)
         if collected is not None:
             manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length}, TOLERANCE, report)
+            manifest = record_chained(root, manifest, formats, lambda view, backend, allowed: _chained_parity(
+                view, stages, tokenizer, allowed, backend, "chained Core ML graphs"))
     return Manifest.load(out)

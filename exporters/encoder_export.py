@@ -27,7 +27,7 @@ from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import InvalidArgumentError, SourceModelError
 from edgekit.exporters.coreml.fp16_masks import encoder_layer_for_core_ml
 from edgekit.exporters.coreml.options import CoreMLOptions
-from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs, record_chained
 from edgekit.exporters.encoder import BiEncoderHead, EncoderStages, reference_scores, split_encoder
 from edgekit.exporters.fusion import FusionPlan, describe, plan_for
 from edgekit.exporters.package_parts import (
@@ -221,11 +221,12 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
 
 
 def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, task: str,
-                    max_length: int, tolerance: float) -> float:
-    """Run the staged package with the real runtime; compare scores with the whole model."""
+                    max_length: int, tolerance: float, backend: Any = None, label: str = "chained package") -> float:
+    """Run the staged package with the real runtime (its ONNX graphs, or the graphs `backend`
+    loads from `manifest`); compare scores with the whole model."""
     from edgekit.runtimes.selector import Selector
 
-    runtime = Selector(manifest, backend_for("onnx", "cpu"), window=2, chunk=2).rank(
+    runtime = Selector(manifest, backend or backend_for("onnx", "cpu"), window=2, chunk=2).rank(
         EXAMPLE_QUERY, list(EXAMPLE_CANDIDATES), top_k=len(EXAMPLE_CANDIDATES)).scores_by_candidate()
     batch = _example_batch(tokenizer, task, max_length, stages.family)
     expected = reference_scores(stages, task, batch).numpy()
@@ -233,7 +234,7 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
         query, candidates = expected[0], expected[1:]
         expected = candidates @ query / (np.linalg.norm(candidates, axis=1) * np.linalg.norm(query))
     diff, scale = max_diff(runtime, expected)
-    check_parity("chained package", diff, scale, tolerance)
+    check_parity(label, diff, scale, tolerance)
     return diff
 
 
@@ -310,4 +311,6 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
         if collected is not None:
             manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length},
                                           family.tolerance, report)
+            manifest = record_chained(root, manifest, formats, lambda view, backend, allowed: _chained_parity(
+                view, stages, tokenizer, info.task, length, allowed, backend, "chained Core ML graphs"))
     return Manifest.load(out)

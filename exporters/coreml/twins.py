@@ -176,3 +176,27 @@ def add_core_ml_graphs(root: Path, manifest: Manifest, stages: Sequence[TorchSta
     updated.save(root)
     return updated
 
+
+
+ChainedCheck = Callable[[Manifest, Any, float], float]  # (Core ML view, backend, tolerance) -> max abs diff
+
+
+def record_chained(root: Path, manifest: Manifest, options: CoreMLOptions, check: ChainedCheck) -> Manifest:
+    """Run the package's Core ML graphs chained through the real runtime, each under the MIL
+    evaluator (eval_backend.py), with `check` (the exporter's chained parity against the whole
+    torch model, at FP16_TOLERANCE for fp16 programs); record the max abs diff as
+    `exporter.coreml.chained_max_abs_diff` (or why it was skipped) and save the manifest.
+    Palettized graphs are measured, not gated (their weights differ by design)."""
+    from edgekit.exporters.coreml.eval_backend import MilEvalBackend
+    from edgekit.exporters.coreml.mil_eval import UnsupportedOpsError
+
+    allowed = FP16_TOLERANCE if options.precision == "fp16" else float(manifest.parity.get("tolerance", FP16_TOLERANCE))
+    view = manifest.for_format("mlpackage")
+    try:
+        chained: Any = check(view, MilEvalBackend(), float("inf") if options.palettize else allowed)
+    except UnsupportedOpsError as error:
+        chained = f"skipped: {error}"
+    record = {**manifest.exporter["coreml"], "chained_max_abs_diff": chained}
+    updated = dataclasses.replace(manifest, exporter={**manifest.exporter, "coreml": record})
+    updated.save(root)
+    return updated
