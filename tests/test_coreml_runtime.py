@@ -126,7 +126,8 @@ def test_the_format_is_chosen_in_one_place_and_a_wrong_choice_is_one_line(mixed_
     assert choose_format(("mlpackage", "onnx"), "cpu") == "onnx"
     assert choose_format(("mlpackage", "onnx"), "coreml") == "mlpackage"
     assert choose_format(("onnx",), "coreml") == "onnx"  # onnxruntime's CoreML execution provider
-    assert choose_format(("mlpackage",), "cpu") == "mlpackage"  # then refused: Core ML has no "cpu" provider
+    with pytest.raises(InvalidArgumentError, match="Core ML graphs only; run it with --provider coreml on macOS"):
+        choose_format(("mlpackage",), "cpu")
     assert choose_format(("mlpackage", "onnx"), "coreml", "onnx") == "onnx"
     with pytest.raises(InvalidArgumentError, match="unknown provider 'cpu' for mlpackage graphs; choose one of "
                                                    "coreml") as caught:
@@ -139,7 +140,8 @@ def test_the_format_is_chosen_in_one_place_and_a_wrong_choice_is_one_line(mixed_
 def test_a_core_ml_only_package_runs_only_on_provider_coreml(mixed_package: Path) -> None:
     rewrite_manifest(mixed_package, lambda d: d.update(graphs=[g for g in d["graphs"] if g["format"] == "mlpackage"]))
     assert Manifest.load(mixed_package).graph_formats == ("mlpackage",)
-    with pytest.raises(InvalidArgumentError, match="unknown provider 'cpu' for mlpackage graphs; choose one of coreml"):
+    with pytest.raises(InvalidArgumentError, match="holds Core ML graphs only; run it with --provider coreml on macOS, "
+                                                   "or re-export it with --format onnx,coreml"):
         edgekit.load(str(mixed_package))
     with pytest.raises(InvalidArgumentError, match=r"no 'onnx' graphs \(it has: mlpackage\)"):
         edgekit.load(str(mixed_package), graph_format="onnx")

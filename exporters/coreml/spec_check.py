@@ -41,7 +41,7 @@ class SpecFacts:
     ops: dict[str, int]
     precision: str  # "fp16" when a computing op yields float16, "fp32" when none does, "none": no computing op
     palettized_weights: int
-    dense_weights: int  # const tensors of at least PALETTE_MIN_ELEMENTS elements stored as plain values
+    dense_weights: int  # float weight matrices (rank >= 2) of PALETTE_MIN_ELEMENTS+ elements stored as plain values
     weight_bytes: int
 
     def record(self) -> dict[str, Any]:
@@ -70,7 +70,9 @@ def read_spec(package: Path) -> SpecFacts:
     half = MIL_pb2.DataType.Value("FLOAT16")
     computing = [op for op in operations if op.type not in ("const", PALETTE_OP, "cast")]
     computes_half = any(output.type.tensorType.dataType == half for op in computing for output in op.outputs)
-    dense = sum(1 for op in operations if op.type == "const" and _elements(op.outputs[0]) >= PALETTE_MIN_ELEMENTS)
+    floats = {MIL_pb2.DataType.Value("FLOAT16"), MIL_pb2.DataType.Value("FLOAT32")}
+    dense = sum(1 for op in operations if op.type == "const" and op.outputs[0].type.tensorType.dataType in floats
+                and len(op.outputs[0].type.tensorType.dimensions) >= 2 and _elements(op.outputs[0]) >= PALETTE_MIN_ELEMENTS)
     weights = package / "Data" / "com.apple.CoreML" / "weights"
     weight_bytes = sum(path.stat().st_size for path in weights.rglob("*") if path.is_file()) if weights.is_dir() else 0
     return SpecFacts(inputs=inputs, outputs=outputs, ops=dict(sorted(ops.items())),
@@ -105,7 +107,8 @@ def check_spec(facts: SpecFacts, expected_inputs: tuple[str, ...], expected_outp
     if facts.precision not in (precision, "none"):
         problems.append(f"computes in {facts.precision}, {precision} was asked")
     if palettized and facts.dense_weights:
-        problems.append(f"{facts.dense_weights} weights of {PALETTE_MIN_ELEMENTS}+ elements left unpalettized")
+        problems.append(f"{facts.dense_weights} weight matrices of {PALETTE_MIN_ELEMENTS}+ elements left "
+                        "unpalettized")
     if not palettized and facts.palettized_weights:
         problems.append(f"{facts.palettized_weights} palettized weights")
     for input_name in flexible:

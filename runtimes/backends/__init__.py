@@ -108,6 +108,9 @@ def choose_format(available: Sequence[str], provider: str, requested: str | None
         return "mlpackage"
     if "onnx" in formats:
         return "onnx"
+    if formats == ["mlpackage"]:
+        raise InvalidArgumentError("the package holds Core ML graphs only; run it with --provider coreml on macOS, "
+                                   "or re-export it with --format onnx,coreml to run it here")
     if len(formats) != 1:
         raise InvalidArgumentError(f"the package holds graphs in {', '.join(formats)}; choose one as graph_format")
     return formats[0]
