@@ -162,7 +162,7 @@ def _export_stages(stages: DecoderStages, input_ids: torch.Tensor, mask: torch.T
 
 
 def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, tolerance: float,
-                    backend: Any = None, label: str = "chained package") -> float:
+                    backend: Any = None, what: str = "ONNX") -> float:
     """The staged package through the real runtime (its ONNX graphs, or the graphs `backend`
     loads from `manifest`) vs the whole transformers model."""
     from edgekit.runtimes.backends import backend_for
@@ -175,7 +175,7 @@ def _chained_parity(manifest: Manifest, stages: DecoderStages, tokenizer: Any, t
     ids = prompt_ids(tokenizer, manifest.ranking.prompt, EXAMPLE_QUERY, documents, manifest.ranking.max_length)
     expected = reference_scores(stages, *left_padded(ids, int(tokenizer.pad_token_id))).numpy()
     diff, scale = max_diff(runtime, expected)
-    check_parity(label, diff, scale, tolerance)
+    check_parity("chained package", diff, scale, tolerance, what)
     return diff
 
 
@@ -257,5 +257,5 @@ def export_decoder(info: SourceInfo, out: Path, max_length: int | None = None, d
         if collected is not None:
             manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length}, TOLERANCE, report)
             manifest = record_chained(root, manifest, formats, lambda view, backend, allowed: _chained_parity(
-                view, stages, tokenizer, allowed, backend, "chained Core ML graphs"))
+                view, stages, tokenizer, allowed, backend, "Core ML"))
     return Manifest.load(out)

@@ -221,7 +221,7 @@ def _export_stages(stages: EncoderStages, batch: dict[str, torch.Tensor], root: 
 
 
 def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, task: str,
-                    max_length: int, tolerance: float, backend: Any = None, label: str = "chained package") -> float:
+                    max_length: int, tolerance: float, backend: Any = None, what: str = "ONNX") -> float:
     """Run the staged package with the real runtime (its ONNX graphs, or the graphs `backend`
     loads from `manifest`); compare scores with the whole model."""
     from edgekit.runtimes.selector import Selector
@@ -234,7 +234,7 @@ def _chained_parity(manifest: Manifest, stages: EncoderStages, tokenizer: Any, t
         query, candidates = expected[0], expected[1:]
         expected = candidates @ query / (np.linalg.norm(candidates, axis=1) * np.linalg.norm(query))
     diff, scale = max_diff(runtime, expected)
-    check_parity(label, diff, scale, tolerance)
+    check_parity("chained package", diff, scale, tolerance, what)
     return diff
 
 
@@ -312,5 +312,5 @@ def export_encoder(source: str, out: Path, task: str | None = None, max_length: 
             manifest = add_core_ml_graphs(root, manifest, collected, formats, {"sequence": length},
                                           family.tolerance, report)
             manifest = record_chained(root, manifest, formats, lambda view, backend, allowed: _chained_parity(
-                view, stages, tokenizer, info.task, length, allowed, backend, "chained Core ML graphs"))
+                view, stages, tokenizer, info.task, length, allowed, backend, "Core ML"))
     return Manifest.load(out)

@@ -3,6 +3,7 @@ tokenizer files and the version record."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ def max_diff(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     return float(np.max(np.abs(actual - expected))), float(max(1.0, np.max(np.abs(expected))))
 
 
-def check_parity(name: str, diff: float, scale: float, tolerance: float) -> None:
-    """Raise ParityError when `diff` exceeds `tolerance * scale`."""
-    if diff > tolerance * scale:
+def check_parity(name: str, diff: float, scale: float, tolerance: float, what: str = "ONNX") -> None:
+    """Raise ParityError when `diff` exceeds `tolerance * scale` or is not finite (a NaN or inf
+    output; `tolerance` may be inf: then only that is checked). what: whose output, for the message."""
+    if not math.isfinite(diff) or diff > tolerance * scale:
         raise ParityError(
-            f"{name}: ONNX output differs from torch by {diff:.3g} (allowed {tolerance * scale:.3g}); "
+            f"{name}: {what} output differs from torch by {diff:.3g} (allowed {tolerance * scale:.3g}); "
             "the model uses an op edgekit cannot export faithfully; please report it"
         )
 

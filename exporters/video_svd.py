@@ -302,8 +302,8 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
     """Export a diffusers SVD directory as a video package at `out` (atomically); returns its manifest.
     op_groups: export the UNet as operator-group graphs (exporters/video_groups.py) that the
     runtime can slice (`generate(..., slices=N)`), instead of one graph per block. coreml: the
-    graph formats to write (Core ML twins of every stage: exporters/coreml/twins.py; their spatial
-    and frame dims are flexible, unbounded)."""
+    graph formats to write (Core ML twins of every stage: exporters/coreml/twins.py; their spatial,
+    frame and token dims are flexible up to exporters/coreml/convert.py's bounds)."""
     formats = coreml or CoreMLOptions()
     source = Path(source)
     out = Path(out)

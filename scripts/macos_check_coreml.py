@@ -27,6 +27,7 @@ VARIANTS = (
     ("onnxruntime-coreml-ep", "package", "coreml", "onnx", None),
     ("coreml-all", "package", "coreml", "mlpackage", "all"),
     ("coreml-cpu_and_ne", "package", "coreml", "mlpackage", "cpu_and_ne"),
+    ("coreml-cpu_and_gpu", "package", "coreml", "mlpackage", "cpu_and_gpu"),
     ("coreml-cpu_only", "package", "coreml", "mlpackage", "cpu_only"),
     ("coreml-4bit-all", "palettized", "coreml", "mlpackage", "all"),
 )
@@ -70,6 +71,8 @@ def compare(args: argparse.Namespace) -> None:
             continue
         results[name] = json.loads(child.read_text())
     baseline = results["onnxruntime-cpu"]
+    if "error" in baseline:
+        raise SystemExit(f"error: the onnxruntime CPU baseline failed ({baseline['error']}); nothing to compare")
     print(f"{'variant':24} {'top-10 agree':>12} {'max |Δscore|':>12} {'latency ms':>11} {'× base':>7} "
           f"{'peak MiB':>9} {'× base':>7}")
     for name, result in results.items():

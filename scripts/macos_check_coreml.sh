@@ -3,11 +3,12 @@
 # bundled all-MiniLM-L6-v2 as one package with ONNX graphs and their Core ML twins, then rank the
 # first queries of the bundled dev set with each runtime, each in its own process:
 #   onnxruntime CPU (the baseline), onnxruntime's CoreML execution provider (ONNX graphs), and
-#   Core ML itself (the .mlpackage graphs) with compute units all, cpu_and_ne and cpu_only,
+#   Core ML itself (the .mlpackage graphs) with compute units all, cpu_and_ne, cpu_and_gpu and
+#   cpu_only,
 #   plus a 4-bit palettized Core ML package.
 # It prints, per variant, top-10 agreement and the max abs score difference against the
 # baseline, median latency per query and peak RSS, and the same as JSON in $OUT/coreml_check.json.
-# Budget: about 10 minutes on an M-series Mac (export ~3 min, six runs of QUERIES queries).
+# Budget: about 10 minutes on an M-series Mac (export ~3 min, seven runs of QUERIES queries).
 # Usage: bash scripts/macos_check_coreml.sh [QUERIES]   (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/.."

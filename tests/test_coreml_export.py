@@ -168,6 +168,7 @@ def test_svd_stages_convert_and_name_the_ops_the_evaluator_skips(tiny_svd: Path,
     (["--format", "coreml", "--palettize", "3"], "--palettize 3"),
     (["--format", "coreml", "--dtype", "int8"], "--palettize 8"),
     (["--format", "coreml", "--shared-layers"], "--shared-layers applies to ONNX graphs only"),
+    (["--format", "coreml", "--dtype", "fp16"], "use --precision fp16"),
     (["--format", "coreml", "--compute-units", "gpu"], "--compute-units 'gpu'"),
 ])
 def test_bad_core_ml_options_are_one_line_before_any_model_loads(tiny_cross_encoder: Path, tmp_path: Path,
@@ -176,3 +177,34 @@ def test_bad_core_ml_options_are_one_line_before_any_model_loads(tiny_cross_enco
     assert result.exit_code == 2 and expected in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "p").exists()
+
+
+def test_missing_or_wrong_dependencies_are_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy >= 2.4 breaks coremltools 9.0's torch frontend; k-means palettization needs
+    scikit-learn: both are refused before a model loads, naming the coreml extra."""
+    import importlib.util
+
+    import numpy
+
+    from edgekit.errors import MissingDependencyError
+    from edgekit.exporters.coreml.library import import_coremltools
+    from edgekit.exporters.families.base import core_ml_options
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else
+                        real_find_spec(name, *a))
+    with pytest.raises(MissingDependencyError, match="scikit-learn, which is missing; pip install 'edgekit\\[coreml\\]'"):
+        core_ml_options("coreml", palettize=4)
+    assert core_ml_options("coreml").wants_coreml  # no palettization: no scikit-learn needed
+    monkeypatch.setattr(numpy, "__version__", "2.4.1")
+    with pytest.raises(MissingDependencyError, match="only with numpy < 2.4 \\(this is numpy 2.4.1\\)"):
+        import_coremltools()
+
+
+def test_a_non_finite_difference_is_a_parity_error_whatever_the_tolerance() -> None:
+    from edgekit.errors import ParityError
+    from edgekit.exporters.package_parts import check_parity
+
+    with pytest.raises(ParityError, match="chained package: Core ML output differs from torch by nan"):
+        check_parity("chained package", float("nan"), 1.0, float("inf"), "Core ML")
+    check_parity("chained package", 1e9, 1.0, float("inf"), "Core ML")  # palettized: measured, not gated

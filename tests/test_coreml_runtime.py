@@ -180,9 +180,13 @@ class FakeMLModel:
     def __init__(self, path: str, compute_units: Any = None) -> None:
         self.session = backend_for("onnx", "cpu").load(Path(path.replace("_coreml.mlpackage", ".onnx")))
         self.loaded.append((Path(path).name, compute_units))
-        inputs = [_feature(name, INT32 if name in INTEGER_INPUTS else FLOAT32) for name in self.session.input_names]
-        outputs = [_feature(name, FLOAT32) for name in self.session.output_names]
-        self.spec = types.SimpleNamespace(description=types.SimpleNamespace(input=inputs, output=outputs))
+        self.spec = self.spec_of(self.session)
+
+    @staticmethod
+    def spec_of(session: Any) -> Any:
+        inputs = [_feature(name, INT32 if name in INTEGER_INPUTS else FLOAT32) for name in session.input_names]
+        outputs = [_feature(name, FLOAT32) for name in session.output_names]
+        return types.SimpleNamespace(description=types.SimpleNamespace(input=inputs, output=outputs))
 
     def get_spec(self) -> Any:
         return self.spec
@@ -199,15 +203,35 @@ class FakeMLModel:
         return {name: value.astype(np.float64) for name, value in reversed(pairs)}
 
 
+def _fake_compile(package: str, destination: str) -> str:
+    """Stands in for coremltools.utils.compile_model: the "compiled" folder names its package."""
+    Path(destination).mkdir(parents=True)
+    (Path(destination) / "source").write_text(package)
+    compiled.append(Path(package).name)
+    return destination
+
+
+def _fake_compiled_model(path: str, compute_units: Any = None) -> FakeMLModel:
+    """Stands in for coremltools.models.CompiledMLModel (loads what _fake_compile names)."""
+    return FakeMLModel((Path(path) / "source").read_text(), compute_units)
+
+
+compiled: list[str] = []
+
+
 @pytest.fixture()
 def fake_macos(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     module = types.ModuleType("coremltools")
     module.ComputeUnit = types.SimpleNamespace(ALL="ALL", CPU_AND_NE="CPU_AND_NE", CPU_ONLY="CPU_ONLY",
                                                CPU_AND_GPU="CPU_AND_GPU")
-    module.models = types.SimpleNamespace(MLModel=FakeMLModel)
+    module.models = types.SimpleNamespace(CompiledMLModel=_fake_compiled_model)
+    module.utils = types.SimpleNamespace(compile_model=_fake_compile,
+                                         load_spec=lambda path: FakeMLModel.spec_of(backend_for("onnx", "cpu").load(
+                                             Path(path.replace("_coreml.mlpackage", ".onnx")))))
     monkeypatch.setitem(sys.modules, "coremltools", module)
     monkeypatch.setattr(coreml_backend.platform, "system", lambda: "Darwin")
     FakeMLModel.loaded, FakeMLModel.fed = [], []
+    compiled.clear()
     return module
 
 
@@ -216,8 +240,11 @@ def test_the_core_ml_backend_wiring_casts_feeds_orders_outputs_and_releases(tiny
     """predict cannot run here (Core ML is macOS-only): the stand-in model runs the ONNX twin, so
     this checks what the backend does around predict — compute units, casts, order, release."""
     layer = tiny_cross_package / "graphs" / "layer_000_coreml.mlpackage"
-    session = backend_for("mlpackage", "coreml", compute_units="cpu_and_ne").load(layer)
-    assert FakeMLModel.loaded == [("layer_000_coreml.mlpackage", "CPU_AND_NE")]
+    backend = backend_for("mlpackage", "coreml", compute_units="cpu_and_ne")
+    session = backend.load(layer)
+    assert FakeMLModel.loaded[-1] == ("layer_000_coreml.mlpackage", "CPU_AND_NE")
+    backend.load(layer).release()
+    assert compiled == ["layer_000_coreml.mlpackage"]  # compiled once per backend, loaded twice
     assert session.input_names == ("hidden_states", "attention_mask")
     width = Manifest.load(tiny_cross_package).ranking.hidden_size
     hidden = np.random.default_rng(0).standard_normal((2, 5, width)).astype(np.float32)
@@ -246,6 +273,16 @@ def test_the_core_ml_backend_wiring_casts_feeds_orders_outputs_and_releases(tiny
     first, second = coreml_backend.CoreMLSession(model, Path("two.mlpackage")).run({"x": np.full((2,), 1.5)})
     assert seen[0].dtype == np.float16 and first.dtype == second.dtype == np.float32
     assert first.tolist() == [2.5, 2.5] and second.tolist() == [3.0, 3.0]
+    # a feed outside the spec's flexible ranges (a chunk over the batch bound) is one line, before predict
+    bounded = _feature("x", FLOAT32)
+    bounded.type.multiArrayType.shapeRange = types.SimpleNamespace(sizeRanges=[
+        types.SimpleNamespace(lowerBound=1, upperBound=2), types.SimpleNamespace(lowerBound=4, upperBound=4)])
+    spec = types.SimpleNamespace(description=types.SimpleNamespace(input=[bounded], output=[_feature("y", FLOAT32)]))
+    bounded_model = types.SimpleNamespace(get_spec=lambda: spec, predict=lambda data: {"y": data["x"]})
+    bounded_session = coreml_backend.CoreMLSession(bounded_model, Path("b.mlpackage"))
+    assert bounded_session.run({"x": np.ones((2, 4))})[0].shape == (2, 4)
+    with pytest.raises(InvalidArgumentError, match=r"takes x of shape \(1\.\.2, 4\), got \(3, 4\); run with a smaller"):
+        bounded_session.run({"x": np.ones((3, 4))})
     with pytest.raises(InvalidArgumentError, match="compute units 'gpu' is not one of all, cpu_and_ne"):
         backend_for("mlpackage", "coreml", compute_units="gpu")
     assert backend_for("mlpackage", "coreml").traits.weights == "copy"

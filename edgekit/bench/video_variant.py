@@ -258,7 +258,7 @@ def main() -> None:
     args = parser.parse_args()
     from edgekit.manifest import Manifest
 
-    manifest = Manifest.load(args.package)
+    manifest = Manifest.load(args.package).for_format("onnx")  # the video bench measures onnxruntime
     with np.load(args.inputs) as data:
         inputs = {key: data[key] for key in data.files}
     meter = StageMeter()

@@ -3,8 +3,9 @@
 The stage is traced with `torch.jit.trace` on the example the ONNX exporter used and converted
 by coremltools' torch frontend (it has no ONNX frontend). Every symbolic dim of the ONNX graph's
 inputs becomes a `RangeDim`: "batch" up to `MAX_BATCH`, "sequence" up to the package's
-max_length, any other (video frames, pixels) up to `MAX_OTHER_DIM` (an mlprogram refuses
-unbounded ranges); fixed dims stay fixed. Inputs and outputs
+max_length, a `*_pixels` dim (an operator group's tokens: latent height x width) up to
+`MAX_PIXEL_TOKENS`, any other (frames, latent or pixel sides) up to `MAX_OTHER_DIM` (an mlprogram
+refuses unbounded ranges); fixed dims stay fixed. Inputs and outputs
 stay float32 (int32 for integer inputs: Core ML has no int64 features) whatever the compute
 precision, as Apple's converter keeps chunk boundaries in fp32 so chained graphs do not round
 twice. Palettization (kmeans, per tensor, coremltools' `palettize_weights`) runs after conversion.
@@ -33,13 +34,15 @@ from edgekit.manifest import TensorSpec
 COREMLTOOLS_VERSION = "9.0"  # the version mil_eval.py's private API was checked against (pyproject pins it)
 MAX_BATCH = 256  # candidates (or frames) per predict call; the runtime's chunk must stay under it
 MAX_OTHER_DIM = 4096  # frames x batch, latent or pixel sides of a video stage
+MAX_PIXEL_TOKENS = 256 * 256  # latent positions of one frame: SVD at 1024x576 has 128 x 72 = 9216
 PALETTE_MIN_ELEMENTS = 512  # smaller tensors (biases, norms) stay unpalettized: a LUT would not pay
 
 
 def _dim(ct: Any, dim: int | str, example: int, bounds: Mapping[str, int]) -> Any:
     if isinstance(dim, int):
         return dim
-    upper = MAX_BATCH if dim == "batch" else bounds.get(dim, MAX_OTHER_DIM)
+    default = MAX_PIXEL_TOKENS if dim.endswith("_pixels") else MAX_OTHER_DIM
+    upper = MAX_BATCH if dim == "batch" else bounds.get(dim, default)
     return ct.RangeDim(lower_bound=1, upper_bound=max(upper, example), default=example)
 
 

@@ -19,7 +19,13 @@ from edgekit.errors import MissingDependencyError
 
 
 def import_coremltools() -> Any:
-    """coremltools, or the one-line MissingDependencyError naming the extra."""
+    """coremltools, or the one-line MissingDependencyError naming the extra; also when numpy is
+    2.4 or newer, with which coremltools 9.0 fails inside its torch frontend (FIELD-NOTES)."""
+    import numpy
+
+    if tuple(int(part) for part in numpy.__version__.split(".")[:2]) >= (2, 4):
+        raise MissingDependencyError(f"coremltools 9.0 converts torch models only with numpy < 2.4 (this is numpy "
+                                     f"{numpy.__version__}); pip install 'edgekit[coreml]' (it pins numpy<2.4)")
     try:
         with quiet():  # it logs a line per missing macOS-only native module on import
             import coremltools

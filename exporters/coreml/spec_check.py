@@ -92,11 +92,13 @@ def _elements(value: Any) -> int:
 
 
 def check_spec(facts: SpecFacts, expected_inputs: tuple[str, ...], expected_outputs: tuple[str, ...],
-               precision: str, palettized: bool, name: str, flexible: tuple[str, ...] = ()) -> None:
+               precision: str, palettized: bool, name: str,
+               flexible: dict[str, tuple[int, ...]] | None = None) -> None:
     """The converted program is what was asked for: the ONNX twin's input and output names, the
-    requested precision, palettized weights exactly when asked, each input in `flexible` with a
-    range on its first dim, and weights under the 1 GB chunk limit. A mismatch is a converter
-    fault: one line (ParityError), the package is not written."""
+    requested precision, every weight matrix palettized when asked (none otherwise), each dim of
+    `flexible` ({input: axes the ONNX graph names symbolically}) a range rather than one size, and
+    weights under the 1 GB chunk limit. A mismatch is a converter fault: one line (ParityError),
+    the package is not written."""
     problems = []
     if tuple(facts.inputs) != expected_inputs:
         problems.append(f"inputs {tuple(facts.inputs)} instead of {expected_inputs}")
@@ -111,10 +113,11 @@ def check_spec(facts: SpecFacts, expected_inputs: tuple[str, ...], expected_outp
                         "unpalettized")
     if not palettized and facts.palettized_weights:
         problems.append(f"{facts.palettized_weights} palettized weights")
-    for input_name in flexible:
-        ranges = facts.inputs.get(input_name, {}).get("ranges") or [[0, 0]]
-        if ranges[0][0] == ranges[0][1]:
-            problems.append(f"input {input_name} has a fixed first dim")
+    for input_name, axes in (flexible or {}).items():
+        ranges = facts.inputs.get(input_name, {}).get("ranges") or []
+        fixed = [axis for axis in axes if axis >= len(ranges) or ranges[axis][0] == ranges[axis][1]]
+        if fixed:
+            problems.append(f"input {input_name} has fixed dims {fixed} that the ONNX graph keeps flexible")
     if problems:
         raise ParityError(f"{name}: the converted Core ML program has {'; '.join(problems)}; please report it")
     if facts.weight_bytes > CHUNK_LIMIT_BYTES:

@@ -132,7 +132,8 @@ def convert_twin(root: Path, stage: TorchStage, options: CoreMLOptions, bounds: 
     with quiet():
         model.save(str(root / relative))
     facts = read_spec(root / relative)
-    flexible = tuple(spec.name for spec in inputs if spec.shape and isinstance(spec.shape[0], str))
+    flexible = {spec.name: tuple(axis for axis, dim in enumerate(spec.shape) if isinstance(dim, str))
+                for spec in inputs}
     check_spec(facts, tuple(spec.name for spec in inputs), outputs, options.precision, options.palettize is not None,
                name, flexible)
     parity = numeric_parity(root / relative, stage, options.precision, tolerance, options.palettize is not None)

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,6 +107,9 @@ def core_ml_options(format: str | None = None, compute_units: str | None = None,
     formats.check_combination(dtype, shared_layers, fuse)
     if formats.wants_coreml:
         import_coremltools()
+    if palettize is not None and importlib.util.find_spec("sklearn") is None:
+        raise MissingDependencyError("--palettize clusters weights with scikit-learn, which is missing; "
+                                     "pip install 'edgekit[coreml]'")
     return formats
 
 

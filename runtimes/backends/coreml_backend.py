@@ -9,10 +9,14 @@ and it is raised before coremltools is imported: coremltools probes for torch wh
 the runtime side never imports torch (tests/test_runtime_without_torch.py). This module itself
 imports no coremltools, so it can be imported (and tested) anywhere.
 
-A session feeds each input cast to the type the model's spec declares (the runtime makes int64
-ids and masks and float32 hidden states; a converted program usually takes int32 and float16 or
-float32) and returns every output as float32, in the spec's output order, which is what the rest
-of the runtime consumes. Nothing here has run on a Mac yet: tests/test_coreml_runtime.py checks
+Each graph is compiled once per backend (`coremltools.utils.compile_model` into a temporary
+.mlmodelc, removed when the backend is) and loaded as a `CompiledMLModel`: an `MLModel` built from
+the .mlpackage would compile it again on every load, and the layer stream loads every graph once
+per query. A session feeds each input cast to the type the model's spec declares (the runtime
+makes int64 ids and masks and float32 hidden states; edgekit's converted programs take int32 and
+float32) after checking its shape against the spec's flexible ranges (a chunk over the batch
+bound is one line, not a Core ML exception), and returns every output as float32, in the spec's
+output order, which is what the rest of the runtime consumes. Nothing here has run on a Mac yet: tests/test_coreml_runtime.py checks
 the wiring against a stand-in coremltools.
 
 Example (macOS, `pip install 'edgekit[coreml]'`)::
@@ -26,6 +30,10 @@ Example (macOS, `pip install 'edgekit[coreml]'`)::
 from __future__ import annotations
 
 import platform
+import shutil
+import tempfile
+import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -85,14 +93,27 @@ def _array_dtypes(features: Any, path: Path, kind: str) -> dict[str, np.dtype]:
     return found
 
 
-class CoreMLSession:
-    """A loaded Core ML graph. `run` casts feeds to the spec's input types, predicts, and returns
-    the outputs as float32 arrays in `output_names` order; `release` drops the model now."""
+def _shape_ranges(features: Any) -> dict[str, list[tuple[int, int]]]:
+    """Name -> per-dim (lower, upper) of each flexible input (upper -1: unbounded); inputs without
+    declared ranges are left out (Core ML checks those itself)."""
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    for feature in features:
+        declared = getattr(getattr(feature.type.multiArrayType, "shapeRange", None), "sizeRanges", None)
+        if declared:
+            ranges[feature.name] = [(int(size.lowerBound), int(size.upperBound)) for size in declared]
+    return ranges
 
-    def __init__(self, model: Any, path: Path) -> None:
+
+class CoreMLSession:
+    """A loaded Core ML graph. `run` checks and casts feeds to the spec's input shapes and types,
+    predicts, and returns the outputs as float32 arrays in `output_names` order; `release` drops
+    the model now. spec: the model's spec (a CompiledMLModel has none to read)."""
+
+    def __init__(self, model: Any, path: Path, spec: Any = None) -> None:
         self._model: Any | None = model
         self.path = path
-        description = model.get_spec().description
+        description = (spec or model.get_spec()).description
+        self._ranges = _shape_ranges(description.input)
         self._input_dtypes = _array_dtypes(description.input, path, "input")
         self.input_names = tuple(self._input_dtypes)
         self.output_names = tuple(_array_dtypes(description.output, path, "output"))
@@ -105,6 +126,7 @@ class CoreMLSession:
         inputs = {}
         for name, dtype in self._input_dtypes.items():
             value = np.asarray(feeds[name])
+            self._check_shape(name, value.shape)
             if value.dtype.kind in "iu" and dtype.kind == "i" and value.size and \
                     (value.min() < np.iinfo(dtype).min or value.max() > np.iinfo(dtype).max):
                 raise ValueError(f"feed {name!r} holds values outside {dtype} (the Core ML graph's input type)")
@@ -112,8 +134,43 @@ class CoreMLSession:
         outputs = self._model.predict(inputs)
         return [np.asarray(outputs[name], dtype=np.float32) for name in self.output_names]
 
+    def _check_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        ranges = self._ranges.get(name)
+        if ranges is None:
+            return
+        if len(shape) != len(ranges) or any(size < low or (high >= 0 and size > high)
+                                            for size, (low, high) in zip(shape, ranges)):
+            declared = ", ".join(f"{low}..{high}" if high != low else str(low) for low, high in ranges)
+            raise InvalidArgumentError(f"Core ML graph {self.path.name} takes {name} of shape ({declared}), got "
+                                       f"{tuple(shape)}; run with a smaller --chunk (the first dim) or shorter "
+                                       "input, or re-export")
+
     def release(self) -> None:
         self._model = None
+
+
+class CompiledGraphs:
+    """.mlpackage -> its compiled .mlmodelc, once per graph, in a temporary folder that lives as
+    long as this object (thread-safe: the layer stream loads from its prefetch thread)."""
+
+    def __init__(self, coremltools: ModuleType) -> None:
+        self._coremltools = coremltools
+        self._folder = Path(tempfile.mkdtemp(prefix="edgekit-coreml-"))
+        self._compiled: dict[Path, Path] = {}
+        self._lock = threading.Lock()
+        self.compilations = 0
+        weakref.finalize(self, shutil.rmtree, self._folder, True)
+
+    def compiled(self, package: Path) -> Path:
+        key = package.resolve()
+        with self._lock:
+            found = self._compiled.get(key)
+            if found is None:
+                destination = self._folder / f"{len(self._compiled):04d}_{package.stem}.mlmodelc"
+                found = Path(self._coremltools.utils.compile_model(str(package), str(destination)))
+                self._compiled[key] = found
+                self.compilations += 1
+            return found
 
 
 @dataclass(frozen=True)
@@ -125,6 +182,7 @@ class CoreMLBackend:
     provider: str = "coreml"
     compute_units: str = "all"
     _coremltools: ModuleType | None = field(default=None, repr=False, compare=False)
+    _graphs: CompiledGraphs | None = field(default=None, repr=False, compare=False)
 
     @property
     def traits(self) -> BackendTraits:
@@ -139,17 +197,21 @@ class CoreMLBackend:
         if self.compute_units not in COMPUTE_UNITS:
             raise InvalidArgumentError(f"compute units {str(self.compute_units)[:40]!r} is not one of "
                                        f"{', '.join(COMPUTE_UNITS)}")
-        object.__setattr__(self, "_coremltools", import_coremltools())
+        coremltools = import_coremltools()
+        object.__setattr__(self, "_coremltools", coremltools)
+        object.__setattr__(self, "_graphs", CompiledGraphs(coremltools))
 
     def load(self, path: Path) -> CoreMLSession:
-        coremltools = self._coremltools
-        assert coremltools is not None  # set in __post_init__
+        coremltools, graphs = self._coremltools, self._graphs
+        assert coremltools is not None and graphs is not None  # set in __post_init__
         units = getattr(coremltools.ComputeUnit, self.compute_units.upper())
         try:
-            model = coremltools.models.MLModel(str(path), compute_units=units)
+            spec = coremltools.utils.load_spec(str(path))
+            model = coremltools.models.CompiledMLModel(str(graphs.compiled(Path(path))), compute_units=units)
         except Exception as error:  # coremltools and Core ML raise their own types for unreadable models
             raise IntegrityError(
                 f"Core ML cannot load {path.name} ({(str(error).splitlines() or [type(error).__name__])[0][:160]}); "
-                "run `edgekit verify` and re-export the package", [path.name]
+                "Core ML graphs need macOS 14 or later (they target iOS17); on one, run `edgekit verify` and "
+                "re-export the package", [path.name]
             ) from None
-        return CoreMLSession(model, path)
+        return CoreMLSession(model, path, spec)
