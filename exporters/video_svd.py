@@ -31,7 +31,7 @@ import torch
 from edgekit.atomic import check_destination, staged_directory
 from edgekit.errors import SourceModelError
 from edgekit.exporters.coreml.options import CoreMLOptions
-from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs
+from edgekit.exporters.coreml.twins import TorchStage, add_core_ml_graphs, record_chained
 from edgekit.exporters.package_parts import StagePlan, check_parity, max_diff, versions
 from edgekit.exporters.source import checkpoint_errors, load_failure, read_json_object
 from edgekit.exporters.video_groups import EXACT, GroupModule, GroupPlan, plan_groups
@@ -260,9 +260,11 @@ def plan_stages(src: SvdSource, shapes: list[tuple[int, int, int, int]], seed: i
 
 
 def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: Backend,
-                       shape: tuple[int, int, int, int]) -> tuple[float, float | None]:
-    """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code; with
-    operator groups also the Feature Slicer's run (CHECK_SLICES slices) vs the unsliced one.
+                       shape: tuple[int, int, int, int], tolerance: float = TOLERANCE,
+                       what: str = "ONNX") -> tuple[float, float | None]:
+    """diffusers' whole UNet vs the exported UNet stages run by the runtime's own code (the
+    graphs `backend` loads: ONNX, or the Core ML twins under the MIL evaluator); with operator
+    groups also the Feature Slicer's run (CHECK_SLICES slices) vs the unsliced one.
     Returns (chained max abs diff, sliced-vs-unsliced max abs diff or None)."""
     batch, frames, lh, lw = shape
     generator = torch.Generator().manual_seed(1)
@@ -281,7 +283,7 @@ def _chained_unet_diff(src: SvdSource, manifest: Manifest, backend: Backend,
 
     actual = run(1)
     diff, scale = max_diff(actual, expected)
-    check_parity("UNet stages chained", diff, scale, TOLERANCE)
+    check_parity("UNet stages chained", diff, scale, tolerance, what)
     if not manifest.video.op_groups:
         return diff, None
     sliced = float(np.max(np.abs(run(CHECK_SLICES) - actual)))
@@ -362,6 +364,8 @@ def export_svd(source: str | Path, out: Path, overwrite: bool = False, progress:
             stages = [TorchStage(graph, plan.module, plan.examples[0], tuple(plan.input_names))
                       for plan, graph in zip(plans, graphs)]
             manifest = add_core_ml_graphs(staging, manifest, stages, formats, {}, TOLERANCE, report)
+            manifest = record_chained(staging, manifest, formats, lambda view, backend, allowed: _chained_unet_diff(
+                src, view, backend, shapes[0], allowed, "Core ML")[0])
         Manifest.load(staging)
     report("done", len(plans), len(plans))
     return Manifest.load(out)

@@ -251,7 +251,8 @@ def svd_stages(tiny_source: Callable[[str], Path]) -> dict[str, object]:
     from edgekit.exporters.video_svd import load_svd, plan_stages
 
     plans = plan_stages(load_svd(tiny_source("svd")), [(1, 2, 4, 4)])
-    return {plan.name: plan for plan in plans if plan.name in ("image_encoder", "time_embedding")}
+    return {plan.name: plan for plan in plans
+            if plan.name in ("image_encoder", "time_embedding", "vae_encoder", "up_block_0", "vae_decoder")}
 
 
 def _convert_plan(plan: object) -> object:
@@ -262,8 +263,13 @@ def _convert_plan(plan: object) -> object:
     return convert_stage(plan.module, plan.examples[0], specs, plan.output_names, bounds, precision="fp32")
 
 
-def test_an_svd_stage_with_conv_is_refused_by_name_before_any_work(svd_stages):
+def test_an_op_without_numpy_value_is_refused_by_name_before_any_work(svd_stages, monkeypatch):
+    """As if conv had no numpy version (mil_numpy_ops.py): the program is refused by op name."""
+    from edgekit.exporters.coreml import mil_numpy_ops
+
     model = _convert_plan(svd_stages["image_encoder"])  # the CLIP patch embedding is a conv
+    assert ops_without_value_inference(model) == []
+    monkeypatch.delitem(mil_numpy_ops.OWN_OPS, "conv")
     assert ops_without_value_inference(model) == ["conv"]
     with pytest.raises(UnsupportedOpsError, match="conv") as refused:
         evaluate(model, {})  # refused before the (missing) feeds are even looked at
@@ -278,6 +284,23 @@ def test_an_svd_stage_without_conv_matches_torch_at_another_batch(svd_stages):
         want = plan.module(timestep, time_ids).numpy()
     diff, scale = max_diff(got["time_embedding"], want)
     assert diff <= TOLERANCE["fp32"] * scale
+
+
+@pytest.mark.parametrize("name", ["image_encoder", "vae_encoder", "up_block_0", "vae_decoder"])
+def test_svd_stages_with_convolutions_match_torch(svd_stages, name):
+    """conv (strided, padded, 3-D temporal) and nearest upsampling, computed in numpy: the
+    converted fp32 stage matches the torch module on its export example."""
+    plan = svd_stages[name]
+    model = _convert_plan(plan)
+    function = model.get_spec().mlProgram.functions["main"]
+    assert "conv" in {op.type for op in function.block_specializations[function.opset].operations}
+    got = evaluate(model, {n: v.numpy() for n, v in zip(plan.input_names, plan.examples[0])})
+    with torch.no_grad():
+        want = plan.module(*plan.examples[0])
+    want = list(want) if isinstance(want, (tuple, list)) else [want]
+    for output, expected in zip(plan.output_names, want):
+        diff, scale = max_diff(got[output], expected.numpy())
+        assert diff <= 1e-4 * scale, (output, diff)
 
 
 def test_only_the_pinned_coremltools_is_trusted(converted, monkeypatch):

@@ -10,10 +10,11 @@ inside the declared flexible ranges. Each op's result is stored in the dtype the
 declares, so an fp16 program rounds to fp16 after every op as the device would; how an op
 accumulates inside (numpy's choice) may differ from a given Core ML compute unit.
 
-What it cannot run: ops without value inference (conv, pooling, resize, norms other than
-layer_norm, control flow ...; `ops_without_value_inference` lists them) are refused by name
-with `UnsupportedOpsError` before anything is computed. `silu` (no value inference in
-coremltools) is computed here; palettized and other compressed weights (`constexpr_*`) are
+What it cannot run: ops without value inference (pooling, resize, norms other than layer_norm,
+control flow ...; `ops_without_value_inference` lists them) are refused by name with
+`UnsupportedOpsError` before anything is computed. `silu`, `conv` and
+`upsample_nearest_neighbor` (no value inference in coremltools) are computed in numpy
+(mil_numpy_ops.py); palettized and other compressed weights (`constexpr_*`) are
 decompressed once at load with the ops' own `materialized_val_inference`.
 
 This is the only module using private coremltools API (`milproto.load`, `Var._sym_type` and
@@ -24,21 +25,23 @@ Example::
 
     outputs = evaluate("graphs/layer_000.mlpackage", {"hidden_states": hidden, "attention_mask": mask})
     outputs["hidden_states_out"]           # float32, shape [B, S, H]
-    ops_without_value_inference(vae_decoder_model)   # ["conv", "upsample_nearest_neighbor", ...]
+    ops_without_value_inference(model)   # [] for every stage edgekit exports; else e.g. ["max_pool"]
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import EdgekitError, InvalidArgumentError, MissingDependencyError, PackageNotFoundError
-from edgekit.exporters.coreml.convert import COREMLTOOLS_VERSION, import_coremltools
+from edgekit.exporters.coreml.convert import COREMLTOOLS_VERSION
+from edgekit.exporters.coreml.library import import_coremltools
+from edgekit.exporters.coreml.mil_numpy_ops import OWN_OPS
 
 
 class UnsupportedOpsError(EdgekitError):
@@ -48,15 +51,6 @@ class UnsupportedOpsError(EdgekitError):
         super().__init__(f"the Core ML evaluator cannot run op(s) {', '.join(ops)} (no numpy value inference); "
                          "check this graph on a Mac (predict) or against its ONNX twin")
         self.ops = ops
-
-
-def _silu(op: Any) -> np.ndarray:
-    x = op.x.val
-    return x / (1 + np.exp(-x))  # overflow of exp in fp16 gives inf, and x / inf = -0: the right limit
-
-
-# Ops that have no value inference in coremltools but that our stages use: computed here.
-OWN_OPS: dict[str, Callable[[Any], np.ndarray]] = {"silu": _silu}
 
 
 def _mil() -> tuple[Any, Any, Any]:
@@ -221,6 +215,10 @@ class MilProgram:
         for var in op.outputs:
             if var.val is None:
                 raise UnsupportedOpsError([f"{op.op_type} (value inference gave no value for {op.name})"])
+            if np.shape(var.val) != tuple(var.shape):
+                # type inference ran on the types the converter recorded (a `select` broadcasting a
+                # flexible dim against 1 keeps 1); the value is what the op computes: retype to it
+                _set_value(self._types, var, var.val)
 
 
 def evaluate(model_or_path: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -182,16 +182,20 @@ def add_core_ml_graphs(root: Path, manifest: Manifest, stages: Sequence[TorchSta
 ChainedCheck = Callable[[Manifest, Any, float], float]  # (Core ML view, backend, tolerance) -> max abs diff
 
 
-def record_chained(root: Path, manifest: Manifest, options: CoreMLOptions, check: ChainedCheck) -> Manifest:
+def record_chained(root: Path, manifest: Manifest, options: CoreMLOptions, check: ChainedCheck,
+                   progress: Progress | None = None) -> Manifest:
     """Run the package's Core ML graphs chained through the real runtime, each under the MIL
     evaluator (eval_backend.py), with `check` (the exporter's chained parity against the whole
     torch model, at FP16_TOLERANCE for fp16 programs); record the max abs diff as
     `exporter.coreml.chained_max_abs_diff` (or why it was skipped) and save the manifest.
+    Ranking packages: the scores of the example query; video packages: the chained UNet stages.
     Palettized graphs are measured, not gated (their weights differ by design)."""
     from edgekit.exporters.coreml.eval_backend import MilEvalBackend
     from edgekit.exporters.coreml.mil_eval import UnsupportedOpsError
 
     allowed = FP16_TOLERANCE if options.precision == "fp16" else float(manifest.parity.get("tolerance", FP16_TOLERANCE))
+    report = progress or (lambda message, done, total: None)
+    report("checking the chained Core ML graphs (MIL evaluator)", 0, 1)
     view = manifest.for_format("mlpackage")
     try:
         chained: Any = check(view, MilEvalBackend(), float("inf") if options.palettize else allowed)
