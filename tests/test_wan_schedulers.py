@@ -33,6 +33,11 @@ from edgekit.runtimes.video.flow_schedulers import (  # noqa: E402
 
 WAN_LATENTS = (1, 16, 3, 4, 4)  # [B, C, frames, H, W]
 TOLERANCE = 1e-5
+# Order-3 UniPC solves a 3x3 float32 system per step and carries it 50 steps: torch's float32
+# kernels (MKL) take different paths per CPU, so diffusers' own reference moves with the machine:
+# 1.7e-5 of scale on an AMD EPYC (AVX-512), under 1e-5 on the Intel machines earlier runs used,
+# with numpy 2.3 and 2.4 alike.
+ORDER3_TOLERANCE = 5e-5
 WAN21 = {"_class_name": "UniPCMultistepScheduler", "num_train_timesteps": 1000,
          "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0,
          "solver_order": 2, "solver_type": "bh2", "predict_x0": True, "lower_order_final": True}
@@ -50,7 +55,7 @@ def unipc(**settings) -> dict:
     return {**WAN21, **settings}
 
 
-def run_both(config: dict, steps: int, seed: int = 0) -> float:
+def run_both(config: dict, steps: int, seed: int = 0, tolerance: float = TOLERANCE) -> float:
     """Step diffusers and ours on the same inputs; assert every step agrees; return the worst
     difference as a fraction of the sample's scale."""
     reference = _DIFFUSERS[config["_class_name"]].from_config(config)
@@ -72,7 +77,7 @@ def run_both(config: dict, steps: int, seed: int = 0) -> float:
         want = expected.numpy()
         scale = max(1.0, float(np.abs(want).max()))
         assert np.isfinite(want).all(), "diffusers itself went non-finite: check_flow_config must refuse this"
-        np.testing.assert_allclose(sample, want, rtol=0, atol=TOLERANCE * scale, err_msg=f"step {i} of {steps}")
+        np.testing.assert_allclose(sample, want, rtol=0, atol=tolerance * scale, err_msg=f"step {i} of {steps}")
         assert sample.dtype == np.float32
         worst = max(worst, float(np.abs(sample - want).max()) / scale)
     return worst
@@ -93,7 +98,8 @@ def test_unipc_matches_diffusers_step_by_step(order, solver_type, lower_order_fi
         for steps in (1, 2, 4, 10, 50):
             config = saved_config(unipc(flow_shift=flow_shift, solver_order=order, solver_type=solver_type,
                                         lower_order_final=lower_order_final, final_sigmas_type=final))
-            assert run_both(config, steps, seed=steps) <= TOLERANCE
+            tolerance = ORDER3_TOLERANCE if order == 3 else TOLERANCE
+            assert run_both(config, steps, seed=steps, tolerance=tolerance) <= tolerance
 
 
 def test_unipc_trailing_spacing_and_disabled_corrector_match_diffusers():
