@@ -167,7 +167,6 @@ def test_svd_stages_convert_and_match_torch_under_the_evaluator(tiny_svd: Path, 
     (["--format", "coreml", "--palettize", "3"], "--palettize 3"),
     (["--format", "coreml", "--dtype", "int8"], "--palettize 8"),
     (["--format", "coreml", "--shared-layers"], "--shared-layers applies to ONNX graphs only"),
-    (["--format", "coreml", "--dtype", "fp16"], "use --precision fp16"),
     (["--format", "coreml", "--compute-units", "gpu"], "--compute-units 'gpu'"),
 ])
 def test_bad_core_ml_options_are_one_line_before_any_model_loads(tiny_cross_encoder: Path, tmp_path: Path,

@@ -50,9 +50,6 @@ class CoreMLOptions:
         if dtype in ("int8", "mixed"):
             raise InvalidArgumentError(f"--dtype {dtype} quantizes ONNX graphs only; for Core ML graphs use "
                                        "--palettize 8 (or 4, 6) instead")
-        if dtype == "fp16" and not self.wants_onnx:
-            raise InvalidArgumentError("--dtype fp16 makes fp16 ONNX graphs; for Core ML graphs alone use --precision "
-                                       "fp16 (the default) instead, or --format onnx,coreml for both")
         if shared_layers:
             raise InvalidArgumentError("--shared-layers applies to ONNX graphs only; leave it out with --format "
                                        "coreml or onnx,coreml")
