@@ -69,10 +69,13 @@ def attention(
                                 "GPU 4096,8192,16384,32768)"),
     batch: int = typer.Option(1, "--batch"),
     heads: int = typer.Option(0, "--heads", help="query heads (default CPU 4, GPU 16)"),
-    kv_heads: int = typer.Option(0, "--kv-heads", help="key/value heads, GQA when fewer (default: --heads)"),
+    kv_heads: int | None = typer.Option(None, "--kv-heads", help="key/value heads, a divisor of --heads; "
+                                        "GQA when fewer (default: --heads)"),
     head_dim: int = typer.Option(0, "--head-dim", help="default CPU 64, GPU 128"),
     dtype: str = typer.Option("auto", "--dtype", help="float32|float16|bfloat16 (auto: float32 CPU, bfloat16 GPU)"),
-    backward: bool = typer.Option(False, "--backward", help="also time the backward pass"),
+    passes: str = typer.Option("fwd", "--pass", help="fwd, bwd or fwd,bwd: the passes measured per cell "
+                               "(bwd: dQ, dK, dV from a fixed random upstream gradient)"),
+    backward: bool = typer.Option(False, "--backward", help="same as --pass fwd,bwd"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda[:N]"),
     reps: int = typer.Option(5, "--reps", help="timed repetitions per cell"),
     warmup: int = typer.Option(0, "--warmup", help="untimed repetitions per cell, after the checked run "
@@ -87,7 +90,7 @@ def attention(
 
     from edgekit.runtimes.attention.generators import MASK_NAMES
     from edgekit.runtimes.attention.kernels import default_kernels
-    from edgekit.runtimes.attention.problem import dtype_name, parse_dtype
+    from edgekit.runtimes.attention.problem import dtype_name, parse_dtype, parse_passes
     from edgekit.runtimes.attention.report import markdown_summary, plot_tflops, sweep_report
     from edgekit.runtimes.attention.sweep import (
         DEFAULT_CPU_SEQLENS,
@@ -108,9 +111,9 @@ def attention(
     config = SweepConfig(
         kernels=names, masks=_names(masks) or MASK_NAMES,
         seqlens=_ints(seqlens, "--seqlens") or ((4096, 8192, 16384, 32768) if gpu else DEFAULT_CPU_SEQLENS),
-        batch=batch, heads=heads, kv_heads=kv_heads or heads, head_dim=head_dim or (128 if gpu else 64),
+        batch=batch, heads=heads, kv_heads=heads if kv_heads is None else kv_heads, head_dim=head_dim or (128 if gpu else 64),
         dtype=parse_dtype(dtype if dtype != "auto" else ("bfloat16" if gpu else "float32")), device=dev,
-        backward=backward, reps=reps, warmup=warmup, seed=seed)
+        passes=parse_passes(passes), backward=backward, reps=reps, warmup=warmup, seed=seed)
     config.validate()
     rows = []
     with _progress(config.cell_count()) as advance, warnings.catch_warnings():

@@ -159,7 +159,10 @@ def _run_once(run: Callable[..., torch.Tensor], x: Inputs, backward: bool) -> Re
     q, k, v = (t.detach().requires_grad_() for t in (x.q, x.k, x.v))
     out = run(q, k, v)
     out.backward(x.grad_out)
-    return Result(out.detach(), (q.grad, k.grad, v.grad))  # type: ignore[arg-type]
+    # an input the kernel's graph does not reach gets no gradient: count it as zeros, so the
+    # cell is `wrong` against the reference instead of crashing the sweep
+    grads = tuple(t.grad if t.grad is not None else torch.zeros_like(t) for t in (q, k, v))
+    return Result(out.detach(), grads)  # type: ignore[arg-type]
 
 
 def _verdict(got: Result, refs: tuple[Result, Result], p: Problem, backward: bool) -> Verdict:

@@ -32,6 +32,17 @@ class Pass(str, enum.Enum):
     BWD = "bwd"
 
 
+def parse_passes(text: str) -> tuple[Pass, ...]:
+    """`--pass` text → passes in the order fwd, bwd: `fwd`, `bwd` or `fwd,bwd` (either order,
+    repeats folded). Anything else is an `InvalidArgumentError` naming the choices."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    choices = {p.value: p for p in Pass}
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise InvalidArgumentError(f"--pass takes fwd, bwd or fwd,bwd, got {text!r}")
+    return tuple(p for p in Pass if p.value in names)
+
+
 class Status(str, enum.Enum):
     """`ok`: ran and matched the reference; `unsupported`: the kernel cannot take this problem
     (decided before running); `oom`: out of memory; `wrong`: ran but failed the FA3 criterion."""
@@ -60,7 +71,8 @@ class Problem:
             raise InvalidArgumentError("batch, heads, kv-heads and head-dim must be at least 1")
         if self.heads % self.kv_heads:
             raise InvalidArgumentError(
-                f"heads ({self.heads}) must be a multiple of kv-heads ({self.kv_heads})")
+                f"heads ({self.heads}) must be a multiple of kv-heads ({self.kv_heads}); "
+                "pick --kv-heads among the divisors of --heads")
 
     @property
     def seqlen(self) -> int:

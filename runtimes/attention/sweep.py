@@ -24,7 +24,7 @@ from edgekit.errors import InvalidArgumentError
 from edgekit.runtimes.attention.generators import MASK_NAMES, MaskParams, make_mask
 from edgekit.runtimes.attention.kernels import registry
 from edgekit.runtimes.attention.measure import COLUMNS, References, Row, run_cell
-from edgekit.runtimes.attention.problem import Problem
+from edgekit.runtimes.attention.problem import Pass, Problem
 
 DEFAULT_CPU_SEQLENS: tuple[int, ...] = (256, 512, 1024, 2048)
 
@@ -42,7 +42,8 @@ class SweepConfig:
     head_dim: int = 64
     dtype: torch.dtype = torch.float32
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    backward: bool = False
+    backward: bool = False  # shorthand kept for callers: adds the bwd pass to `passes`
+    passes: tuple[Pass, ...] = (Pass.FWD,)
     reps: int = 5
     warmup: int = 1
     seed: int = 0
@@ -58,10 +59,20 @@ class SweepConfig:
             raise InvalidArgumentError(f"unknown mask(s) {', '.join(bad)}; choose from {', '.join(MASK_NAMES)}")
         if not self.kernels or not self.masks or not self.seqlens:
             raise InvalidArgumentError("kernels, masks and seqlens must each name at least one value")
+        if not self.pass_list():
+            raise InvalidArgumentError("--pass must name fwd, bwd or both")
+        if self.kv_heads < 1:
+            raise InvalidArgumentError(f"--kv-heads must be at least 1 (a divisor of --heads {self.heads}), "
+                                       f"got {self.kv_heads}")
         if min(self.seqlens) < 1 or self.reps < 1 or self.warmup < 0:
             raise InvalidArgumentError("seqlens and reps must be at least 1, warmup at least 0")
         Problem(make_mask("full", 1), self.batch, self.heads, self.kv_heads, self.head_dim, self.dtype,
                 self.device)  # checks the head arithmetic
+
+    def pass_list(self) -> tuple[Pass, ...]:
+        """The passes each cell runs, fwd before bwd (`backward=True` adds bwd)."""
+        wanted = set(self.passes) | ({Pass.BWD} if self.backward else set())
+        return tuple(p for p in Pass if p in wanted)
 
     def problems(self) -> Iterator[Problem]:
         for name in self.masks:
@@ -70,7 +81,7 @@ class SweepConfig:
                 yield Problem(mask, self.batch, self.heads, self.kv_heads, self.head_dim, self.dtype, self.device)
 
     def cell_count(self) -> int:
-        return len(self.masks) * len(self.seqlens) * len(self.kernels) * (2 if self.backward else 1)
+        return len(self.masks) * len(self.seqlens) * len(self.kernels) * len(self.pass_list())
 
 
 def run_sweep(config: SweepConfig, on_row: Callable[[Row], None] | None = None) -> list[Row]:
@@ -79,8 +90,8 @@ def run_sweep(config: SweepConfig, on_row: Callable[[Row], None] | None = None) 
     reg, refs, rows = registry(), References(config.seed), []
     for problem in config.problems():
         for name in config.kernels:
-            for backward in (False, True) if config.backward else (False,):
-                row = run_cell(reg[name], problem, refs, backward=backward, reps=config.reps,
+            for phase in config.pass_list():
+                row = run_cell(reg[name], problem, refs, backward=phase is Pass.BWD, reps=config.reps,
                                warmup=config.warmup)
                 rows.append(row)
                 if on_row is not None:
