@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean native
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The native runtime (runtimes/native/): libedgekit + edgekit-rank in build/native; installs its
+# system build packages where missing and links the venv's onnxruntime (so it needs setup).
+native: setup
+	PYTHON=$(BIN)/python bash runtimes/native/build.sh
 
 lint: setup
 	$(BIN)/ruff check .

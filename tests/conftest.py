@@ -128,3 +128,12 @@ def wan_package(tiny_wan: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     result = CliRunner().invoke(app, ["export", str(tiny_wan), "--out", str(out), "--max-length", "16"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def native_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The native runtime built once with AddressSanitizer (tests/native_build.py): every test run
+    of its binaries is also a memory-error check."""
+    from tests.native_build import build_native
+
+    return build_native(tmp_path_factory.mktemp("native"), sanitize="address")

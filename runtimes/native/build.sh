@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build the native runtime (libedgekit + edgekit-rank) into build/native (`make native`).
+#
+# Installs the system build dependencies where missing (Debian/Ubuntu: cmake, a C compiler,
+# cJSON, utf8proc; root or sudo), fetches onnxruntime's C header without installing anything
+# (Debian trixie's libonnxruntime-dev, unpacked with dpkg-deb into build/native/_deps), and links
+# the onnxruntime library of the Python wheel (PYTHON, default .venv/bin/python), so the C and
+# Python runtimes run the same onnxruntime build. Set EK_SANITIZE=address for an ASan build.
+# No third-party code is committed; everything fetched stays under build/.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${EK_BUILD_DIR:-$root/build/native}"
+python="${PYTHON:-$root/.venv/bin/python}"
+deps="$root/build/native-deps"
+mkdir -p "$out" "$deps"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: missing system packages and no root/sudo to install them: $*" >&2; exit 2; fi; }
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null || need+=(gcc)
+[ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
+[ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing system packages: ${need[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# onnxruntime's C header: the system's (trixie and later), else trixie's -dev package unpacked.
+header_dir=/usr/include/onnxruntime
+if [ ! -f "$header_dir/onnxruntime_c_api.h" ]; then
+    header_dir="$deps/ort/usr/include/onnxruntime"
+    if [ ! -f "$header_dir/onnxruntime_c_api.h" ]; then
+        apt_dir="$deps/apt"
+        mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+            > "$apt_dir/sources.list"
+        apt_opts=(-qq -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                  -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache"
+                  -o APT::Sandbox::User=root)
+        apt-get "${apt_opts[@]}" update
+        (cd "$apt_dir" && apt-get "${apt_opts[@]}" download libonnxruntime-dev)
+        dpkg-deb -x "$apt_dir"/libonnxruntime-dev_*.deb "$deps/ort"
+    fi
+fi
+
+ort_lib="$("$python" - <<'PY'
+import pathlib, onnxruntime
+capi = pathlib.Path(onnxruntime.__file__).parent / "capi"
+libs = sorted(capi.glob("libonnxruntime.so*"))
+print(libs[0] if libs else "")
+PY
+)"
+if [ -z "$ort_lib" ]; then echo "error: the onnxruntime wheel of $python has no libonnxruntime.so; pip install onnxruntime" >&2; exit 2; fi
+
+cmake -S "$here" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DORT_INCLUDE_DIR="$header_dir" \
+    -DORT_LIBRARY="$ort_lib" -DEK_SANITIZE="${EK_SANITIZE:-}" >/dev/null
+cmake --build "$out" -j "$(nproc)" >/dev/null
+echo "built $out/edgekit-rank and $out/libedgekit.so (onnxruntime: $ort_lib)"
