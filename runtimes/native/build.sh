@@ -57,7 +57,13 @@ PY
 )"
 if [ -z "$ort_lib" ]; then echo "error: the onnxruntime wheel of $python has no libonnxruntime.so; pip install onnxruntime" >&2; exit 2; fi
 
+# The wheel ships libonnxruntime.so.<version> only; the loader looks for its SONAME: link that name.
+soname="$(readelf -d "$ort_lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')"
+mkdir -p "$out/onnxruntime"
+ln -sf "$ort_lib" "$out/onnxruntime/${soname:-libonnxruntime.so.1}"
+ort_link="$out/onnxruntime/${soname:-libonnxruntime.so.1}"
+
 cmake -S "$here" -B "$out" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DORT_INCLUDE_DIR="$header_dir" \
-    -DORT_LIBRARY="$ort_lib" -DEK_SANITIZE="${EK_SANITIZE:-}" >/dev/null
+    -DORT_LIBRARY="$ort_link" -DEK_SANITIZE="${EK_SANITIZE:-}" >/dev/null
 cmake --build "$out" -j "$(nproc)" >/dev/null
 echo "built $out/edgekit-rank and $out/libedgekit.so (onnxruntime: $ort_lib)"
