@@ -2,12 +2,15 @@
  *
  *   edgekit-rank PKG --query Q --candidates FILE [--top-k K] [--json] [--window W] [--chunk C]
  *                [--threads T] [--prune SPEC] [--ids FILE.jsonl] [--query-ids 1,2,3]
+ *   edgekit-rank PKG --queries FILE.jsonl [--top-k K] [...]
  *
  * Ranks the candidates of FILE (.txt: one per non-blank line; .jsonl: {"text": ...} per line)
  * against Q with the package at PKG and prints the best K, or with --json the same JSON object
  * as `edgekit run --json` ({"top_k": [...], "stats": {...}}). --ids ranks pre-tokenised
  * sequences instead (one {"ids": [...], "type_ids": [...]} per line; select packages also take
- * --query-ids), through ek_rank_ids. Exit codes: 0 ok, 2 a user or package error (one
+ * --query-ids), through ek_rank_ids. --queries ranks many queries on one open package: one
+ * {"query": ..., "candidates": [...]} per line (the dev set's format), one JSON line out per
+ * query. Exit codes: 0 ok, 2 a user or package error (one
  * `error: ...` line on stderr), 1 anything else.
  */
 #include <cjson/cJSON.h>
@@ -180,12 +183,49 @@ static void print_table(const ek_results *r, const lines *texts) {
            r->stats.latency_ms, r->stats.peak_rss_mb, r->stats.graphs_loaded, r->stats.max_resident_graphs);
 }
 
+/* --queries: every {"query", "candidates"} line of `path` ranked on one handle; one JSON line each. */
+static int rank_queries(ek_handle *handle, const char *path, size_t top_k) {
+    lines raw = {0};
+    char message[512] = "";
+    if (!read_lines(path, &raw, message, sizeof message)) { free_lines(&raw); return fail(2, message); }
+    int status = 0;
+    for (size_t i = 0; !status && i < raw.count; ++i) {
+        cJSON *record = cJSON_Parse(raw.items[i]);
+        const cJSON *query = cJSON_GetObjectItemCaseSensitive(record, "query");
+        const cJSON *candidates = cJSON_GetObjectItemCaseSensitive(record, "candidates");
+        lines texts = {0};
+        const cJSON *item;
+        int ok = cJSON_IsString(query) && cJSON_IsArray(candidates);
+        cJSON_ArrayForEach(item, candidates) ok = ok && cJSON_IsString(item) && push(&texts, strdup(item->valuestring));
+        if (!ok) {
+            snprintf(message, sizeof message, "%s: record %zu: expected {\"query\": str, \"candidates\": [str, ...]}", path, i + 1);
+            status = fail(2, message);
+        } else {
+            ek_results *results = NULL;
+            int code = ek_rank(handle, query->valuestring, (const char *const *)texts.items, texts.count, top_k, &results);
+            if (code) {
+                fprintf(stderr, "error: %s: record %zu: %s\n", path, i + 1, ek_last_error());
+                status = code == EK_ERR_RUNTIME || code == EK_ERR_MEMORY ? 1 : 2;
+            } else {
+                print_json(results, &texts);
+                fflush(stdout);
+            }
+            ek_results_free(results);
+        }
+        free_lines(&texts);
+        cJSON_Delete(record);
+    }
+    free_lines(&raw);
+    return status;
+}
+
 static const char *USAGE =
     "usage: edgekit-rank PKG --query Q --candidates FILE [--top-k K] [--json] [--window W] [--chunk C]\n"
-    "                    [--threads T] [--prune SPEC] [--ids FILE.jsonl] [--query-ids 1,2,3]\n";
+    "                    [--threads T] [--prune SPEC] [--ids FILE.jsonl] [--query-ids 1,2,3]\n"
+    "       edgekit-rank PKG --queries FILE.jsonl [--top-k K] [--window W] [--chunk C] [--threads T] [--prune SPEC]\n";
 
 int main(int argc, char **argv) {
-    const char *package = NULL, *query = NULL, *candidates = NULL, *ids_file = NULL, *query_ids = NULL;
+    const char *package = NULL, *query = NULL, *candidates = NULL, *ids_file = NULL, *query_ids = NULL, *queries = NULL;
     long top_k = 10;
     int json = 0;
     ek_options options;
@@ -205,6 +245,7 @@ int main(int argc, char **argv) {
         if (!strcmp(arg, "--query")) query = value;
         else if (!strcmp(arg, "--candidates")) candidates = value;
         else if (!strcmp(arg, "--ids")) ids_file = value;
+        else if (!strcmp(arg, "--queries")) queries = value;
         else if (!strcmp(arg, "--query-ids")) query_ids = value;
         else if (!strcmp(arg, "--prune")) options.prune = value;
         else if (!strcmp(arg, "--top-k")) top_k = strtol(value, &end, 10);
@@ -216,7 +257,15 @@ int main(int argc, char **argv) {
     }
     if (!package) { fprintf(stderr, "error: no package given\n%s", USAGE); return 2; }
     if (top_k < 1) { fprintf(stderr, "error: --top-k must be a positive integer, got %ld\n", top_k); return 2; }
-    if (!ids_file && (!query || !candidates)) return fail(2, "pass --query and --candidates (or --ids FILE.jsonl)");
+    if (!ids_file && !queries && (!query || !candidates))
+        return fail(2, "pass --query and --candidates (or --ids FILE.jsonl, or --queries FILE.jsonl)");
+    if (queries) {
+        ek_handle *handle = NULL;
+        if (ek_open(package, &options, &handle)) return fail(2, ek_last_error());
+        int status = rank_queries(handle, queries, (size_t)top_k);
+        ek_close(handle);
+        return status;
+    }
 
     lines texts = {0};
     char message[512] = "";

@@ -73,7 +73,9 @@ static int open_tokenizer(ek_handle *h) {
     if (m->has_prompt) { /* decoder rerankers build a prompt around the pair: not native yet */
         snprintf(h->tokenizer_error, sizeof h->tokenizer_error, "prompt packages (decoder rerankers) are ranked from "
                  "token ids natively: build the prompt's ids in the host app and call ek_rank_ids");
-        ek_tokenizer_free(h->tokenizer);
+        for (size_t i = 0; h->pinned && i < h->n_pinned; ++i) ek_session_release(h->pinned[i]);
+    free(h->pinned);
+    ek_tokenizer_free(h->tokenizer);
         h->tokenizer = NULL;
     }
     return EK_OK;
@@ -98,6 +100,11 @@ int ek_open(const char *package_dir, const ek_options *options, ek_handle **out)
     if (!status) status = resolve_prune(h, o->prune);
     if (!status) status = open_tables(h);
     if (!status) status = open_tokenizer(h);
+    if (!status && (size_t)h->window >= (size_t)h->manifest->num_layers + 2) { /* every graph fits: keep them open */
+        h->n_pinned = (size_t)h->manifest->num_layers + 2;
+        h->pinned = calloc(h->n_pinned, sizeof *h->pinned);
+        if (!h->pinned) status = ek_fail(EK_ERR_MEMORY, "out of memory opening %s", package_dir);
+    }
     if (status) { ek_close(h); return status; }
     *out = h;
     return EK_OK;
@@ -211,6 +218,8 @@ void ek_results_free(ek_results *results) {
 
 void ek_close(ek_handle *h) {
     if (!h) return;
+    for (size_t i = 0; h->pinned && i < h->n_pinned; ++i) ek_session_release(h->pinned[i]);
+    free(h->pinned);
     ek_tokenizer_free(h->tokenizer);
     ek_npy_close(&h->table);
     ek_npy_close(&h->scales);

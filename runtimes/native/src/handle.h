@@ -5,6 +5,7 @@
 #include "edgekit.h"
 #include "manifest.h"
 #include "npy.h"
+#include "ort.h"
 #include "pruning.h"
 #include "tokenizer.h"
 
@@ -17,7 +18,11 @@ struct ek_handle {
     int window, chunk, threads;
     ek_policy policy;
     char prune[64];      /* the policy as the stats name it */
-    int prune_auto;      /* the policy came from the package's calibration (--prune auto) */
+    int prune_auto;
+    /* window >= every graph (embeddings, layers, head): nothing streams, sessions stay open
+     * across calls (the Python runtime's resident mode); slot i: graph i, the head last */
+    ek_session **pinned;
+    size_t n_pinned;      /* the policy came from the package's calibration (--prune auto) */
 };
 
 /* One sequence to compute (internal copy: ids and type ids owned by the pass). */

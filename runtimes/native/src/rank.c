@@ -296,6 +296,17 @@ static int decide(pass *p, ek_session *head, const ek_graph *g, int depth) {
     return status;
 }
 
+/* The kept-open session of slot `slot` (resident mode), created on first use. */
+static int pinned(ek_handle *h, size_t slot, const ek_graph *g, ek_session **session, size_t *loaded) {
+    if (!h->pinned[slot]) {
+        int status = ek_session_load(g, h->threads, &h->pinned[slot]);
+        if (status) return status;
+        ++*loaded;
+    }
+    *session = h->pinned[slot];
+    return EK_OK;
+}
+
 static double now_ms(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
@@ -360,15 +371,17 @@ int ek_run_pass(ek_handle *h, const ek_sequence *seqs, size_t n, long query_row,
         p.n_undecided = n;
         graphs[0] = m->embeddings;
         for (int i = 0; i < m->num_layers; ++i) graphs[i + 1] = m->layers[i];
-        if (pruning) {
+        if (pruning && h->pinned) status = pinned(h, n_graphs, m->head, &head, &p.graphs_loaded);
+        else if (pruning) {
             status = ek_session_load(m->head, h->threads, &head);
             p.graphs_loaded += !status;
         }
     }
-    if (!status) status = ek_stream_start(graphs, n_graphs, h->window, h->threads, &stream);
+    if (!status && !h->pinned) status = ek_stream_start(graphs, n_graphs, h->window, h->threads, &stream);
     for (size_t index = 0; !status && index < n_graphs; ++index) {
         ek_session *session;
-        status = ek_stream_next(stream, index, &session);
+        status = h->pinned ? pinned(h, index, graphs[index], &session, &p.graphs_loaded)
+                           : ek_stream_next(stream, index, &session);
         if (status) break;
         size_t count = 0;
         for (size_t i = 0; i < p.n_undecided; ++i) rows[count++] = p.undecided[i];
@@ -398,7 +411,8 @@ int ek_run_pass(ek_handle *h, const ek_sequence *seqs, size_t n, long query_row,
     size_t max_resident = 0, loads = 0;
     ek_stream_stop(stream, &max_resident, &loads);
     p.graphs_loaded += loads + depth_heads_loaded;
-    if (!status && !head) {
+    if (!status && !head && h->pinned) status = pinned(h, n_graphs, m->head, &head, &p.graphs_loaded);
+    else if (!status && !head) {
         status = ek_session_load(m->head, h->threads, &head);
         p.graphs_loaded += !status;
     }
@@ -412,7 +426,7 @@ int ek_run_pass(ek_handle *h, const ek_sequence *seqs, size_t n, long query_row,
         }
         free(scores);
     }
-    ek_session_release(head);
+    if (!h->pinned) ek_session_release(head);
     ek_session_release(depth_head);
     if (!status) status = collect(&p, results);
     if (!status) {
@@ -424,7 +438,9 @@ int ek_run_pass(ek_handle *h, const ek_sequence *seqs, size_t n, long query_row,
         st->top_k_returned = results->count;
         for (size_t i = 0; i < n; ++i) st->truncated += seqs[i].truncated != 0;
         st->graphs_loaded = p.graphs_loaded;
-        st->max_resident_graphs = max_resident + (pruning ? 1 : 0) + (depth_heads_loaded ? 1 : 0);
+        size_t open = 0;
+        for (size_t i = 0; h->pinned && i < h->n_pinned; ++i) open += h->pinned[i] != NULL;
+        st->max_resident_graphs = h->pinned ? open : max_resident + (pruning ? 1 : 0) + (depth_heads_loaded ? 1 : 0);
         st->chunks = p.chunks;
         for (size_t i = 0; i < rows_total; ++i) st->tokens += seqs[i].length;
         st->padded_tokens = p.padded_tokens;

@@ -1,0 +1,126 @@
+"""Every refusal the Python runtime makes on a bad package, the native runtime makes too.
+
+One corpus of broken packages (each a copy of the real MiniLM package with one thing wrong) goes
+through both runtimes: the Python runtime must raise a typed EdgekitError (opening or ranking,
+hashes not checked: `verify=False`, so the refusal comes from the structural checks both
+runtimes share), and edgekit-rank must exit 2 with one `error:` line, without a memory error
+(ASan build). sha256 verification is the Python runtime's and `edgekit verify`'s; the native
+runtime checks sizes (docs/EMBEDDING.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.errors import EdgekitError
+from tests.conftest import CANDIDATES, QUERY
+from tests.manifest_edit import rewrite_manifest
+from tests.test_native_runtime import rank_native
+
+
+def _graph(data: dict, name: str) -> dict:
+    return next(g for g in data["graphs"] if g["name"] == name)
+
+
+def _edit(mutate: Callable[[dict], None]) -> Callable[[Path], None]:
+    return lambda pkg: rewrite_manifest(pkg, mutate)
+
+
+def _append_byte(relative: str) -> Callable[[Path], None]:
+    def apply(pkg: Path) -> None:
+        with open(pkg / relative, "ab") as handle:
+            handle.write(b"\0")
+    return apply
+
+
+def _symlink_tokenizer(pkg: Path) -> None:
+    target = pkg / "tokenizer" / "tokenizer.json"
+    moved = pkg.parent / f"{pkg.name}-tokenizer.json"
+    shutil.move(target, moved)
+    os.symlink(moved, target)
+
+
+def _swap_graphs(pkg: Path) -> None:
+    """layer_000's entry points at layer_001's files and the other way round: the IO names match
+    (same kind of graph), so swap the embeddings graph into a layer slot instead."""
+    def mutate(data: dict) -> None:
+        embeddings, layer = _graph(data, "embeddings"), _graph(data, "layer_000")
+        for key in ("path", "files"):
+            embeddings[key], layer[key] = layer[key], embeddings[key]
+    rewrite_manifest(pkg, mutate)
+
+
+def _nan_table_row(pkg: Path) -> None:
+    """NaN in the rows every sequence reads ([CLS] = 101): a non-finite output, not a ranking."""
+    table = np.load(pkg / "graphs" / "word_embeddings.npy", mmap_mode="r+")
+    table[101, :] = np.nan
+    table.flush()
+
+
+def _drop_layer(data: dict) -> None:
+    data["graphs"] = [g for g in data["graphs"] if g["name"] != "layer_002"]
+
+
+CORPUS: dict[str, Callable[[Path], None]] = {
+    "manifest missing": lambda pkg: (pkg / "manifest.json").unlink(),
+    "manifest not JSON": lambda pkg: (pkg / "manifest.json").write_text("{not json"),
+    "not an edgekit manifest": _edit(lambda d: d.update(format="something-else")),
+    "format version 3": _edit(lambda d: d.update(format_version=3)),
+    "unknown required feature": _edit(lambda d: d.update(requires=["teleportation"])),
+    "path escapes with ..": _edit(lambda d: _graph(d, "layer_001").update(path="../layer_001.onnx")),
+    "absolute file path": _edit(lambda d: _graph(d, "head")["files"][0].update(file="/etc/passwd")),
+    "graph file missing": lambda pkg: (pkg / "graphs" / "layer_003.onnx.data").unlink(),
+    "graph file resized": _append_byte("graphs/layer_004.onnx.data"),
+    "table resized": _append_byte("graphs/word_embeddings.npy"),
+    "tokenizer is a symlink": _symlink_tokenizer,
+    "a layer missing": _edit(_drop_layer),
+    "no head": _edit(lambda d: d.update(graphs=[g for g in d["graphs"] if g["role"] != "head"])),
+    "unknown role": _edit(lambda d: _graph(d, "head").update(role="oracle")),
+    "duplicate graph name": _edit(lambda d: _graph(d, "layer_005").update(name="layer_004")),
+    "bad truncation": _edit(lambda d: d["ranking"]["tokenizer"].update(truncation="sideways")),
+    "pad id past the table": _edit(lambda d: d["ranking"]["tokenizer"].update(pad_token_id=10**6)),
+    "table shape differs": _edit(lambda d: d["ranking"]["embedding_table"].update(shape=[30522, 383])),
+    "unknown scoring kind": _edit(lambda d: d["ranking"]["scoring"].update(kind="dot")),
+    "select scored as logits": _edit(lambda d: d["ranking"]["scoring"].update(kind="logit")),
+    "graph swapped into another's slot": _swap_graphs,
+    "NaN in the table": _nan_table_row,
+}
+
+
+@pytest.fixture(scope="module")
+def candidates_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cands") / "candidates.txt"
+    path.write_text("\n".join(CANDIDATES) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_both_runtimes_refuse(case: str, native_build: Path, minilm_package: Path, tmp_path: Path,
+                              candidates_file: Path) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(minilm_package, package)
+    CORPUS[case](package)
+    with pytest.raises(EdgekitError) as python_error:
+        edgekit.load(str(package), verify=False).rank(QUERY, CANDIDATES, top_k=3)
+    proc = rank_native(native_build, str(package), "--query", QUERY, "--candidates", str(candidates_file), "--top-k", "3")
+    assert proc.returncode == 2, (case, proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    print(f"{case}: python: {python_error.value} | native: {proc.stderr.strip()}")
+
+
+def test_the_intact_copy_is_accepted(native_build: Path, minilm_package: Path, tmp_path: Path,
+                                     candidates_file: Path) -> None:
+    """The corpus's refusals come from the damage, not from the copying."""
+    package = tmp_path / "pkg"
+    shutil.copytree(minilm_package, package)
+    proc = rank_native(native_build, str(package), "--query", QUERY, "--candidates", str(candidates_file), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(json.loads(proc.stdout)["top_k"]) == min(10, len(CANDIDATES))
