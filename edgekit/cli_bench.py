@@ -241,6 +241,36 @@ def bench_spine(
     _publish(report, json_out, markdown_file if markdown else None, plot)
 
 
+@bench_app.command("native")
+@user_errors
+def bench_native(
+    candidates: int = typer.Option(100, "--candidates"),
+    tokens: int = typer.Option(128, "--tokens", help="Tokens per candidate (at most; specials included)."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed calls after one warm-up."),
+    threads: int = typer.Option(2, "--threads", help="Threads per variant (each runs in its own process)."),
+    chunk: int = typer.Option(16, "--chunk", help="Sequences per graph run, both runtimes."),
+    top_k: int = typer.Option(10, "--top-k", help="K of the top-K agreement."),
+    resident: bool = typer.Option(True, "--resident/--no-resident",
+                                  help="Also run both runtimes with every graph resident."),
+    native_bin: Path = typer.Option(None, "--native-bin", help="edgekit-rank (default: build/native/edgekit-rank)."),
+    source: Path = typer.Option(None, "--source", help="sentence-transformers dir (default: bundled all-MiniLM-L6-v2)."),
+    cache: Path = typer.Option(Path("out/bench_cache/minilm"), "--cache", help="Where the package is exported."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Export again even if the cache holds the package."),
+    json_out: Path = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Add/replace the section in docs/BENCHMARKS.md."),
+    markdown_file: Path = typer.Option(Path("docs/BENCHMARKS.md"), "--markdown-file"),
+    plot: Path = typer.Option(None, "--plot", help="Write a PNG: latency, peak RSS and ratios per variant."),
+) -> None:
+    """The native C runtime (edgekit-rank, `make native`) vs the Python runtime: same package, query and candidates."""
+    from edgekit.bench.native import NativeBench, run_native_bench
+
+    config = NativeBench(candidates=candidates, tokens=tokens, repeats=repeats, threads=threads, chunk=chunk,
+                         top_k=top_k, resident=resident, native_bin=native_bin, source=source, cache=cache,
+                         rebuild=rebuild, command="edgekit " + " ".join(sys.argv[1:]))
+    report = run_native_bench(config, progress=lambda message: stderr.print(f"[bench] {message}"))
+    _publish(report, json_out, markdown_file if markdown else None, plot)
+
+
 def _mount_attention() -> None:
     """The attention benchmark's commands (their module imports torch only when a command runs)."""
     from edgekit.runtimes.attention.cli import attention, attention_cp

@@ -88,9 +88,9 @@ def build_workload(tokenizer: Tokenizer, candidates: int, tokens: int) -> dict[s
                        "query": len(tokenizer.encode(QUERY).ids)}}
 
 
-def prepare_models(source: Path, cache: Path, rebuild: bool) -> tuple[Path, Path]:
-    """Export (or reuse) the edgekit package under `cache`; the monolithic graph comes from the
-    shared bench cache (`edgekit.bench.select.monolithic_graph`)."""
+def prepare_package(source: Path, cache: Path, rebuild: bool) -> Path:
+    """Export (or reuse) the edgekit package of `source` under `cache` (`cache/package`, reused when
+    `cache/source.json` names the same source and the manifest loads)."""
     package, stamp = cache / "package", cache / "source.json"
     wanted = {"source": str(source.resolve())}
     try:
@@ -104,6 +104,13 @@ def prepare_models(source: Path, cache: Path, rebuild: bool) -> tuple[Path, Path
         stamp.unlink(missing_ok=True)
         export_encoder(str(source), package, overwrite=True)
         stamp.write_text(json.dumps(wanted))
+    return package
+
+
+def prepare_models(source: Path, cache: Path, rebuild: bool) -> tuple[Path, Path]:
+    """The package (`prepare_package`) and the monolithic graph from the shared bench cache
+    (`edgekit.bench.select.monolithic_graph`)."""
+    package = prepare_package(source, cache, rebuild)
     return package, monolithic_graph(Manifest.load(package))  # shared with `edgekit bench select`
 
 

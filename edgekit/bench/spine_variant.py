@@ -3,11 +3,12 @@ variant, print JSON.
 
     python -m edgekit.bench.spine_variant --variant {edgekit,onnx-monolithic,onnx-monolithic-batched,...}
         --package PKG [--graph MONO.onnx] --workload W.json --threads N [--batch 16]
-        [--repeats 5] [--ort-options {edgekit,default}] [--top-k 10]
+        [--repeats 5] [--ort-options {edgekit,default}] [--top-k 10] [--window 2]
 
 Variants (all score the query against every candidate, tokenisation included in the time):
-  edgekit                  `edgekit.load(PKG, window=2, chunk=batch).rank(...)`: graphs streamed
-                           one layer at a time, loaded for every query (that load is in the time).
+  edgekit                  `edgekit.load(PKG, window=W, chunk=batch).rank(...)` (W = --window, 2 by
+                           default): graphs streamed one layer at a time, loaded for every query
+                           (that load is in the time); a window holding every graph keeps them open.
   onnx-monolithic          one session on the whole-model graph (`exporters/monolithic.py`),
                            created once; the query in one run, all candidates in one run.
   onnx-monolithic-batched  the same session; candidates sorted longest-first (tokenized length),
@@ -134,8 +135,8 @@ class MonolithicScorer:
         return ((embeddings @ query_embedding) / np.maximum(norms, 1e-12)).astype(np.float64)
 
 
-def _edgekit_scorer(package: Path, threads: int, batch: int, extra: dict[str, Any]) -> Scorer:
-    selector = edgekit.load(str(package), window=2, chunk=batch, threads=threads)
+def _edgekit_scorer(package: Path, threads: int, batch: int, extra: dict[str, Any], window: int = 2) -> Scorer:
+    selector = edgekit.load(str(package), window=window, chunk=batch, threads=threads)
 
     def score(query: str, candidates: Sequence[str]) -> np.ndarray:
         ranking = selector.rank(query, list(candidates), top_k=len(candidates))
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         load_peak = peak_rss_mb()
         scorer: Scorer = monolithic
     else:
-        scorer = _edgekit_scorer(args.package, args.threads, args.batch, extra)
+        scorer = _edgekit_scorer(args.package, args.threads, args.batch, extra, args.window)
     scores = scorer(query, candidates)  # the first call is the warm-up, timed as "cold"
     cold_ms = (time.perf_counter() - start) * 1000.0
     for _ in range(args.warmup - 1):
@@ -221,13 +222,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=16, help="candidates per run (batched variant, edgekit chunk)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after the warm-up")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (>= 1; the first is cold_ms)")
+    parser.add_argument("--window", type=int, default=2, help="edgekit: graphs resident at once")
     parser.add_argument("--ort-options", choices=ORT_OPTIONS, default="edgekit")
     parser.add_argument("--top-k", type=int, default=10)
     args = parser.parse_args(argv)
     if args.variant != "edgekit" and args.graph is None:
         parser.error(f"--variant {args.variant} needs --graph MONO.onnx")
-    if min(args.threads, args.batch, args.repeats, args.warmup) < 1:
-        parser.error("--threads, --batch, --repeats and --warmup must be >= 1")
+    if min(args.threads, args.batch, args.repeats, args.warmup, args.window) < 1:
+        parser.error("--threads, --batch, --repeats, --warmup and --window must be >= 1")
     return args
 
 
