@@ -65,6 +65,23 @@ def _nan_table_row(pkg: Path) -> None:
     table.flush()
 
 
+def _external_data_outside(pkg: Path) -> None:
+    """layer_001.onnx reads a weight from outside the package (the entry's size and hash updated,
+    so only the graph's own external-data location is wrong)."""
+    import hashlib
+
+    import onnx
+
+    graph_file = pkg / "graphs" / "layer_001.onnx"
+    model = onnx.load(str(graph_file), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    next(entry for entry in tensor.external_data if entry.key == "location").value = "../../../etc/hostname"
+    onnx.save(model, str(graph_file))
+    data = graph_file.read_bytes()
+    rewrite_manifest(pkg, lambda d: _graph(d, "layer_001")["files"][0].update(
+        bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+
+
 def _drop_layer(data: dict) -> None:
     data["graphs"] = [g for g in data["graphs"] if g["name"] != "layer_002"]
 
@@ -91,6 +108,7 @@ CORPUS: dict[str, Callable[[Path], None]] = {
     "unknown scoring kind": _edit(lambda d: d["ranking"]["scoring"].update(kind="dot")),
     "select scored as logits": _edit(lambda d: d["ranking"]["scoring"].update(kind="logit")),
     "graph swapped into another's slot": _swap_graphs,
+    "external data outside the package": _external_data_outside,
     "NaN in the table": _nan_table_row,
 }
 
