@@ -27,4 +27,7 @@ def build_native(out: Path, sanitize: str = "") -> Path:
     env = dict(os.environ, EK_BUILD_DIR=str(out), PYTHON=sys.executable, EK_SANITIZE=sanitize)
     proc = subprocess.run(["bash", str(BUILD_SCRIPT)], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"native build failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    if sanitize == "address":  # ASan silently not linked would make every "no finding" meaningless
+        linked = subprocess.run(["ldd", str(out / "edgekit-rank")], capture_output=True, text=True, check=True).stdout
+        assert "libasan" in linked, linked
     return out

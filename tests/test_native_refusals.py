@@ -1,11 +1,11 @@
 """Every refusal the Python runtime makes on a bad package, the native runtime makes too.
 
 One corpus of broken packages (each a copy of the real MiniLM package with one thing wrong) goes
-through both runtimes: the Python runtime must raise a typed EdgekitError (opening or ranking,
-hashes not checked: `verify=False`, so the refusal comes from the structural checks both
-runtimes share), and edgekit-rank must exit 2 with one `error:` line, without a memory error
-(ASan build). sha256 verification is the Python runtime's and `edgekit verify`'s; the native
-runtime checks sizes (docs/EMBEDDING.md).
+through both runtimes: the Python runtime must raise a typed EdgekitError (opening or ranking)
+and edgekit-rank must exit 2 with one `error:` line, without a memory error (ASan build). The
+structural corpus runs with file hashing off in both (`verify=False`, `--no-verify`), so each
+refusal comes from the check it targets, not from a hash; the tampering corpus runs with hashing
+on, as both runtimes do by default.
 """
 
 from __future__ import annotations
@@ -65,6 +65,23 @@ def _nan_table_row(pkg: Path) -> None:
     table.flush()
 
 
+def _external_data_outside(pkg: Path) -> None:
+    """layer_001.onnx reads a weight from outside the package (the entry's size and hash updated,
+    so only the graph's own external-data location is wrong)."""
+    import hashlib
+
+    import onnx
+
+    graph_file = pkg / "graphs" / "layer_001.onnx"
+    model = onnx.load(str(graph_file), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    next(entry for entry in tensor.external_data if entry.key == "location").value = "../../../etc/hostname"
+    onnx.save(model, str(graph_file))
+    data = graph_file.read_bytes()
+    rewrite_manifest(pkg, lambda d: _graph(d, "layer_001")["files"][0].update(
+        bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
+
+
 def _drop_layer(data: dict) -> None:
     data["graphs"] = [g for g in data["graphs"] if g["name"] != "layer_002"]
 
@@ -91,7 +108,30 @@ CORPUS: dict[str, Callable[[Path], None]] = {
     "unknown scoring kind": _edit(lambda d: d["ranking"]["scoring"].update(kind="dot")),
     "select scored as logits": _edit(lambda d: d["ranking"]["scoring"].update(kind="logit")),
     "graph swapped into another's slot": _swap_graphs,
+    "external data outside the package": _external_data_outside,
     "NaN in the table": _nan_table_row,
+}
+
+
+def _same_size_tamper(pkg: Path) -> None:
+    """One byte of a layer's weights flipped: same size, other sha256."""
+    path = pkg / "graphs" / "layer_002.onnx.data"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _unsigned_edit(pkg: Path) -> None:
+    """manifest.json edited without updating manifest.sha256."""
+    text = (pkg / "manifest.json").read_text()
+    (pkg / "manifest.json").write_text(text.replace('"max_length": 256', '"max_length": 255'))
+
+
+TAMPERED: dict[str, Callable[[Path], None]] = {
+    "weights changed, same size": _same_size_tamper,
+    "manifest edited, digest not": _unsigned_edit,
+    "digest missing": lambda pkg: (pkg / "manifest.sha256").unlink(),
+    "digest malformed": lambda pkg: (pkg / "manifest.sha256").write_text("not a digest\n"),
 }
 
 
@@ -108,11 +148,26 @@ def test_both_runtimes_refuse(case: str, native_build: Path, minilm_package: Pat
     package = tmp_path / "pkg"
     shutil.copytree(minilm_package, package)
     CORPUS[case](package)
+    _assert_both_refuse(case, package, native_build, candidates_file, verify=False)
+
+
+@pytest.mark.parametrize("case", list(TAMPERED))
+def test_both_runtimes_refuse_tampering(case: str, native_build: Path, minilm_package: Path, tmp_path: Path,
+                                        candidates_file: Path) -> None:
+    package = tmp_path / "pkg"
+    shutil.copytree(minilm_package, package)
+    TAMPERED[case](package)
+    _assert_both_refuse(case, package, native_build, candidates_file, verify=True)
+
+
+def _assert_both_refuse(case: str, package: Path, native_build: Path, candidates_file: Path, verify: bool) -> None:
     with pytest.raises(EdgekitError) as python_error:
-        edgekit.load(str(package), verify=False).rank(QUERY, CANDIDATES, top_k=3)
-    proc = rank_native(native_build, str(package), "--query", QUERY, "--candidates", str(candidates_file), "--top-k", "3")
+        edgekit.load(str(package), verify=verify).rank(QUERY, CANDIDATES, top_k=3)
+    proc = rank_native(native_build, str(package), "--query", QUERY, "--candidates", str(candidates_file), "--top-k", "3",
+                       *([] if verify else ["--no-verify"]))
     assert proc.returncode == 2, (case, proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "stub" not in proc.stderr and "tokenize in the host app" not in proc.stderr, proc.stderr  # refused for the damage
     print(f"{case}: python: {python_error.value} | native: {proc.stderr.strip()}")
 
 

@@ -2,7 +2,7 @@
 # Build the native runtime (libedgekit + edgekit-rank) into build/native (`make native`).
 #
 # Installs the system build dependencies where missing (Debian/Ubuntu: cmake, a C compiler,
-# cJSON, utf8proc; root or sudo), fetches onnxruntime's C header without installing anything
+# cJSON, utf8proc, OpenSSL's libcrypto for sha256; root or sudo), fetches onnxruntime's C header without installing anything
 # (Debian trixie's libonnxruntime-dev, unpacked with dpkg-deb into build/native/_deps), and links
 # the onnxruntime library of the Python wheel (PYTHON, default .venv/bin/python), so the C and
 # Python runtimes run the same onnxruntime build. Set EK_SANITIZE=address for an ASan build.
@@ -23,6 +23,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(gcc)
 [ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
 [ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
+[ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing system packages: ${need[*]}" >&2

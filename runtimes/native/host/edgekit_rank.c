@@ -1,14 +1,14 @@
 /* edgekit-rank: the sample host of the native runtime.
  *
  *   edgekit-rank PKG --query Q --candidates FILE [--top-k K] [--json] [--window W] [--chunk C]
- *                [--threads T] [--prune SPEC] [--ids FILE.jsonl] [--query-ids 1,2,3]
+ *                [--threads T] [--prune SPEC] [--no-verify] [--ids FILE.jsonl] [--query-ids 1,2,3]
  *   edgekit-rank PKG --queries FILE.jsonl [--top-k K] [...]
  *
  * Ranks the candidates of FILE (.txt: one per non-blank line; .jsonl: {"text": ...} per line)
  * against Q with the package at PKG and prints the best K, or with --json the same JSON object
  * as `edgekit run --json` ({"top_k": [...], "stats": {...}}). --ids ranks pre-tokenised
  * sequences instead (one {"ids": [...], "type_ids": [...]} per line; select packages also take
- * --query-ids), through ek_rank_ids. --queries ranks many queries on one open package: one
+ * --query-ids), through ek_rank_ids. --no-verify skips the sha256 check of the package's files. --queries ranks many queries on one open package: one
  * {"query": ..., "candidates": [...]} per line (the dev set's format), one JSON line out per
  * query. Exit codes: 0 ok, 2 a user or package error (one
  * `error: ...` line on stderr), 1 anything else.
@@ -221,7 +221,7 @@ static int rank_queries(ek_handle *handle, const char *path, size_t top_k) {
 
 static const char *USAGE =
     "usage: edgekit-rank PKG --query Q --candidates FILE [--top-k K] [--json] [--window W] [--chunk C]\n"
-    "                    [--threads T] [--prune SPEC] [--ids FILE.jsonl] [--query-ids 1,2,3]\n"
+    "                    [--threads T] [--prune SPEC] [--no-verify] [--ids FILE.jsonl] [--query-ids 1,2,3]\n"
     "       edgekit-rank PKG --queries FILE.jsonl [--top-k K] [--window W] [--chunk C] [--threads T] [--prune SPEC]\n";
 
 int main(int argc, char **argv) {
@@ -234,6 +234,7 @@ int main(int argc, char **argv) {
         const char *arg = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         if (!strcmp(arg, "--json")) { json = 1; continue; }
+        if (!strcmp(arg, "--no-verify")) { options.verify = 0; continue; }
         if (!strcmp(arg, "--help") || !strcmp(arg, "-h")) { fputs(USAGE, stdout); return 0; }
         if (arg[0] != '-') {
             if (package) return fail(2, "more than one package given; pass one PKG folder");

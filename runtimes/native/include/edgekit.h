@@ -43,6 +43,8 @@ typedef struct ek_options {
     int threads;          /* onnxruntime intra-op threads; 0 = onnxruntime's default */
     const char *provider; /* "cpu" (default; NULL means cpu) */
     const char *prune;    /* NULL or "exact" (default), "auto", "threshold:X" or "threshold:X@D" */
+    int verify;           /* 1 (default): ek_open checks the sha256 of every file a run reads; 0 skips it
+                           * (containment, sizes and the manifest's digest are always checked) */
 } ek_options;
 
 /* The defaults above. */
@@ -79,7 +81,8 @@ typedef struct ek_results {
 } ek_results;
 
 /* Open the package at `package_dir`: read and check its manifest (the checks of the Python
- * runtime: format and version, roles, relative contained paths, file sizes), memory-map the
+ * runtime: format and version, the manifest digest, roles, relative contained paths, file
+ * sizes, and with options->verify every file's sha256), memory-map the
  * embedding table, load the tokenizer when this runtime implements it. `options` may be NULL. */
 int ek_open(const char *package_dir, const ek_options *options, ek_handle **out);
 

@@ -16,6 +16,7 @@ void ek_options_default(ek_options *options) {
     options->chunk = DEFAULT_CHUNK;
     options->provider = "cpu";
     options->prune = "exact";
+    options->verify = 1;
 }
 
 static int resolve_prune(ek_handle *h, const char *spec) {
@@ -98,6 +99,7 @@ int ek_open(const char *package_dir, const ek_options *options, ek_handle **out)
     h->threads = o->threads;
     status = ek_manifest_load(package_dir, &h->manifest);
     if (!status) status = resolve_prune(h, o->prune);
+    if (!status && o->verify) status = ek_manifest_verify(h->manifest);
     if (!status) status = open_tables(h);
     if (!status) status = open_tokenizer(h);
     if (!status && (size_t)h->window >= (size_t)h->manifest->num_layers + 2) { /* every graph fits: keep them open */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "digest.h"
 #include "edgekit.h"
 #include "error.h"
 
@@ -32,9 +33,11 @@ static char *join(const char *root, const char *relative) {
 
 /* A printable, bounded excerpt of an untrusted string for a one-line message. */
 static const char *shown(const char *text) {
-    static _Thread_local char buffer[96];
+    static _Thread_local char buffers[4][96]; /* rotating: a message may show several strings */
+    static _Thread_local int next;
+    char *buffer = buffers[next++ % 4];
     size_t i = 0;
-    for (; text && text[i] && i < sizeof buffer - 4; ++i)
+    for (; text && text[i] && i < sizeof buffers[0] - 4; ++i)
         buffer[i] = (text[i] >= 0x20 && text[i] < 0x7f) ? text[i] : '?';
     if (text && text[i]) { memcpy(buffer + i, "...", 3); i += 3; }
     buffer[i] = '\0';
@@ -102,13 +105,78 @@ static int check_file(const char *root, const char *relative, long long bytes, c
     return status;
 }
 
-/* A file entry {file, sha256, bytes}: checked, its relative path returned in *file. */
-static int check_entry(const char *root, const cJSON *entry, const char *label, const char **file) {
+static int is_hex64(const char *text) {
+    if (!text || strlen(text) != 64) return 0;
+    for (const char *c = text; *c; ++c)
+        if (!strchr("0123456789abcdefABCDEF", *c)) return 0;
+    return 1;
+}
+
+/* A file entry {file, sha256, bytes}: checked and recorded in m->files; its relative path in *file. */
+static int check_entry(ek_manifest *m, const cJSON *entry, const char *label, const char **file) {
     long bytes = 0;
     *file = get_string(entry, "file");
-    if (!*file || !get_int(entry, "bytes", 0, LONG_MAX, &bytes) || !get_string(entry, "sha256"))
-        return ek_fail(EK_ERR_PACKAGE, "%s: a file entry needs file, sha256 and bytes; re-export the package", label);
-    return check_file(root, *file, bytes, label);
+    const char *sha256 = get_string(entry, "sha256");
+    if (!*file || !get_int(entry, "bytes", 0, LONG_MAX, &bytes) || !is_hex64(sha256))
+        return ek_fail(EK_ERR_PACKAGE, "%s: a file entry needs file, sha256 (64 hex digits) and bytes; re-export the package",
+                       label);
+    int status = check_file(m->root, *file, bytes, label);
+    if (status) return status;
+    if (m->n_files == m->files_capacity) {
+        size_t capacity = m->files_capacity ? 2 * m->files_capacity : 32;
+        ek_file *files = realloc(m->files, capacity * sizeof *files);
+        if (!files) return ek_fail(EK_ERR_MEMORY, "out of memory reading the manifest");
+        m->files = files;
+        m->files_capacity = capacity;
+    }
+    ek_file *record = &m->files[m->n_files++];
+    record->path = join(m->root, *file);
+    record->relative = dup(*file);
+    for (int i = 0; i < 65; ++i) record->sha256[i] = (char)(i < 64 ? (sha256[i] | 0x20) : 0); /* lower case */
+    return EK_OK;
+}
+
+int ek_manifest_verify(const ek_manifest *m) {
+    for (size_t i = 0; i < m->n_files; ++i) {
+        char hex[65];
+        int status = ek_sha256_file(m->files[i].path, hex);
+        if (status) return status;
+        if (strcmp(hex, m->files[i].sha256))
+            return ek_fail(EK_ERR_INTEGRITY, "package %s: hash mismatch for %s; re-export it", shown(m->root),
+                           m->files[i].relative);
+    }
+    return EK_OK;
+}
+
+/* manifest.sha256: one line `<sha256 of manifest.json>[  manifest.json]`, matching `text`. */
+static int check_digest(const ek_manifest *m, const char *text, size_t size) {
+    int status = check_file(m->root, "manifest.sha256", -1, "package file");
+    if (status == EK_ERR_INTEGRITY)
+        return ek_fail(EK_ERR_INTEGRITY, "package %s has no manifest.sha256 (the sha256 of manifest.json written at "
+                       "export); re-export the package", shown(m->root));
+    if (status) return status;
+    char *path = join(m->root, "manifest.sha256"), line[1100] = "";
+    FILE *file = path ? fopen(path, "rb") : NULL;
+    free(path);
+    size_t got = file ? fread(line, 1, sizeof line - 1, file) : 0;
+    if (file) fclose(file);
+    line[got] = '\0';
+    char digest[65] = "", name[64] = "", rest[8] = "";
+    int fields = got <= 1024 ? sscanf(line, " %64[0-9a-fA-F] %63s %7s", digest, name, rest) : 0;
+    int ok = fields >= 1 && fields <= 2 && strlen(digest) == 64 &&
+             (fields == 1 || !strcmp(name, "manifest.json") || !strcmp(name, "*manifest.json"));
+    if (!ok)
+        return ek_fail(EK_ERR_INTEGRITY, "package %s: manifest.sha256 is not one line '<sha256>  manifest.json'; "
+                       "re-export the package", shown(m->root));
+    char actual[65];
+    status = ek_sha256_bytes(text, size, actual);
+    if (status) return status;
+    for (int i = 0; i < 64; ++i) digest[i] |= 0x20;
+    if (strcmp(actual, digest))
+        return ek_fail(EK_ERR_INTEGRITY, "package %s: manifest.json does not match its digest (manifest.sha256); "
+                       "re-export the package, or after an edit you made on purpose run `sha256sum manifest.json > "
+                       "manifest.sha256` in it", shown(m->root));
+    return EK_OK;
 }
 
 static int read_io(const cJSON *list, ek_io **out, size_t *count, const char *graph, const char *kind) {
@@ -158,6 +226,9 @@ static int read_graph(ek_manifest *m, const cJSON *item, ek_graph *graph) {
     } else if (index && !cJSON_IsNull(index)) {
         return ek_fail(EK_ERR_PACKAGE, "graph %s: a %s graph has index null; re-export the package", shown(name), role);
     }
+    if (!relative_path_ok(path))
+        return ek_fail(EK_ERR_PACKAGE, "graph %s: path '%s' must be relative, use '/', and hold no '..'; re-export the "
+                       "package", shown(name), shown(path));
     size_t n = strlen(path);
     if (n < 6 || strcmp(path + n - 5, ".onnx"))
         return ek_fail(EK_ERR_PACKAGE, "graph %s: an onnx graph's file ends with .onnx, not %s; re-export the package",
@@ -171,7 +242,7 @@ static int read_graph(ek_manifest *m, const cJSON *item, ek_graph *graph) {
         const char *file;
         char label[160];
         snprintf(label, sizeof label, "graph %s: file", shown(name));
-        int status = check_entry(m->root, entry, label, &file);
+        int status = check_entry(m, entry, label, &file);
         if (status) return status;
         if (first && strcmp(file, path))
             return ek_fail(EK_ERR_PACKAGE, "graph %s: an onnx graph lists its .onnx file %s first; re-export the package",
@@ -263,7 +334,7 @@ static int read_tokenizer(ek_manifest *m, const cJSON *tokenizer) {
     int first = 1;
     cJSON_ArrayForEach(entry, files) {
         const char *file;
-        int status = check_entry(m->root, entry, "tokenizer file", &file);
+        int status = check_entry(m, entry, "tokenizer file", &file);
         if (status) return status;
         if (first) m->tokenizer_path = join(m->root, file);
         first = 0;
@@ -291,7 +362,7 @@ static int read_table(ek_manifest *m, const cJSON *table) {
         return ek_fail(EK_ERR_UNSUPPORTED, "the package has no embedding_table; the native runtime needs one: re-export "
                        "the package with this edgekit");
     const char *file;
-    int status = check_entry(m->root, cJSON_GetObjectItemCaseSensitive(table, "entry"), "embedding table", &file);
+    int status = check_entry(m, cJSON_GetObjectItemCaseSensitive(table, "entry"), "embedding table", &file);
     if (status) return status;
     m->table_path = join(m->root, file);
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(table, "shape");
@@ -313,7 +384,7 @@ static int read_table(ek_manifest *m, const cJSON *table) {
         return ek_fail(EK_ERR_PACKAGE, "embedding_table: an int8 table has a `scales` file and no other table has one; "
                        "re-export the package");
     if (scales && !cJSON_IsNull(scales)) {
-        status = check_entry(m->root, scales, "embedding table scales", &file);
+        status = check_entry(m, scales, "embedding table scales", &file);
         if (status) return status;
         m->scales_path = join(m->root, file);
     }
@@ -434,7 +505,7 @@ static int read_header(ek_manifest *m, const cJSON *root) {
     return EK_OK;
 }
 
-static int read_text(const char *root, char **text) {
+static int read_text(const char *root, char **text, size_t *length) {
     struct stat info;
     if (stat(root, &info) != 0)
         return ek_fail(EK_ERR_PACKAGE, "package directory %s does not exist; export one with `edgekit export`", shown(root));
@@ -460,6 +531,7 @@ static int read_text(const char *root, char **text) {
     fclose(file);
     if (!*text) return ek_fail(EK_ERR_MEMORY, "out of memory reading the manifest");
     (*text)[got] = '\0';
+    *length = got;
     return EK_OK;
 }
 
@@ -470,7 +542,8 @@ int ek_manifest_load(const char *root, ek_manifest **out) {
     char resolved[PATH_MAX];
     m->root = dup(realpath(root, resolved) ? resolved : root);
     char *text = NULL;
-    int status = read_text(m->root, &text);
+    size_t length = 0;
+    int status = read_text(m->root, &text, &length);
     cJSON *json = NULL;
     if (!status) {
         json = cJSON_Parse(text);
@@ -478,6 +551,7 @@ int ek_manifest_load(const char *root, ek_manifest **out) {
             status = ek_fail(EK_ERR_PACKAGE, "%s/manifest.json is not readable JSON; re-export the package", shown(m->root));
     }
     if (!status) status = read_header(m, json);
+    if (!status) status = check_digest(m, text, length);
     if (!status) status = read_ranking(m, cJSON_GetObjectItemCaseSensitive(json, "ranking"));
     if (!status) status = read_graphs(m, cJSON_GetObjectItemCaseSensitive(json, "graphs"));
     if (!status) status = find_roles(m);
@@ -509,6 +583,8 @@ void ek_manifest_free(ek_manifest *m) {
     }
     free(m->graphs);
     free(m->layers);
+    for (size_t i = 0; i < m->n_files; ++i) { free(m->files[i].path); free(m->files[i].relative); }
+    free(m->files);
     free(m->root); free(m->tokenizer_path); free(m->table_path); free(m->scales_path);
     free(m);
 }

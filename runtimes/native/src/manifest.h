@@ -29,6 +29,13 @@ typedef struct ek_graph {
     size_t n_outputs;
 } ek_graph;
 
+/* A listed package file: where it is and the sha256 the manifest records. */
+typedef struct ek_file {
+    char *path;     /* absolute */
+    char *relative; /* as listed */
+    char sha256[65];
+} ek_file;
+
 typedef struct ek_manifest {
     char *root;
     char task[16];        /* rerank | select */
@@ -63,10 +70,18 @@ typedef struct ek_manifest {
     double calibration_threshold;
     int calibration_clusters, calibration_min_depth;
     long calibration_top_k;    /* -1 when absent */
+    ek_file *files;            /* every file the run reads: graph files, tokenizer files, table (+ scales) */
+    size_t n_files, files_capacity;
 } ek_manifest;
 
-/* Read and check `root`/manifest.json. EK_OK or an error with ek_last_error set. */
+/* Read and check `root`/manifest.json, and its digest `root`/manifest.sha256 (the sha256 of
+ * manifest.json's bytes, written at export; always checked, as the Python runtime does). EK_OK
+ * or an error with ek_last_error set. */
 int ek_manifest_load(const char *root, ek_manifest **out);
 void ek_manifest_free(ek_manifest *manifest);
+
+/* Hash every file in manifest->files against its recorded sha256 (EK_ERR_INTEGRITY naming the
+ * first mismatch, as the Python runtime's `verify`). */
+int ek_manifest_verify(const ek_manifest *manifest);
 
 #endif
