@@ -123,8 +123,8 @@ def build_report(config: NativeBench, model: str, workload: dict[str, Any], max_
         "package. `python`: `edgekit.load(...).rank(...)` timed in the process (tokenisation included). `native`: "
         f"`{binary.name} --queries` with the record repeated; a call's latency is the time between two of its "
         "flushed JSON lines (tokenisation, the graphs, scoring, plus parsing one record and printing one line). "
-        "`cold ms`: open + first call (the Python runtime also checks every file's sha256 at open; the native one "
-        "checks sizes only).",
+        "`cold ms`: process start (native) or session creation (python), package open (both check every file's "
+        "sha256) and the first call.",
         "Peak RSS: each process's own high-water mark (VmHWM): the Python child's at exit, the native host's read "
         "from /proc while it runs one more call after the timed ones (`getrusage` maxrss, which on Linux includes "
         "the starting process's peak, is kept in the JSON details).",
