@@ -135,13 +135,18 @@ def attention(
 
 def attention_cp(
     nproc: int = typer.Option(2, "--nproc", help="processes (ranks) torchrun starts"),
-    methods: str = typer.Option("ring,ulysses,usp", "--methods", help="comma-separated: ring, ulysses, usp"),
+    methods: str = typer.Option("ring,ulysses,usp,allgather", "--methods",
+                                help="comma-separated: ring, ulysses, usp, allgather"),
     masks: str = typer.Option("full,causal,document", "--masks", help=MASKS_HELP),
     seqlen: int = typer.Option(4096, "--seqlen"),
     batch: int = typer.Option(1, "--batch"),
     heads: int = typer.Option(8, "--heads"),
+    kv_heads: int | None = typer.Option(None, "--kv-heads", help="key/value heads, a divisor of --heads; GQA when "
+                                        "fewer (default: --heads). Ulysses/USP: a multiple of the Ulysses degree"),
     head_dim: int = typer.Option(64, "--head-dim"),
     dtype: str = typer.Option("float32", "--dtype"),
+    passes: str = typer.Option("fwd", "--pass", help="fwd, bwd or fwd,bwd (bwd: the distributed backward, "
+                               "timed alone; dQ, dK, dV checked)"),
     ulysses_degree: int = typer.Option(0, "--ulysses-degree", help="USP's Ulysses degree (0: automatic)"),
     reps: int = typer.Option(5, "--reps"),
     warmup: int = typer.Option(1, "--warmup"),
@@ -149,14 +154,17 @@ def attention_cp(
     timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
 ) -> None:
-    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time, and one
-    per mask for the single-process baseline (method `single`)."""
+    """Context-parallel attention under torchrun: one row per (method, mask, pass), slowest rank's time, the
+    per-rank work (rank_area, imbalance), and one per (mask, pass) for the single-process baseline (method
+    `single`)."""
     from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
+    from edgekit.runtimes.attention.problem import parse_passes
     from edgekit.runtimes.attention.report import cp_report, markdown_cp_summary
 
     out_dir = Path(out)
     config = CpConfig(nproc=nproc, methods=_names(methods), masks=_names(masks), seqlen=seqlen, batch=batch,
-                      heads=heads, head_dim=head_dim, dtype=dtype, ulysses_degree=ulysses_degree, reps=reps,
+                      heads=heads, kv_heads=kv_heads, head_dim=head_dim, dtype=dtype,
+                      passes=",".join(p.value for p in parse_passes(passes)), ulysses_degree=ulysses_degree, reps=reps,
                       warmup=warmup, seed=seed, baseline=True)
     rows = launch_cp(config, timeout_s=timeout)
     out_dir.mkdir(parents=True, exist_ok=True)

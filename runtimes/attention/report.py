@@ -101,16 +101,37 @@ def markdown_summary(rows: list[Row], heading: str = "Attention sweep") -> str:
 
 
 def markdown_cp_summary(rows: list[dict[str, object]]) -> str:
-    """Context-parallel rows: method, layout, mask, slowest-rank time, status, max error."""
+    """Context-parallel rows: method, layout, mask, pass, slowest-rank time, status, max error, and
+    the per-rank work imbalance (max/mean of the rank areas; critical path/mean, see cp.Work)."""
     lines = ["## Context-parallel attention", "",
-             "| method | world (ulysses × ring) | sharding | mask | S | ms median (p20–p80) | TFLOP/s | peak MB "
-             "| status | max err |",
-             "|---|---|---|---|---:|---|---:|---:|---|---:|"]
+             "| method | world (ulysses × ring) | sharding | mask | S | pass | ms median (p20–p80) | TFLOP/s "
+             "| peak MB | status | max err | imbalance | critical/mean |",
+             "|---|---|---|---|---:|---|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['world']} ({r['ulysses_degree']} × {r['ring_degree']}) | {r['sharding']} | "
-            f"{r['mask']} | {r['seqlen']} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–{r['ms_p80']:.2f}) | "
-            f"{r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} |")
+            f"{r['mask']} | {r['seqlen']} | {r.get('pass', 'fwd')} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–"
+            f"{r['ms_p80']:.2f}) | {r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} | "
+            f"{_fmt(r.get('imbalance'), '.3f')} | {_fmt(r.get('critical_imbalance'), '.3f')} |")  # type: ignore[arg-type]
+    return "\n".join(lines) + "\n"
+
+
+def imbalance_table(rows: list[dict[str, object]]) -> str:
+    """Markdown: per (method, mask, world) the rank areas (allowed pairs × heads, in units of the
+    smallest), max/mean and critical-path/mean; one line per distinct layout (passes folded)."""
+    lines = ["| method | world | sharding | mask | S | rank areas (÷ min) | max/mean | critical/mean |",
+             "|---|---:|---|---|---:|---|---:|---:|"]
+    seen = set()
+    for r in rows:
+        key = (r["method"], r["world"], r["mask"], r["seqlen"])
+        if r["method"] == "single" or key in seen or "rank_area" not in r:
+            continue
+        seen.add(key)
+        areas = [int(a) for a in r["rank_area"]]  # type: ignore[attr-defined]
+        low = min(areas) or 1
+        lines.append(f"| {r['method']} | {r['world']} | {r['sharding']} | {r['mask']} | {r['seqlen']} | "
+                     f"{', '.join(f'{a / low:.2f}' for a in areas)} | {float(r['imbalance']):.3f} | "  # type: ignore[arg-type]
+                     f"{float(r['critical_imbalance']):.3f} |")  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 
@@ -241,24 +262,30 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
     from edgekit.bench.report import Machine, Quality, Ratio, Variant, Workload
     from edgekit.bench.report import Report as BenchReport
 
+    passes = {r.get("pass", "fwd") for r in rows}
+
+    def cell(r: dict[str, object]) -> str:  # the pass joins the name only when rows hold both
+        return f"{r['mask']} {r.get('pass', 'fwd')}" if len(passes) > 1 else str(r["mask"])
+
     def name(r: dict[str, object]) -> str:
-        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {r['mask']}"
+        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {cell(r)}"
 
     ordered = sorted(rows, key=lambda r: r["method"] != "single")  # baselines first, each group in run order
-    base_ms = {r["mask"]: r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
+    base_ms = {cell(r): r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
     dtype = str(rows[0]["dtype"]) if rows else ""
     reference = _reference_name(dtype)
     variants = []
     for r in ordered:
         ms = r.get("ms_median")
-        base = f"{CP_BASELINE} {r['mask']}"
-        value = ms / base_ms[r["mask"]] if r["status"] == "ok" and r["mask"] in base_ms and ms else None  # type: ignore[operator]
+        base = f"{CP_BASELINE} {cell(r)}"
+        value = ms / base_ms[cell(r)] if r["status"] == "ok" and cell(r) in base_ms and ms else None  # type: ignore[operator]
         layout = f"world {r['world']} (ulysses {r['ulysses_degree']} × ring {r['ring_degree']}), {r['sharding']} sharding"
         variants.append(Variant(
             name(r), description=f"{r['kernel']} on {r['mask']}: {layout}; status {r['status']}",
             latency_ms=ms,  # type: ignore[arg-type]
             figures={"p20_ms": r.get("ms_p20"), "p80_ms": r.get("ms_p80"), "tflops": r.get("tflops"),  # type: ignore[dict-item]
-                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"]},  # type: ignore[dict-item]
+                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"],  # type: ignore[dict-item]
+                     "imbalance": r.get("imbalance"), "critical_imbalance": r.get("critical_imbalance")},  # type: ignore[dict-item]
             ratios=(Ratio("latency", value, base),),
             quality=(Quality(reference, output="out", max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
             details={"status": r["status"], "ulysses_degree": r["ulysses_degree"], "ring_degree": r["ring_degree"],
@@ -286,5 +313,6 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
         settings={"dtype": dtype, "backend": next((r.get("backend") for r in rows if r["method"] != "single"), None),
                   "masks": masks, "methods": methods, **(settings or {})},
         machine=Machine.here(), isolation="every method under one torchrun launch, one after another")
-    return BenchReport(workload=workload, baseline=f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE,
+    first_base = next((name(r) for r in ordered if r["method"] == "single"), None)
+    return BenchReport(workload=workload, baseline=first_base or (f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE),
                        variants=tuple(variants), reference=reference, notes=notes)
