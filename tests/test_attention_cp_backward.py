@@ -7,7 +7,7 @@ exit 2 with one line.
 Heads: 4 query over 2 key/value heads on 2 ranks. On 4 ranks Ulysses needs both head counts
 divisible by 4 (it refuses 2 KV heads, see the last test), so the 4-rank launch takes 8 over 4:
 still GQA, two query heads per key/value head. One torchrun launch per world size runs every
-(method, mask, pass) cell; the 2-rank one goes through the CLI.
+(method, mask, pass) cell; the 2-rank one goes through the CLI (and its scaling outputs).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from edgekit.runtimes.attention.cp import Layout, plan_layout, work_report
 from edgekit.runtimes.attention.cp_blocks import partial_attention, partial_attention_backward
 from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
+from edgekit.runtimes.attention.cp_scaling import scaling_configs
 from edgekit.runtimes.attention.generators import make_mask
 from edgekit.runtimes.attention.masks import Kind, Mask, Rect
 
@@ -69,6 +70,15 @@ def test_every_method_forward_and_backward_on_2_ranks_through_the_cli(tmp_path: 
     summary = (tmp_path / "attention_cp.md").read_text()
     assert "| allgather | 2 (1 × 2) | zigzag | causal | 64 | bwd |" in summary
     assert "allgather causal bwd" in (tmp_path / "attention_cp.report.md").read_text()
+    assert "| allgather | 2 (1 × 2) | zigzag | causal | 64 | 1.00, 1.00 | 1.000 | 1.000 |" in (
+        tmp_path / "attention_cp_imbalance.md").read_text()  # zigzag balances one causal sequence exactly
+    assert (tmp_path / "attention_cp_scaling.png").stat().st_size > 10_000
+
+
+def test_a_scaling_sweep_is_one_launch_per_rank_count_and_length_with_one_baseline_per_length() -> None:
+    configs = scaling_configs(CpConfig(baseline=True), (4, 2), (512, 256))
+    assert [(c.nproc, c.seqlen, c.baseline) for c in configs] == [
+        (2, 256, True), (2, 512, True), (4, 256, False), (4, 512, False)]
 
 
 def test_every_method_forward_and_backward_on_4_ranks() -> None:
@@ -121,7 +131,7 @@ def _cp(*args: str) -> CliRunner:
     (("--heads", "4", "--kv-heads", "3"), "multiple of kv-heads (3)"),
     (("--heads", "4", "--kv-heads", "0"), "--kv-heads must be at least 1"),
     (("--pass", "sideways"), "--pass takes fwd, bwd or fwd,bwd"),
-    (("--nproc", "4", "--methods", "ulysses", "--heads", "4", "--kv-heads", "2"),
+    (("--nproc", "2,4", "--methods", "ulysses", "--heads", "4", "--kv-heads", "2"),  # refused before any launch
      "kv-heads (2) must be divisible by the Ulysses degree (4); choose --kv-heads a multiple of 4"),
 ])
 def test_bad_values_exit_2_with_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:

@@ -116,25 +116,6 @@ def markdown_cp_summary(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def imbalance_table(rows: list[dict[str, object]]) -> str:
-    """Markdown: per (method, mask, world) the rank areas (allowed pairs × heads, in units of the
-    smallest), max/mean and critical-path/mean; one line per distinct layout (passes folded)."""
-    lines = ["| method | world | sharding | mask | S | rank areas (÷ min) | max/mean | critical/mean |",
-             "|---|---:|---|---|---:|---|---:|---:|"]
-    seen = set()
-    for r in rows:
-        key = (r["method"], r["world"], r["mask"], r["seqlen"])
-        if r["method"] == "single" or key in seen or "rank_area" not in r:
-            continue
-        seen.add(key)
-        areas = [int(a) for a in r["rank_area"]]  # type: ignore[attr-defined]
-        low = min(areas) or 1
-        lines.append(f"| {r['method']} | {r['world']} | {r['sharding']} | {r['mask']} | {r['seqlen']} | "
-                     f"{', '.join(f'{a / low:.2f}' for a in areas)} | {float(r['imbalance']):.3f} | "  # type: ignore[arg-type]
-                     f"{float(r['critical_imbalance']):.3f} |")  # type: ignore[arg-type]
-    return "\n".join(lines) + "\n"
-
-
 # --- The typed benchmark report (edgekit/bench/report.py) of a sweep and of a context-parallel run ---
 
 BASELINE_KERNEL = "sdpa-math"
@@ -263,12 +244,18 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
     from edgekit.bench.report import Report as BenchReport
 
     passes = {r.get("pass", "fwd") for r in rows}
+    lengths = {r["seqlen"] for r in rows}
+    worlds = {r["world"] for r in rows if r["method"] != "single"}
 
-    def cell(r: dict[str, object]) -> str:  # the pass joins the name only when rows hold both
-        return f"{r['mask']} {r.get('pass', 'fwd')}" if len(passes) > 1 else str(r["mask"])
+    def cell(r: dict[str, object]) -> str:  # pass and length join the name only when rows vary in them
+        return " ".join([str(r["mask"]), *([str(r.get("pass", "fwd"))] if len(passes) > 1 else []),
+                         *([f"S={r['seqlen']}"] if len(lengths) > 1 else [])])
 
     def name(r: dict[str, object]) -> str:
-        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {cell(r)}"
+        if r["method"] == "single":
+            return f"{CP_BASELINE} {cell(r)}"
+        world = f" ×{r['world']}" if len(worlds) > 1 else ""
+        return f"{r['method']}{world} {cell(r)}"
 
     ordered = sorted(rows, key=lambda r: r["method"] != "single")  # baselines first, each group in run order
     base_ms = {cell(r): r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
@@ -305,14 +292,17 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
         "Per-row p20/p80, peak memory and tolerance are also in attention_cp.jsonl / attention_cp.csv.",
     )
     workload = Workload(
-        title=f"Context-parallel attention ({', '.join(methods)}) on {world} processes",
+        title=f"Context-parallel attention ({', '.join(methods)}) on {', '.join(str(w) for w in sorted(worlds))} "
+              "processes",
         key="attention-cp", command=command, subject=f"methods {', '.join(methods)}", data=f"masks {', '.join(masks)}",
-        sizes={"seqlen": first.get("seqlen"), "batch": first.get("batch"), "heads": first.get("heads"),
+        sizes={"seqlen": max(int(x) for x in lengths), "batch": first.get("batch"),  # type: ignore[call-overload] "heads": first.get("heads"),
                "head_dim": first.get("head_dim"), "world": world},
         provider=str(first.get("device", "cpu")),
         settings={"dtype": dtype, "backend": next((r.get("backend") for r in rows if r["method"] != "single"), None),
-                  "masks": masks, "methods": methods, **(settings or {})},
-        machine=Machine.here(), isolation="every method under one torchrun launch, one after another")
+                  "masks": masks, "methods": methods, "seqlens": sorted(int(x) for x in lengths),  # type: ignore[call-overload]
+                  "passes": sorted(str(p) for p in passes), **(settings or {})},
+        machine=Machine.here(), isolation="every method under one torchrun launch per (processes, length), "
+                                          "one after another")
     first_base = next((name(r) for r in ordered if r["method"] == "single"), None)
     return BenchReport(workload=workload, baseline=first_base or (f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE),
                        variants=tuple(variants), reference=reference, notes=notes)
