@@ -150,6 +150,8 @@ def attention_cp(
     passes: str = typer.Option("fwd", "--pass", help="fwd, bwd or fwd,bwd (bwd: the distributed backward, "
                                "timed alone; dQ, dK, dV checked)"),
     ulysses_degree: int = typer.Option(0, "--ulysses-degree", help="USP's Ulysses degree (0: automatic)"),
+    tile: int = typer.Option(256, "--tile", help="tokens per side of the compute tiles (larger: fewer, bigger "
+                             "matmuls; 1024 suits GPUs)"),
     reps: int = typer.Option(5, "--reps"),
     warmup: int = typer.Option(1, "--warmup"),
     seed: int = typer.Option(0, "--seed"),
@@ -175,7 +177,7 @@ def attention_cp(
         raise InvalidArgumentError("--nproc and --seqlen must each name at least one integer")
     base = CpConfig(methods=_names(methods), masks=_names(masks), batch=batch, heads=heads, kv_heads=kv_heads,
                     head_dim=head_dim, dtype=dtype, passes=",".join(p.value for p in parse_passes(passes)),
-                    ulysses_degree=ulysses_degree, reps=reps, warmup=warmup, seed=seed, baseline=True)
+                    ulysses_degree=ulysses_degree, tile=tile, reps=reps, warmup=warmup, seed=seed, baseline=True)
     rows = run_scaling(scaling_configs(base, nprocs, seqlens), timeout_s=timeout)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "attention_cp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -189,7 +191,8 @@ def attention_cp(
     plot_cp_scaling(rows, out_dir / "attention_cp_scaling.png",
                     title=f"context-parallel attention on {where} ({dtype}, {heads} heads): time vs length")
     _publish(cp_report(rows, command=_command_line(),
-                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree}),
+                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree,
+                                 "tile": tile}),
              out_dir / "attention_cp")
     ok = sum(r["status"] == "ok" for r in rows)
     typer.echo(f"{len(rows)} rows ({ok} ok) on {','.join(map(str, nprocs))} processes → {out_dir}/attention_cp."

@@ -213,12 +213,13 @@ def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask
     return RingAttention.apply(q, k, v, plan)  # type: ignore[no-any-return]
 
 
-def single_process_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
+def single_process_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask,
+                             tile: int = TILE) -> torch.Tensor:
     """The same tiled attention over the whole sequence in one process, no communication
     (differentiable, with the same tiled backward): the baseline the context-parallel methods are
     timed against (`attention-cp`'s report)."""
     whole = Shard(((0, q.shape[2]),))
-    return RingAttention.apply(q, k, v, RingPlan(mask, whole, (whole,), 0, (0,)))  # type: ignore[no-any-return]
+    return RingAttention.apply(q, k, v, RingPlan(mask, whole, (whole,), 0, (0,), tile))  # type: ignore[no-any-return]
 
 
 def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup, u: int) -> torch.Tensor:
@@ -309,8 +310,8 @@ class ContextParallel:
     Contract: every rank constructs it with the same arguments (it creates the Ulysses
     process groups collectively) and calls it (and its backward) the same number of times."""
 
-    def __init__(self, layout: Layout, mask: Mask) -> None:
-        self.layout, self.mask = layout, mask
+    def __init__(self, layout: Layout, mask: Mask, tile: int = TILE) -> None:
+        self.layout, self.mask, self.tile = layout, mask, tile
         self.rank = dist.get_rank()
         u, r = layout.ulysses, layout.ring
         self.uly_group = _ulysses_group(u, r, self.rank) if u > 1 else None
@@ -322,13 +323,14 @@ class ContextParallel:
         if self.layout.allgather:
             kv = GatherSequence.apply(torch.stack([k, v]), 3)  # [2, B, H_kv, W·s, D], rank order
             keys = Shard(tuple(c for s in self.ring_shards for c in s.chunks))
-            plan = RingPlan(self.mask, self.shard, (keys,), 0, (self.rank,))
+            plan = RingPlan(self.mask, self.shard, (keys,), 0, (self.rank,), self.tile)
             return RingAttention.apply(q, kv[0], kv[1], plan)  # type: ignore[no-any-return]
         u = self.layout.ulysses
         if self.uly_group is not None:
             q, k, v = (SeqToHeads.apply(t, self.uly_group, u) for t in (q, k, v))
         position = self.rank // u
-        plan = RingPlan(self.mask, self.ring_shards[position], tuple(self.ring_shards), position, self.ring_ranks)
+        plan = RingPlan(self.mask, self.ring_shards[position], tuple(self.ring_shards), position, self.ring_ranks,
+                        self.tile)
         out = RingAttention.apply(q, k, v, plan)
         if self.uly_group is not None:
             out = HeadsToSeq.apply(out, self.uly_group, u)

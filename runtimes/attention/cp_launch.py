@@ -37,6 +37,7 @@ class CpConfig:
     dtype: str = "float32"
     passes: str = "fwd"  # fwd, bwd or fwd,bwd (parse_passes)
     ulysses_degree: int = 0
+    tile: int = 256  # tokens per side of the compute tiles (cp.TILE)
     reps: int = 5
     warmup: int = 1
     seed: int = 0
@@ -53,6 +54,8 @@ class CpConfig:
         if self.kv_heads is not None and self.kv_heads < 1:
             raise InvalidArgumentError(f"--kv-heads must be at least 1 (a divisor of --heads {self.heads}), "
                                        f"got {self.kv_heads}")
+        if self.tile < 1:
+            raise InvalidArgumentError(f"--tile must be at least 1, got {self.tile}")
         if self.reps < 1 or self.warmup < 0:
             raise InvalidArgumentError("--reps must be at least 1, --warmup at least 0")
         for name in self.masks:
@@ -67,7 +70,7 @@ class CpConfig:
                 "--seqlen", str(self.seqlen), "--batch", str(self.batch), "--heads", str(self.heads),
                 "--kv-heads", str(self.kv_heads or self.heads), "--passes", self.passes,
                 "--head-dim", str(self.head_dim), "--dtype", self.dtype,
-                "--ulysses-degree", str(self.ulysses_degree), "--reps", str(self.reps),
+                "--ulysses-degree", str(self.ulysses_degree), "--tile", str(self.tile), "--reps", str(self.reps),
                 "--warmup", str(self.warmup), "--seed", str(self.seed), "--out", str(out),
                 *(["--baseline"] if self.baseline else [])]
 

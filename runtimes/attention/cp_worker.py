@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import EdgekitError, InvalidArgumentError
 from edgekit.runtimes.attention.cp import (
+    TILE,
     ContextParallel,
     Layout,
     plan_layout,
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--passes", default="fwd", help="fwd, bwd or fwd,bwd")
     ap.add_argument("--ulysses-degree", type=int, default=0, help="USP only; 0 = automatic")
+    ap.add_argument("--tile", type=int, default=TILE, help="tokens per side of the compute tiles")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -152,7 +154,7 @@ def run_one(method: str, mask_name: str, phase: Pass, args: argparse.Namespace,
     layout = plan_layout(method, world, args.heads, args.seqlen, mask, args.ulysses_degree, args.kv_heads)
     p = _problem(mask, args, device)
     x = make_inputs(p, args.seed)
-    cp = ContextParallel(layout, mask)
+    cp = ContextParallel(layout, mask, args.tile)
     idx = cp.shard.index().to(device)
     q, k, v, dout = (t.index_select(2, idx).contiguous() for t in (x.q, x.k, x.v, x.grad_out))
     times = []
@@ -193,12 +195,12 @@ def run_single(mask_name: str, phase: Pass, args: argparse.Namespace, device: to
     x = make_inputs(p, args.seed)
     times = []
     for i in range(args.warmup + args.reps):
-        ms, got = _run(lambda q, k, v: single_process_attention(q, k, v, mask), x.q, x.k, x.v, x.grad_out,
+        ms, got = _run(lambda q, k, v: single_process_attention(q, k, v, mask, args.tile), x.q, x.k, x.v, x.grad_out,
                        phase, device)
         if i >= args.warmup:
             times.append(ms)
     with peak_memory(device) as peak:
-        _run(lambda q, k, v: single_process_attention(q, k, v, mask), x.q, x.k, x.v, x.grad_out, phase, device)
+        _run(lambda q, k, v: single_process_attention(q, k, v, mask, args.tile), x.q, x.k, x.v, x.grad_out, phase, device)
     area = mask.area() * args.heads
     return {"kernel": "single-process", "method": "single", **_problem_fields(p, phase), "world": 1,
             "ulysses_degree": 1, "ring_degree": 1, "sharding": "none", "backend": "none", "device": str(device),
@@ -210,6 +212,8 @@ def validate(args: argparse.Namespace, world: int) -> None:
     """Every user error, before any process group exists (`EdgekitError`)."""
     parse_dtype(args.dtype)
     parse_passes(args.passes)
+    if args.tile < 1:
+        raise InvalidArgumentError(f"--tile must be at least 1, got {args.tile}")
     for method in _split(args.methods):
         for name in _split(args.masks):
             mask = make_mask(name, args.seqlen, args.seed)
