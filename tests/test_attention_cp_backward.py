@@ -19,7 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgekit.runtimes.attention.cp import Layout, plan_layout, work_report
+from edgekit.runtimes.attention.cp import Layout, balanced_shards, plan_layout, work_report
 from edgekit.runtimes.attention.cp_blocks import partial_attention, partial_attention_backward
 from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
 from edgekit.runtimes.attention.cp_scaling import scaling_configs
@@ -54,14 +54,15 @@ def _check(rows: list[dict[str, object]], nproc: int, kv_heads: int) -> None:
         assert (r["world"], r["kv_heads"]) == (nproc, kv_heads) and len(r["rank_area"]) == nproc  # type: ignore[arg-type]
         if phase == "bwd":
             assert r["flops"] == 5 * cells[method, mask, "fwd"]["flops"] // 2  # type: ignore[operator]
-    assert cells["allgather", "document", "bwd"]["sharding"] == "zigzag"
+    # seed 4's documents make the planner deal all-gather's chunks by area on at least one mask
+    assert "balanced" in {cells["allgather", m, "bwd"]["sharding"] for m in ("document", "document-causal")}
     assert cells["ring", "document", "bwd"]["sharding"] == "contiguous"  # no causal part: the ring keeps order
 
 
 def test_every_method_forward_and_backward_on_2_ranks_through_the_cli(tmp_path: Path) -> None:
     result = _cp("--nproc", "2", "--methods", ",".join(METHODS), "--masks", ",".join(MASKS), "--seqlen", "64",
                  "--heads", "4", "--kv-heads", "2", "--head-dim", "8", "--pass", "fwd,bwd", "--reps", "1",
-                 "--warmup", "0", "--out", str(tmp_path))
+                 "--warmup", "0", "--seed", "4", "--out", str(tmp_path))
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "attention_cp.jsonl").read_text().splitlines()]
     _check(rows, 2, 2)
@@ -83,7 +84,7 @@ def test_a_scaling_sweep_is_one_launch_per_rank_count_and_length_with_one_baseli
 
 def test_every_method_forward_and_backward_on_4_ranks() -> None:
     config = CpConfig(nproc=4, methods=METHODS, masks=MASKS, seqlen=128, heads=8, kv_heads=4, head_dim=8,
-                      passes="fwd,bwd", reps=1, warmup=0)
+                      passes="fwd,bwd", reps=1, warmup=0, seed=4)
     rows = launch_cp(config, timeout_s=240)
     _check(rows, 4, 4)
     usp = next(r for r in rows if r["method"] == "usp")
@@ -106,14 +107,26 @@ def test_work_per_rank_equals_areas_counted_by_hand() -> None:
     (0), rank 1 sees all of [0,4): 8 × 4 = 32. Critical = (36 + 32) × 2 = 136.
     Contiguous ring: rank 0 = 1+…+8 = 36, rank 1 = 9+10+11+12 + 10 = 52 → 72, 104; steps: 36 vs
     10+10 = 20, then 0 vs 4 × 8 = 32 → critical (36 + 32) × 2 = 136: the ring pays the same idle
-    time either way here. Ulysses (one head per rank, all keys): 88, 88, balanced."""
+    time either way here. Ulysses (one head per rank, all keys): 88, 88, balanced.
+
+    All-gather may take any equal-size chunks; balanced sharding with 4 chunks of 2 tokens per
+    rank: chunk areas 3, 7, 11, 15, 19, 23 (document 0), 3, 7 (document 1); dealt largest first
+    to the least-loaded rank with room: 23→0, 19→1, 15→1 (34), 11→0 (34), 7→0 (41, tie → rank 0),
+    7→1 (41), 3→0, 3→1: 44 and 44. Rank 0 holds [0,6) and [10,12), rank 1 [6,10) and [12,16).
+    The planner's default (8 chunks of 1 token per rank) also reaches 44/44 and beats zigzag."""
     mask = two_documents()
     zigzag = plan_layout("ring", 2, 2, 16, mask)
     assert zigzag.zigzag
     work = work_report(zigzag, mask, heads=2)
     assert work.rank_area == (40, 136) and work.imbalance == 136 / 88 and work.critical_area == 136
-    gather = work_report(plan_layout("allgather", 2, 2, 16, mask), mask, heads=2)
-    assert gather.rank_area == (40, 136) and gather.critical_area == 136
+    dealt = balanced_shards(mask, world=2, per_rank=4)
+    assert dealt is not None and [s.chunks for s in dealt] == [((0, 6), (10, 12)), ((6, 10), (12, 16))]
+    by_hand = work_report(Layout(ulysses=1, ring=2, zigzag=False, allgather=True, shards=dealt), mask, heads=2)
+    assert by_hand.rank_area == (88, 88) and by_hand.critical_area == 88
+    gather_layout = plan_layout("allgather", 2, 2, 16, mask)
+    gather = work_report(gather_layout, mask, heads=2)
+    assert gather_layout.sharding == "balanced" and gather.rank_area == (88, 88) and gather.imbalance == 1.0
+    assert plan_layout("allgather", 2, 2, 16, make_mask("causal", 16)).sharding == "zigzag"  # exact there
     contiguous = work_report(Layout(ulysses=1, ring=2, zigzag=False), mask, heads=2)
     assert contiguous.rank_area == (72, 104) and contiguous.imbalance == 104 / 88
     assert contiguous.critical_area == 136 and contiguous.critical_imbalance == 136 / 88

@@ -18,9 +18,12 @@ Ring, Ulysses and USP are one algorithm: USP with a `Layout` of `ulysses × ring
    accumulators travel with them, one more hop at the end to come home; dQ stays local.
 4. Ulysses back: `all_to_all_single` returns heads to their owners.
 
-All-gather-KV (`allgather`, Llama 3's context parallelism): `W` ranks, zigzag sharding unless the
-mask is one full rectangle; every rank all-gathers the K/V shards (backward: dK/dV are
-reduce-scattered to their owners) and computes its query shard against all keys, no ring steps.
+All-gather-KV (`allgather`, Llama 3's context parallelism): `W` ranks; every rank all-gathers the
+K/V shards (backward: dK/dV are reduce-scattered to their owners) and computes its query shard
+against all keys, no ring steps. Since every rank sees all keys, its shard may be any equal-size
+set of chunks: unless the mask is one full rectangle (contiguous), the planner takes whichever
+of zigzag and a mask-aware `balanced` sharding (`8W` chunks dealt by area, `balanced_shards`)
+gives the busiest rank less work (zigzag on ties).
 
 Every mask works (block masks come from the rectangles); full, causal and document are the
 tested ones. Block compute is plain fp32 math.
@@ -51,20 +54,30 @@ __all__ = ["TILE", "ContextParallel", "Layout", "Shard", "merge", "partial_atten
 
 @dataclass(frozen=True)
 class Layout:
-    """`ulysses × ring` ranks and the sharding (`zigzag` or `contiguous`); `allgather`: the ring
-    positions gather all K/V instead of passing it around (then `ulysses` is 1)."""
+    """`ulysses × ring` ranks and the sharding (`zigzag` or `contiguous`, or the explicit
+    `shards` of a `balanced` layout); `allgather`: the ring positions gather all K/V instead of
+    passing it around (then `ulysses` is 1)."""
 
     ulysses: int
     ring: int
     zigzag: bool
     allgather: bool = False
+    shards: tuple[Shard, ...] | None = None  # explicit ring shards (balanced sharding), for seqlen only
 
     @property
     def world(self) -> int:
         return self.ulysses * self.ring
 
+    @property
+    def sharding(self) -> str:
+        return "balanced" if self.shards is not None else "zigzag" if self.zigzag else "contiguous"
+
     def ring_shards(self, seqlen: int) -> list[Shard]:
         r = self.ring
+        if self.shards is not None:
+            if sum(x.size for x in self.shards) != seqlen:
+                raise ValueError(f"this layout's shards cover {sum(x.size for x in self.shards)} tokens, not {seqlen}")
+            return list(self.shards)
         if not self.zigzag:
             n = seqlen // r
             return [Shard(((i * n, (i + 1) * n),)) for i in range(r)]
@@ -115,7 +128,7 @@ def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ul
             f"choose --kv-heads a multiple of {u}, fewer processes, or --methods ring,allgather")
     ring = world // u
     if method == "allgather":
-        zigzag = ring > 1 and mask.rects != () and not (len(mask.rects) == 1 and mask.kinds() == {Kind.FULL})
+        zigzag = ring > 1 and not (len(mask.rects) == 1 and mask.kinds() == {Kind.FULL})
     else:
         zigzag = ring > 1 and bool(mask.kinds() - {Kind.FULL})
     unit = 2 * ring * u if zigzag else world
@@ -123,7 +136,46 @@ def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ul
         raise InvalidArgumentError(
             f"{method}: sequence length {seqlen} must be a multiple of {unit} "
             f"({'2 × ring × ulysses for zigzag' if zigzag else 'the world size'})")
-    return Layout(u, ring, zigzag, allgather=method == "allgather")
+    layout = Layout(u, ring, zigzag, allgather=method == "allgather")
+    if layout.allgather and zigzag:
+        balanced = balanced_shards(mask, ring)
+        if balanced is not None:
+            other = Layout(u, ring, False, allgather=True, shards=balanced)
+            if max(work_report(other, mask, 1).rank_area) < max(work_report(layout, mask, 1).rank_area):
+                return other
+    return layout
+
+
+def balanced_shards(mask: Mask, world: int, per_rank: int = 8) -> tuple[Shard, ...] | None:
+    """`world` shards of `per_rank` equal chunks each (`None` unless the length divides into
+    `world · per_rank` chunks), dealt by area: chunks in decreasing order of allowed pairs
+    (queries × all keys), each to the least-loaded rank with room (lowest rank on ties); each
+    shard's chunks in sequence order, touching ones joined. Greedy: balanced up to about one
+    chunk's area."""
+    n = world * per_rank
+    if mask.seqlen_q % n:
+        return None
+    c = mask.seqlen_q // n
+    chunks = [(i * c, (i + 1) * c) for i in range(n)]
+    areas = [mask.block_area(a, b, 0, mask.seqlen_k) for a, b in chunks]
+    load: list[int] = [0] * world
+    members: list[list[int]] = [[] for _ in range(world)]
+    for i in sorted(range(n), key=lambda i: -areas[i]):
+        r = min((r for r in range(world) if len(members[r]) < per_rank), key=lambda r: load[r])
+        members[r].append(i)
+        load[r] += areas[i]
+    return tuple(Shard(_merge_adjacent([chunks[i] for i in sorted(m)])) for m in members)
+
+
+def _merge_adjacent(chunks: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted `[a, b)` ranges with touching neighbours joined (fewer, larger tiles)."""
+    out: list[tuple[int, int]] = []
+    for a, b in chunks:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
