@@ -274,7 +274,8 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
                      "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"],  # type: ignore[dict-item]
                      "imbalance": r.get("imbalance"), "critical_imbalance": r.get("critical_imbalance")},  # type: ignore[dict-item]
             ratios=(Ratio("latency", value, base),),
-            quality=(Quality(reference, output="out", max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
+            quality=(Quality(reference, output="out" if r.get("pass", "fwd") == "fwd" else "out+grads",
+                             max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
             details={"status": r["status"], "ulysses_degree": r["ulysses_degree"], "ring_degree": r["ring_degree"],
                      "sharding": r["sharding"], "backend": r.get("backend"), "tol": r.get("tol")}))
     masks = list(dict.fromkeys(str(r["mask"]) for r in rows))
@@ -287,9 +288,13 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
         "other ranks wait), so a ratio is what splitting the sequence across the world buys.",
         "Latency: median over repetitions of the slowest rank's time per repetition (the baseline: its one "
         "process); ratio = this variant's median ms / its mask's baseline median ms (below 1: faster).",
-        f"Max abs diff: the output gathered on rank 0 against the {reference.replace('math-', 'math reference in ')}; "
+        "Max abs diff: the output (bwd rows: and dQ, dK, dV) gathered on rank 0 against the "
+        f"{reference.replace('math-', 'math reference in ')}; "
         "each row's status (ok / wrong by the FlashAttention-3 criterion) is in its description.",
         "Per-row p20/p80, peak memory and tolerance are also in attention_cp.jsonl / attention_cp.csv.",
+        "bwd rows time the distributed backward alone, after an untimed forward; their FLOPs are 2.5× the "
+        "forward's exact-area FLOPs. Figures imbalance / critical_imbalance: the per-rank work of the layout "
+        "from the mask's rectangles (busiest rank / mean; critical path / mean), not a measurement.",
     )
     workload = Workload(
         title=f"Context-parallel attention ({', '.join(methods)}) on {', '.join(str(w) for w in sorted(worlds))} "
