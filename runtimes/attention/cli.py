@@ -155,7 +155,7 @@ def attention_cp(
     reps: int = typer.Option(5, "--reps"),
     warmup: int = typer.Option(1, "--warmup"),
     seed: int = typer.Option(0, "--seed"),
-    timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
+    timeout: float = typer.Option(900.0, "--timeout", help="seconds before each torchrun launch is stopped"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
 ) -> None:
     """Context-parallel attention under torchrun: one row per (processes, length, method, mask, pass) with the
