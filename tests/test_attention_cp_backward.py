@@ -4,9 +4,8 @@ parallelism, as a story: one block's hand-written gradients equal autograd's →
 with GQA → each rank's work on a small document mask equals areas counted by hand → bad values
 exit 2 with one line.
 
-Heads: 4 query over 2 key/value heads on 2 ranks. On 4 ranks Ulysses needs both head counts
-divisible by 4 (it refuses 2 KV heads, see the last test), so the 4-rank launch takes 8 over 4:
-still GQA, two query heads per key/value head. One torchrun launch per world size runs every
+Heads: 4 query over 2 key/value heads on 2 and on 4 ranks (on 4, Ulysses sends each K/V head
+twice so the all-to-all can split them: `kv_repeat` 2). One torchrun launch per world size runs every
 (method, mask, pass) cell; the 2-rank one goes through the CLI (and its scaling outputs).
 """
 
@@ -83,12 +82,14 @@ def test_a_scaling_sweep_is_one_launch_per_rank_count_and_length_with_one_baseli
 
 
 def test_every_method_forward_and_backward_on_4_ranks() -> None:
-    config = CpConfig(nproc=4, methods=METHODS, masks=MASKS, seqlen=128, heads=8, kv_heads=4, head_dim=8,
+    config = CpConfig(nproc=4, methods=METHODS, masks=MASKS, seqlen=128, heads=4, kv_heads=2, head_dim=8,
                       passes="fwd,bwd", reps=1, warmup=0, seed=4)
     rows = launch_cp(config, timeout_s=240)
-    _check(rows, 4, 4)
+    _check(rows, 4, 2)
     usp = next(r for r in rows if r["method"] == "usp")
-    assert (usp["ulysses_degree"], usp["ring_degree"]) == (2, 2)
+    assert (usp["ulysses_degree"], usp["ring_degree"], usp["kv_repeat"]) == (2, 2, 1)
+    ulysses = next(r for r in rows if r["method"] == "ulysses")  # 2 K/V heads over 4 ranks: each sent twice
+    assert (ulysses["ulysses_degree"], ulysses["kv_repeat"]) == (4, 2)
 
 
 def two_documents() -> Mask:
@@ -144,8 +145,8 @@ def _cp(*args: str) -> CliRunner:
     (("--heads", "4", "--kv-heads", "3"), "multiple of kv-heads (3)"),
     (("--heads", "4", "--kv-heads", "0"), "--kv-heads must be at least 1"),
     (("--pass", "sideways"), "--pass takes fwd, bwd or fwd,bwd"),
-    (("--nproc", "2,4", "--methods", "ulysses", "--heads", "4", "--kv-heads", "2"),  # refused before any launch
-     "kv-heads (2) must be divisible by the Ulysses degree (4); choose --kv-heads a multiple of 4"),
+    (("--nproc", "2,4", "--methods", "ulysses", "--heads", "6", "--kv-heads", "2"),  # refused before any launch
+     "heads (6) must be divisible by the Ulysses degree (4)"),
 ])
 def test_bad_values_exit_2_with_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
     result = _cp("--seqlen", "64", *args, "--out", str(tmp_path))

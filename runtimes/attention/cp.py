@@ -9,8 +9,9 @@ Ring, Ulysses and USP are one algorithm: USP with a `Layout` of `ulysses × ring
    `i` holds chunks `i` and `2R-1-i` of `2R`, so every rank gets the same causal work), and each
    ring shard into `U` equal pieces, one per rank of its Ulysses group.
 2. Ulysses: `all_to_all_single` trades heads for sequence: each rank then holds its whole ring
-   shard for `H / U` query heads and `H_kv / U` key/value heads (both must divide by `U`). Its
-   backward is the inverse all-to-all (the exchange is a permutation).
+   shard for `H / U` query heads and `H_kv / U` key/value heads (`H` must divide by `U`; K/V heads
+   that do not are first replicated to lcm(H_kv, U) heads, `kv_replication`). Its backward is the
+   inverse all-to-all (the exchange is a permutation).
 3. Ring (`RingAttention`, an autograd Function): `R` steps; at each, K/V move one rank along
    the ring by P2P (`batch_isend_irecv`, overlapped with compute), and the local queries attend
    to the visiting K/V tile by tile (`cp_blocks`), merged by online softmax. The backward is a
@@ -33,6 +34,7 @@ work (`work_report`) and puts the pieces together (`ContextParallel`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +68,7 @@ class Layout:
     zigzag: bool
     allgather: bool = False
     shards: tuple[Shard, ...] | None = None  # explicit ring shards (balanced sharding), for seqlen only
+    kv_repeat: int = 1  # Ulysses with fewer K/V heads than its degree: each K/V head sent this many times
 
     @property
     def world(self) -> int:
@@ -92,8 +95,19 @@ class Layout:
 
 
 def _usp_degree(world: int, heads: int, kv_heads: int, asked: int) -> int:
-    divisors = [d for d in range(2, world) if world % d == 0 and heads % d == 0 and kv_heads % d == 0]
-    return asked or (divisors[0] if divisors else world)
+    """The smallest divisor `1 < d < world` dividing both head counts, else the smallest
+    dividing the query heads (K/V heads then replicated), else the world (Ulysses)."""
+    both = [d for d in range(2, world) if world % d == 0 and heads % d == 0 and kv_heads % d == 0]
+    query = [d for d in range(2, world) if world % d == 0 and heads % d == 0]
+    return asked or (both or query or [world])[0]
+
+
+def kv_replication(kv_heads: int, ulysses: int) -> int:
+    """How many times each K/V head is sent so the Ulysses all-to-all can split them: the least
+    `r` with `kv_heads · r` divisible by `ulysses` (1 when they already divide). The query heads
+    divide by both, so they divide by `kv_heads · r` = lcm(kv_heads, ulysses): grouped-query
+    lookup stays within a rank's slice."""
+    return ulysses // math.gcd(kv_heads, ulysses)
 
 
 # method → its Ulysses degree from (world, heads, kv heads, asked degree); the ring degree is the rest.
@@ -111,9 +125,9 @@ def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ul
     """The layout for `method` (`ring`, `ulysses`, `usp`, `allgather`), or `InvalidArgumentError`
     with the fix. `kv_heads` defaults to `heads`.
 
-    USP's Ulysses degree is `ulysses` when given, else the smallest divisor `d` of the world
-    with `1 < d < world` dividing both head counts (on a prime world it degenerates to Ulysses).
-    Ulysses and USP need both head counts divisible by their Ulysses degree (no K/V replication)."""
+    USP's Ulysses degree is `ulysses` when given, else `_usp_degree` (on a prime world it
+    degenerates to Ulysses). Ulysses and USP need the query heads divisible by their Ulysses
+    degree; K/V heads that do not divide by it are replicated (`kv_replication`)."""
     if method not in ULYSSES_DEGREE:
         raise InvalidArgumentError(
             f"unknown context-parallel method {method!r}; choose {', '.join(ULYSSES_DEGREE)}")
@@ -125,10 +139,8 @@ def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ul
         raise InvalidArgumentError(
             f"{method}: heads ({heads}) must be divisible by the Ulysses degree ({u}); "
             f"choose --heads a multiple of {u} or fewer processes")
-    if kv_heads % u:
-        raise InvalidArgumentError(
-            f"{method}: kv-heads ({kv_heads}) must be divisible by the Ulysses degree ({u}); "
-            f"choose --kv-heads a multiple of {u}, fewer processes, or --methods ring,allgather")
+    if heads % kv_heads:
+        raise InvalidArgumentError(f"heads ({heads}) must be a multiple of kv-heads ({kv_heads})")
     ring = world // u
     if method == "allgather":
         zigzag = ring > 1 and not (len(mask.rects) == 1 and mask.kinds() == {Kind.FULL})
@@ -139,7 +151,7 @@ def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ul
         raise InvalidArgumentError(
             f"{method}: sequence length {seqlen} must be a multiple of {unit} "
             f"({'2 × ring × ulysses for zigzag' if zigzag else 'the world size'})")
-    layout = Layout(u, ring, zigzag, allgather=method == "allgather")
+    layout = Layout(u, ring, zigzag, allgather=method == "allgather", kv_repeat=kv_replication(kv_heads, u))
     if layout.allgather and zigzag:
         balanced = balanced_shards(mask, ring)
         if balanced is not None:
@@ -216,6 +228,8 @@ class ContextParallel:
             plan = RingPlan(self.mask, self.shard, (keys,), 0, (self.rank,), self.tile)
             return RingAttention.apply(q, kv[0], kv[1], plan)  # type: ignore[no-any-return]
         u = self.layout.ulysses
+        if self.layout.kv_repeat > 1:  # fewer K/V heads than the degree: send each several times
+            k, v = (t.repeat_interleave(self.layout.kv_repeat, dim=1) for t in (k, v))  # grads sum back
         if self.uly_group is not None:
             q, k, v = (SeqToHeads.apply(t, self.uly_group, u) for t in (q, k, v))
         position = self.rank // u

@@ -178,7 +178,8 @@ def run_one(method: str, mask_name: str, phase: Pass, args: argparse.Namespace,
     row: dict[str, object] = {
         "kernel": f"cp-{method}", "method": method, **_problem_fields(p, phase), "world": world,
         "ulysses_degree": layout.ulysses, "ring_degree": layout.ring,
-        "sharding": layout.sharding, "backend": dist.get_backend(), "device": str(device),
+        "sharding": layout.sharding, "kv_repeat": layout.kv_repeat, "backend": dist.get_backend(),
+        "device": str(device),
         "rank_area": list(work.rank_area), "imbalance": work.imbalance, "critical_area": work.critical_area,
         "critical_imbalance": work.critical_imbalance,
     }
