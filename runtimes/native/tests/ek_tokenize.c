@@ -29,18 +29,22 @@ static void print_ids(const char *key, const int64_t *values, size_t n) {
     printf("]");
 }
 
+static void print_error(int status) {
+    cJSON *error = cJSON_CreateObject();
+    cJSON_AddStringToObject(error, "error", ek_last_error());
+    cJSON_AddNumberToObject(error, "status", status);
+    char *text = cJSON_PrintUnformatted(error);
+    puts(text);
+    free(text);
+    cJSON_Delete(error);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) { fprintf(stderr, "usage: ek-tokenize TOKENIZER_JSON < requests.jsonl\n"); return 2; }
     ek_tokenizer *tokenizer = NULL;
     int status = ek_tokenizer_load(argv[1], &tokenizer);
     if (status) {
-        cJSON *error = cJSON_CreateObject();
-        cJSON_AddStringToObject(error, "error", ek_last_error());
-        cJSON_AddNumberToObject(error, "status", status);
-        char *text = cJSON_PrintUnformatted(error);
-        puts(text);
-        free(text);
-        cJSON_Delete(error);
+        print_error(status);
         return 0;
     }
     char *line = NULL;
@@ -59,13 +63,7 @@ int main(int argc, char **argv) {
                                      cJSON_IsNumber(max_length) ? (size_t)max_length->valuedouble : 512,
                                      cJSON_IsString(truncation) ? truncation->valuestring : "longest_first", &encoding);
         if (status) {
-            cJSON *error = cJSON_CreateObject();
-            cJSON_AddStringToObject(error, "error", ek_last_error());
-            cJSON_AddNumberToObject(error, "status", status);
-            char *text = cJSON_PrintUnformatted(error);
-            puts(text);
-            free(text);
-            cJSON_Delete(error);
+            print_error(status);
         } else {
             printf("{");
             print_ids("ids", encoding.ids, encoding.length);
