@@ -1,19 +1,6 @@
-/* Native WordPiece tokenisation of a Hugging Face tokenizer.json (tokenizer.h).
- *
- * The steps are those of the `tokenizers` library for BERT-family files:
- * 1. added tokens (special, not normalised: [CLS], [SEP], ...) are matched in the raw text first,
- *    longest match at the leftmost position; the rest is tokenised piece by piece;
- * 2. BertNormalizer: clean_text (drop U+0000, U+FFFD and control/format characters, whitespace to
- *    ' '), spaces around CJK ideographs, accent stripping (NFD, drop nonspacing marks; when
- *    strip_accents is true, or null and lowercase is true), lowercasing per code point;
- * 3. BertPreTokenizer: split on Unicode whitespace, every punctuation character its own word;
- * 4. WordPiece: greedy longest match with the continuing-subword prefix; a word longer than
- *    max_input_chars_per_word, or with a piece matching nothing, is the unknown token;
- * 5. post-processing (TemplateProcessing or BertProcessing): special tokens and type ids, after
- *    truncation to max_length less the special tokens (longest_first, only_first, only_second
- *    as tokenizers' truncate_encodings).
- * Unicode data (categories, decomposition, case) comes from utf8proc.
- */
+/* Native WordPiece tokenisation of a Hugging Face tokenizer.json (see tokenizer.h for the contract).
+ * Mirrors the `tokenizers` pipeline: split on added tokens (raw text), BertNormalizer,
+ * BertPreTokenizer, WordPiece, truncation (tokenizers' truncate_encodings), post processor. */
 #include "tokenizer.h"
 
 #include <cjson/cJSON.h>
@@ -22,550 +9,582 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "edgekit.h"
 #include "error.h"
 
-#define MAX_TOKENIZER_BYTES (256L << 20)
+/* ---- a small open-addressing string -> id table (FNV-1a, linear probing) ---- */
+typedef struct { char *key; size_t len; int64_t id; } slot;
+typedef struct { slot *slots; size_t cap; } table;
 
-typedef struct vocab_slot {
-    char *key; /* NULL: empty */
-    int64_t id;
-} vocab_slot;
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) { h ^= (unsigned char)s[i]; h *= 1099511628211ULL; }
+    return h;
+}
+static int table_init(table *t, size_t n) {
+    t->cap = 16;
+    while (t->cap < n * 2 + 1) t->cap <<= 1;
+    t->slots = calloc(t->cap, sizeof(slot));
+    return t->slots ? 0 : -1;
+}
+static int table_put(table *t, const char *k, int64_t id) {
+    size_t n = strlen(k), i = fnv(k, n) & (t->cap - 1);
+    while (t->slots[i].key) {
+        if (t->slots[i].len == n && memcmp(t->slots[i].key, k, n) == 0) { t->slots[i].id = id; return 0; }
+        i = (i + 1) & (t->cap - 1);
+    }
+    t->slots[i].key = malloc(n + 1);
+    if (!t->slots[i].key) return -1;
+    memcpy(t->slots[i].key, k, n + 1);
+    t->slots[i].len = n;
+    t->slots[i].id = id;
+    return 0;
+}
+static int64_t table_get(const table *t, const char *k, size_t n) {
+    size_t i = fnv(k, n) & (t->cap - 1);
+    while (t->slots[i].key) {
+        if (t->slots[i].len == n && memcmp(t->slots[i].key, k, n) == 0) return t->slots[i].id;
+        i = (i + 1) & (t->cap - 1);
+    }
+    return -1;
+}
+static void table_free(table *t) {
+    for (size_t i = 0; t->slots && i < t->cap; i++) free(t->slots[i].key);
+    free(t->slots);
+}
 
-typedef struct added_token {
-    int32_t *chars;
-    size_t length;
-    int64_t id;
-} added_token;
+/* ---- growable arrays ---- */
+typedef struct { int64_t *v; int64_t *t; size_t n, cap; } ids_t;
+static int ids_push(ids_t *a, int64_t id, int64_t type) {
+    if (a->n == a->cap) {
+        size_t c = a->cap ? a->cap * 2 : 32;
+        int64_t *v = realloc(a->v, c * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        int64_t *t = realloc(a->t, c * sizeof *t);
+        if (!t) return -1;
+        a->t = t;
+        a->cap = c;
+    }
+    a->v[a->n] = id;
+    a->t[a->n++] = type;
+    return 0;
+}
+typedef struct { int32_t *v; size_t n, cap; } cps_t;
+static int cps_push(cps_t *a, int32_t c) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        int32_t *v = realloc(a->v, cap * sizeof *v);
+        if (!v) return -1;
+        a->v = v;
+        a->cap = cap;
+    }
+    a->v[a->n++] = c;
+    return 0;
+}
 
-typedef struct template_item {
-    int is_sequence; /* 1: the sequence (A or B), 0: a special token */
-    int sequence;    /* 0: A, 1: B */
-    int64_t *ids;    /* special token ids */
-    size_t n_ids;
-    int64_t type_id;
-} template_item;
-
-typedef struct template {
-    template_item *items;
-    size_t count;
-    size_t n_special; /* special token ids added */
-} template;
+/* ---- the tokenizer ---- */
+typedef struct { char *text; size_t len; int64_t id; } added_t;
+/* A template piece: a sequence (seq 0 = A, 1 = B) or special token ids, with its type id. */
+typedef struct { int is_seq; int seq; int64_t *ids; size_t n_ids; int64_t type_id; } piece_t;
 
 struct ek_tokenizer {
-    vocab_slot *slots;
-    size_t capacity;
-    size_t vocab_size;
+    table vocab;
     int64_t unk_id;
-    char prefix[16];
+    char *prefix;
     size_t max_chars;
-    int clean_text, chinese, strip_accents, lowercase;
-    added_token *added;
+    int has_normalizer, clean_text, chinese, strip_accents, lowercase;
+    added_t *added;
     size_t n_added;
-    template single, pair;
+    piece_t *single, *pair;
+    size_t n_single, n_pair;
+    size_t vocab_size;
 };
 
-/* --- the vocabulary: open addressing, FNV-1a ------------------------------------------------ */
-
-static uint64_t fnv1a(const char *text, size_t length) {
-    uint64_t hash = 1469598103934665603ULL;
-    for (size_t i = 0; i < length; ++i) hash = (hash ^ (unsigned char)text[i]) * 1099511628211ULL;
-    return hash;
+static char *dup_str(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
 }
 
-static int vocab_put(ek_tokenizer *t, const char *key, int64_t id) {
-    size_t length = strlen(key);
-    for (size_t i = fnv1a(key, length) & (t->capacity - 1);; i = (i + 1) & (t->capacity - 1)) {
-        if (!t->slots[i].key) {
-            t->slots[i].key = strdup(key);
-            t->slots[i].id = id;
-            return t->slots[i].key != NULL;
+static int oom_load(void) { return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer"); }
+
+static int unsupported(const char *what, const char *name) {
+    return ek_fail(EK_ERR_UNSUPPORTED,
+                   "tokenizer %s %s is not implemented natively; tokenize in the host app and call ek_rank_ids",
+                   what, name);
+}
+
+static const char *type_of(const cJSON *obj) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(obj, "type");
+    return cJSON_IsString(t) ? t->valuestring : "unknown";
+}
+
+static int get_bool(const cJSON *obj, const char *key, int dflt) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+/* Parse a TemplateProcessing "single"/"pair" list. */
+static int parse_template(const cJSON *tmpl, const cJSON *specials, piece_t **out, size_t *n_out) {
+    if (!cJSON_IsArray(tmpl)) return unsupported("post_processor template", "(not a list)");
+    size_t n = (size_t)cJSON_GetArraySize(tmpl), i = 0;
+    piece_t *p = calloc(n ? n : 1, sizeof *p);
+    if (!p) return oom_load();
+    *out = p;
+    *n_out = n;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, tmpl) {
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(item, "Sequence");
+        const cJSON *body = seq ? seq : cJSON_GetObjectItemCaseSensitive(item, "SpecialToken");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(body, "id");
+        const cJSON *type_id = cJSON_GetObjectItemCaseSensitive(body, "type_id");
+        if (!body || !cJSON_IsString(id)) return unsupported("post_processor template piece", "(malformed)");
+        p[i].type_id = cJSON_IsNumber(type_id) ? (int64_t)type_id->valuedouble : 0;
+        if (seq) {
+            p[i].is_seq = 1;
+            p[i].seq = strcmp(id->valuestring, "B") == 0;
+        } else {
+            const cJSON *entry = cJSON_GetObjectItemCaseSensitive(specials, id->valuestring);
+            const cJSON *ids = cJSON_GetObjectItemCaseSensitive(entry, "ids");
+            if (!cJSON_IsArray(ids)) return unsupported("post_processor special token without ids:", id->valuestring);
+            size_t m = (size_t)cJSON_GetArraySize(ids), j = 0;
+            p[i].ids = calloc(m ? m : 1, sizeof(int64_t));
+            if (!p[i].ids) return oom_load();
+            const cJSON *x;
+            cJSON_ArrayForEach(x, ids) p[i].ids[j++] = (int64_t)x->valuedouble;
+            p[i].n_ids = m;
         }
-        if (!strcmp(t->slots[i].key, key)) return 1; /* first wins (a valid file has no duplicates) */
+        i++;
     }
+    return EK_OK;
 }
 
-static int64_t vocab_get(const ek_tokenizer *t, const char *key, size_t length) {
-    for (size_t i = fnv1a(key, length) & (t->capacity - 1);; i = (i + 1) & (t->capacity - 1)) {
-        if (!t->slots[i].key) return -1;
-        if (strlen(t->slots[i].key) == length && !memcmp(t->slots[i].key, key, length)) return t->slots[i].id;
+/* BertProcessing {"sep": [tok, id], "cls": [tok, id]}: single CLS A SEP, pair CLS A SEP B SEP
+ * (B and its SEP with type id 1). */
+static int bert_template(const cJSON *pp, ek_tokenizer *t) {
+    const cJSON *sep = cJSON_GetObjectItemCaseSensitive(pp, "sep"), *cls = cJSON_GetObjectItemCaseSensitive(pp, "cls");
+    if (cJSON_GetArraySize(sep) != 2 || cJSON_GetArraySize(cls) != 2) return unsupported("post_processor", "BertProcessing (malformed)");
+    int64_t s = (int64_t)cJSON_GetArrayItem(sep, 1)->valuedouble, c = (int64_t)cJSON_GetArrayItem(cls, 1)->valuedouble;
+    int64_t special[5] = {c, -1, s, -1, s}, types[5] = {0, 0, 0, 1, 1};
+    t->single = calloc(3, sizeof(piece_t));
+    t->pair = calloc(5, sizeof(piece_t));
+    if (!t->single || !t->pair) return oom_load();
+    t->n_single = 3;
+    t->n_pair = 5;
+    for (int k = 0; k < 5; k++) {
+        for (int which = 0; which < (k < 3 ? 2 : 1); which++) {
+            piece_t *p = which ? &t->single[k] : &t->pair[k];
+            p->type_id = which ? 0 : types[k];
+            if (special[k] < 0) { p->is_seq = 1; p->seq = k == 3; continue; }
+            p->ids = malloc(sizeof(int64_t));
+            if (!p->ids) return oom_load();
+            p->ids[0] = special[k];
+            p->n_ids = 1;
+        }
     }
+    return EK_OK;
 }
 
-/* --- Unicode helpers ------------------------------------------------------------------------ */
+static int load_json(const cJSON *root, ek_tokenizer *t) {
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model)) return unsupported("model", "(missing)");
+    const char *mtype = type_of(model);
+    if (strcmp(mtype, "WordPiece") != 0) return unsupported("model", mtype);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    if (!cJSON_IsObject(vocab)) return unsupported("model", "WordPiece without a vocab");
+    if (table_init(&t->vocab, (size_t)cJSON_GetArraySize(vocab))) return oom_load();
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        int64_t id = (int64_t)e->valuedouble;
+        if (table_put(&t->vocab, e->string, id)) return oom_load();
+        if ((size_t)id + 1 > t->vocab_size) t->vocab_size = (size_t)id + 1;
+    }
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    const char *unk_s = cJSON_IsString(unk) ? unk->valuestring : "[UNK]";
+    t->unk_id = table_get(&t->vocab, unk_s, strlen(unk_s));
+    if (t->unk_id < 0) return unsupported("model", "WordPiece whose unk_token is not in the vocab");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
+    t->prefix = dup_str(cJSON_IsString(pre) ? pre->valuestring : "##");
+    if (!t->prefix) return oom_load();
+    const cJSON *mx = cJSON_GetObjectItemCaseSensitive(model, "max_input_chars_per_word");
+    t->max_chars = cJSON_IsNumber(mx) ? (size_t)mx->valuedouble : 100;
 
-static int is_control(int32_t c) { /* tokenizers: \t \n \r are not; categories Cc Cf Cs Co Cn are */
-    if (c == '\t' || c == '\n' || c == '\r') return 0;
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    if (norm && !cJSON_IsNull(norm)) {
+        if (strcmp(type_of(norm), "BertNormalizer") != 0) return unsupported("normalizer", type_of(norm));
+        t->has_normalizer = 1;
+        t->clean_text = get_bool(norm, "clean_text", 1);
+        t->chinese = get_bool(norm, "handle_chinese_chars", 1);
+        t->lowercase = get_bool(norm, "lowercase", 1);
+        t->strip_accents = get_bool(norm, "strip_accents", t->lowercase);
+    }
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    if (!pt || cJSON_IsNull(pt)) return unsupported("pre_tokenizer", "none");
+    if (strcmp(type_of(pt), "BertPreTokenizer") != 0) return unsupported("pre_tokenizer", type_of(pt));
+
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    size_t na = (size_t)cJSON_GetArraySize(added);
+    t->added = calloc(na ? na : 1, sizeof(added_t));
+    if (!t->added) return oom_load();
+    cJSON_ArrayForEach(e, added) {
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        if (!cJSON_IsString(content) || !cJSON_IsNumber(id) || !content->valuestring[0]) continue;
+        if ((size_t)id->valuedouble + 1 > t->vocab_size) t->vocab_size = (size_t)id->valuedouble + 1;
+        if (get_bool(e, "normalized", 0) || get_bool(e, "lstrip", 0) || get_bool(e, "rstrip", 0) ||
+            get_bool(e, "single_word", 0))
+            return unsupported("added token with normalized/lstrip/rstrip/single_word:", content->valuestring);
+        added_t *a = &t->added[t->n_added++];
+        a->text = dup_str(content->valuestring);
+        if (!a->text) return oom_load();
+        a->len = strlen(a->text);
+        a->id = (int64_t)id->valuedouble;
+    }
+
+    const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+    if (!pp || cJSON_IsNull(pp)) return unsupported("post_processor", "none");
+    if (strcmp(type_of(pp), "BertProcessing") == 0) return bert_template(pp, t);
+    if (strcmp(type_of(pp), "TemplateProcessing") != 0) return unsupported("post_processor", type_of(pp));
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
+    int rc = parse_template(cJSON_GetObjectItemCaseSensitive(pp, "single"), specials, &t->single, &t->n_single);
+    return rc ? rc : parse_template(cJSON_GetObjectItemCaseSensitive(pp, "pair"), specials, &t->pair, &t->n_pair);
+}
+
+int ek_tokenizer_load(const char *path, ek_tokenizer **out) {
+    if (!path || !out) return ek_fail(EK_ERR_ARGUMENT, "ek_tokenizer_load: NULL argument");
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return ek_fail(EK_ERR_INTEGRITY, "cannot open tokenizer %s", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (!buf) { fclose(f); return ek_fail(EK_ERR_MEMORY, "out of memory reading %s", path); }
+    size_t got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    buf[got] = 0;
+    cJSON *root = cJSON_Parse(buf);
+    free(buf);
+    if (!root) return ek_fail(EK_ERR_INTEGRITY, "tokenizer %s is not valid JSON", path);
+    ek_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) { cJSON_Delete(root); return oom_load(); }
+    int rc = load_json(root, t);
+    cJSON_Delete(root);
+    if (rc) { ek_tokenizer_free(t); return rc; }
+    *out = t;
+    return EK_OK;
+}
+
+size_t ek_tokenizer_vocab_size(const ek_tokenizer *t) { return t ? t->vocab_size : 0; }
+
+static void free_pieces(piece_t *p, size_t n) {
+    for (size_t i = 0; p && i < n; i++) free(p[i].ids);
+    free(p);
+}
+
+void ek_tokenizer_free(ek_tokenizer *t) {
+    if (!t) return;
+    table_free(&t->vocab);
+    free(t->prefix);
+    for (size_t i = 0; i < t->n_added; i++) free(t->added[i].text);
+    free(t->added);
+    free_pieces(t->single, t->n_single);
+    free_pieces(t->pair, t->n_pair);
+    free(t);
+}
+
+void ek_encoding_free(ek_encoding *e) {
+    if (!e) return;
+    free(e->ids);
+    free(e->type_ids);
+    e->ids = e->type_ids = NULL;
+    e->length = 0;
+}
+
+/* ---- BertNormalizer ---- */
+/* tokenizers classifies punctuation and nonspacing marks with an older Unicode version than
+ * utf8proc's (also for control/format characters). These ranges are where its answer differs from utf8proc (libutf8proc 2.x, Unicode 15):
+ * code points assigned later, and three recategorised ones. They were found by comparing, for every
+ * code point, tokenizers' BertPreTokenizer (split around it?), clean_text and strip_accents (dropped?) with
+ * utf8proc_category; they are facts about tokenizers' behaviour, not copied code. */
+static const int32_t hf_not_punct_ranges[][2] = {{0x61D, 0x61D}, {0x9FD, 0x9FD}, {0xA76, 0xA76}, {0xC77,
+    0xC77}, {0xC84, 0xC84}, {0x1B7D, 0x1B7E}, {0x2E43, 0x2E4F}, {0x2E52, 0x2E5D}, {0x10EAD, 0x10EAD},
+    {0x10F55, 0x10F59}, {0x10F86, 0x10F89}, {0x1144B, 0x1144F}, {0x1145A, 0x1145B}, {0x1145D, 0x1145D},
+    {0x11660, 0x1166C}, {0x116B9, 0x116B9}, {0x1183B, 0x1183B}, {0x11944, 0x11946}, {0x119E2, 0x119E2},
+    {0x11A3F, 0x11A46}, {0x11A9A, 0x11A9C}, {0x11A9E, 0x11AA2}, {0x11B00, 0x11B09}, {0x11C41, 0x11C45},
+    {0x11C70, 0x11C71}, {0x11EF7, 0x11EF8}, {0x11F43, 0x11F4F}, {0x11FFF, 0x11FFF}, {0x12FF1, 0x12FF2},
+    {0x16E97, 0x16E9A}, {0x16FE2, 0x16FE2}, {0x1E95E, 0x1E95F}};
+static const int32_t hf_punct_ranges[][2] = {{0x166D, 0x166D}, {0x111C9, 0x111C9}};
+static const int32_t hf_not_mn_ranges[][2] = {{0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8E1}, {0x9FE, 0x9FE},
+    {0xAFA, 0xAFF}, {0xB55, 0xB55}, {0xC04, 0xC04}, {0xC3C, 0xC3C}, {0xD00, 0xD00}, {0xD3B, 0xD3C}, {0xD81,
+    0xD81}, {0xEBA, 0xEBA}, {0xECE, 0xECE}, {0x180F, 0x180F}, {0x1885, 0x1886}, {0x1ABF, 0x1ACE}, {0x1DF6,
+    0x1DFB}, {0xA82C, 0xA82C}, {0xA8C5, 0xA8C5}, {0xA8FF, 0xA8FF}, {0xA9BD, 0xA9BD}, {0x10D24, 0x10D27},
+    {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85}, {0x11070, 0x11070},
+    {0x11073, 0x11074}, {0x110C2, 0x110C2}, {0x111C9, 0x111C9}, {0x111CF, 0x111CF}, {0x1123E, 0x1123E},
+    {0x11241, 0x11241}, {0x1133B, 0x1133B}, {0x11438, 0x1143F}, {0x11442, 0x11444}, {0x11446, 0x11446},
+    {0x1145E, 0x1145E}, {0x1182F, 0x11837}, {0x11839, 0x1183A}, {0x1193B, 0x1193C}, {0x1193E, 0x1193E},
+    {0x11943, 0x11943}, {0x119D4, 0x119D7}, {0x119DA, 0x119DB}, {0x119E0, 0x119E0}, {0x11A01, 0x11A0A},
+    {0x11A33, 0x11A38}, {0x11A3B, 0x11A3E}, {0x11A47, 0x11A47}, {0x11A51, 0x11A56}, {0x11A59, 0x11A5B},
+    {0x11A8A, 0x11A96}, {0x11A98, 0x11A99}, {0x11C30, 0x11C36}, {0x11C38, 0x11C3D}, {0x11C3F, 0x11C3F},
+    {0x11C92, 0x11CA7}, {0x11CAA, 0x11CB0}, {0x11CB2, 0x11CB3}, {0x11CB5, 0x11CB6}, {0x11D31, 0x11D36},
+    {0x11D3A, 0x11D3A}, {0x11D3C, 0x11D3D}, {0x11D3F, 0x11D45}, {0x11D47, 0x11D47}, {0x11D90, 0x11D91},
+    {0x11D95, 0x11D95}, {0x11D97, 0x11D97}, {0x11EF3, 0x11EF4}, {0x11F00, 0x11F01}, {0x11F36, 0x11F3A},
+    {0x11F40, 0x11F40}, {0x11F42, 0x11F42}, {0x13440, 0x13440}, {0x13447, 0x13455}, {0x16F4F, 0x16F4F},
+    {0x16FE4, 0x16FE4}, {0x1CF00, 0x1CF2D}, {0x1CF30, 0x1CF46}, {0x1E000, 0x1E006}, {0x1E008, 0x1E018},
+    {0x1E01B, 0x1E021}, {0x1E023, 0x1E024}, {0x1E026, 0x1E02A}, {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136},
+    {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF}, {0x1E944, 0x1E94A}};
+static const int32_t hf_not_other_ranges[][2] = {{0x890, 0x891}, {0x8E2, 0x8E2}, {0x110CD, 0x110CD}, {0x13430, 0x1343F}};
+static const int32_t hf_mn_ranges[][2] = {{0x1734, 0x1734}};
+
+static int in_ranges(int32_t c, const int32_t (*r)[2], size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (c >= r[i][0] && c <= r[i][1]) return 1;
+    return 0;
+}
+#define IN(c, table) in_ranges((c), (table), sizeof(table) / sizeof((table)[0]))
+
+/* A nonspacing mark for strip_accents, as tokenizers' tables say. */
+static int is_mn(int32_t c) {
+    if (c < 0x300) return 0;
+    if (IN(c, hf_mn_ranges)) return 1;
+    return utf8proc_category(c) == UTF8PROC_CATEGORY_MN && !IN(c, hf_not_mn_ranges);
+}
+/* Rust's char::is_whitespace (Unicode White_Space). */
+static int is_rust_whitespace(int32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+/* tokenizers' is_control (besides \t \n \r): Cc, Cf, Cs, Co; unassigned (Cn) code points are kept,
+ * as tokenizers keeps them (they become [UNK]). */
+static int is_other(int32_t c) {
     utf8proc_category_t k = utf8proc_category(c);
-    return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
-           k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CN;
+    return (k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
+            k == UTF8PROC_CATEGORY_CO) && !IN(c, hf_not_other_ranges);
 }
-
-static int is_bert_whitespace(int32_t c) { /* clean_text's: \t \n \r ' ' and category Zs */
-    return c == '\t' || c == '\n' || c == '\r' || c == ' ' || utf8proc_category(c) == UTF8PROC_CATEGORY_ZS;
-}
-
-static int is_unicode_whitespace(int32_t c) { /* Rust char::is_whitespace: the White_Space property */
-    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
-static int is_punctuation(int32_t c) { /* ASCII punctuation, or Unicode categories P* */
-    if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return 1;
-    utf8proc_category_t k = utf8proc_category(c);
-    return k == UTF8PROC_CATEGORY_PC || k == UTF8PROC_CATEGORY_PD || k == UTF8PROC_CATEGORY_PS ||
-           k == UTF8PROC_CATEGORY_PE || k == UTF8PROC_CATEGORY_PI || k == UTF8PROC_CATEGORY_PF ||
-           k == UTF8PROC_CATEGORY_PO;
-}
-
+/* tokenizers' is_chinese_char ranges. */
 static int is_chinese(int32_t c) {
     return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
            (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
            (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
-
-/* A growable array of code points. */
-typedef struct chars {
-    int32_t *data;
-    size_t length, capacity;
-    int failed;
-} chars;
-
-static void push(chars *s, int32_t c) {
-    if (s->failed) return;
-    if (s->length == s->capacity) {
-        size_t capacity = s->capacity ? 2 * s->capacity : 64;
-        int32_t *data = realloc(s->data, capacity * sizeof *data);
-        if (!data) { s->failed = 1; return; }
-        s->data = data;
-        s->capacity = capacity;
-    }
-    s->data[s->length++] = c;
+/* tokenizers' is_bert_punc: ASCII punctuation or Unicode P*. */
+static int is_punct(int32_t c) {
+    if (c < 0x80)
+        return (c >= 0x21 && c <= 0x2F) || (c >= 0x3A && c <= 0x40) || (c >= 0x5B && c <= 0x60) || (c >= 0x7B && c <= 0x7E);
+    if (IN(c, hf_punct_ranges)) return 1;
+    utf8proc_category_t k = utf8proc_category(c);
+    return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO && !IN(c, hf_not_punct_ranges);
 }
 
-/* BertNormalizer over text[0..n). */
-static void normalise(const ek_tokenizer *t, const int32_t *text, size_t n, chars *out) {
-    for (size_t i = 0; i < n; ++i) {
-        int32_t c = text[i];
-        if (t->clean_text) {
-            if (c == 0 || c == 0xFFFD || is_control(c)) continue;
-            if (is_bert_whitespace(c)) c = ' ';
+/* Decode validated UTF-8 [s, s+n) into normalised code points appended to `out`. */
+static int normalize(const ek_tokenizer *t, const char *s, size_t n, cps_t *out) {
+    cps_t a = {0};
+    const uint8_t *p = (const uint8_t *)s;
+    int norm = t->has_normalizer;
+    for (size_t i = 0; i < n;) {
+        int32_t c;
+        i += (size_t)utf8proc_iterate(p + i, (utf8proc_ssize_t)(n - i), &c);
+        if (norm && t->clean_text) {
+            if (c == 0 || c == 0xFFFD || (c != '\t' && c != '\n' && c != '\r' && is_other(c))) continue;
+            if (is_rust_whitespace(c)) c = ' ';
         }
-        int32_t decomposed[32];
-        size_t count = 1;
-        decomposed[0] = c;
-        if (t->strip_accents) {
-            int options = 0;
-            utf8proc_ssize_t got = utf8proc_decompose_char(c, decomposed, 32, UTF8PROC_DECOMPOSE, &options);
-            count = got > 0 && got <= 32 ? (size_t)got : 1;
-            if (got <= 0 || got > 32) decomposed[0] = c;
-        }
-        for (size_t k = 0; k < count; ++k) {
-            int32_t d = decomposed[k];
-            if (t->strip_accents && utf8proc_category(d) == UTF8PROC_CATEGORY_MN) continue;
-            int chinese = t->chinese && is_chinese(d);
-            if (chinese) push(out, ' ');
-            if (t->lowercase && d == 0x130) { /* İ: the one multi-character lowercase mapping */
-                push(out, 'i');
-                push(out, 0x307);
-            } else {
-                push(out, t->lowercase ? utf8proc_tolower(d) : d);
-            }
-            if (chinese) push(out, ' ');
-        }
+        if (norm && t->chinese && is_chinese(c)) {
+            if (cps_push(&a, ' ') || cps_push(&a, c) || cps_push(&a, ' ')) goto oom;
+        } else if (cps_push(&a, c)) goto oom;
     }
+    if (norm && t->strip_accents && a.n) { /* NFD of the whole text, then drop nonspacing marks */
+        size_t m = 0;
+        uint8_t *u = malloc(a.n * 4 + 1);
+        if (!u) goto oom;
+        for (size_t j = 0; j < a.n; j++) m += (size_t)utf8proc_encode_char(a.v[j], u + m);
+        utf8proc_uint8_t *d = NULL;
+        utf8proc_ssize_t dn = utf8proc_map(u, (utf8proc_ssize_t)m, &d, UTF8PROC_STABLE | UTF8PROC_DECOMPOSE);
+        free(u);
+        if (dn < 0) { free(a.v); return ek_fail(EK_ERR_ARGUMENT, "text cannot be normalised: %s", utf8proc_errmsg(dn)); }
+        a.n = 0;
+        for (utf8proc_ssize_t j = 0; j < dn;) {
+            int32_t c;
+            j += utf8proc_iterate(d + j, dn - j, &c);
+            if (is_mn(c)) continue;
+            if (cps_push(&a, c)) { free(d); goto oom; }
+        }
+        free(d);
+    }
+    for (size_t j = 0; j < a.n; j++) {
+        int32_t c = a.v[j];
+        if (norm && t->lowercase && c == 0x130) { /* Rust: 'İ'.to_lowercase() == "i\u{307}" */
+            if (cps_push(out, 'i') || cps_push(out, 0x307)) goto oom;
+            continue;
+        }
+        if (cps_push(out, norm && t->lowercase ? utf8proc_tolower(c) : c)) goto oom;
+    }
+    free(a.v);
+    return EK_OK;
+oom:
+    free(a.v);
+    return ek_fail(EK_ERR_MEMORY, "out of memory tokenizing");
 }
 
-/* --- WordPiece ------------------------------------------------------------------------------ */
-
-typedef struct ids {
-    int64_t *data;
-    size_t length, capacity;
-    int failed;
-} ids;
-
-static void push_id(ids *s, int64_t id) {
-    if (s->failed) return;
-    if (s->length == s->capacity) {
-        size_t capacity = s->capacity ? 2 * s->capacity : 64;
-        int64_t *data = realloc(s->data, capacity * sizeof *data);
-        if (!data) { s->failed = 1; return; }
-        s->data = data;
-        s->capacity = capacity;
-    }
-    s->data[s->length++] = id;
-}
-
-static void wordpiece(const ek_tokenizer *t, const int32_t *word, size_t n, ids *out) {
-    if (n == 0) return;
-    if (n > t->max_chars) { push_id(out, t->unk_id); return; }
-    /* UTF-8 of the word with the byte offset of every character */
-    size_t prefix = strlen(t->prefix);
-    char *bytes = malloc(prefix + 4 * n + 1);
-    size_t *at = malloc((n + 1) * sizeof *at);
-    int64_t *pieces = malloc(n * sizeof *pieces);
-    if (!bytes || !at || !pieces) { free(bytes); free(at); free(pieces); out->failed = 1; return; }
-    memcpy(bytes, t->prefix, prefix);
-    size_t used = prefix;
-    for (size_t i = 0; i < n; ++i) {
-        at[i] = used;
-        used += (size_t)utf8proc_encode_char(word[i], (utf8proc_uint8_t *)bytes + used);
-    }
-    at[n] = used;
-    size_t start = 0, count = 0;
-    int bad = 0;
-    while (start < n && !bad) {
-        int64_t found = -1;
+/* ---- WordPiece over one word w[0..n); buf and scratch hold 4n + prefix bytes, offs n + 1 ---- */
+static int wordpiece(const ek_tokenizer *t, const int32_t *w, size_t n, ids_t *out, char *buf, char *scratch,
+                     size_t *offs) {
+    if (n > t->max_chars) return ids_push(out, t->unk_id, 0);
+    size_t plen = strlen(t->prefix), m = 0;
+    for (size_t k = 0; k < n; k++) { offs[k] = m; m += (size_t)utf8proc_encode_char(w[k], (uint8_t *)buf + m); }
+    offs[n] = m;
+    memcpy(scratch, t->prefix, plen);
+    size_t mark = out->n, start = 0;
+    while (start < n) {
         size_t end = n;
-        for (; end > start; --end) {
-            /* pieces after the first carry the prefix, written just before their first byte */
-            const char *key = bytes + at[start];
-            size_t length = at[end] - at[start];
-            if (start > 0) {
-                char *with = malloc(prefix + length);
-                if (!with) { out->failed = 1; bad = 1; break; }
-                memcpy(with, t->prefix, prefix);
-                memcpy(with + prefix, key, length);
-                found = vocab_get(t, with, prefix + length);
-                free(with);
-            } else {
-                found = vocab_get(t, key, length);
+        int64_t found = -1;
+        for (; end > start; end--) {
+            size_t len = offs[end] - offs[start];
+            if (start == 0) found = table_get(&t->vocab, buf, len);
+            else {
+                memcpy(scratch + plen, buf + offs[start], len);
+                found = table_get(&t->vocab, scratch, plen + len);
             }
             if (found >= 0) break;
         }
-        if (found < 0) { bad = 1; break; }
-        pieces[count++] = found;
+        if (found < 0) { out->n = mark; return ids_push(out, t->unk_id, 0); }
+        if (ids_push(out, found, 0)) return -1;
         start = end;
     }
-    if (bad) push_id(out, t->unk_id);
-    else for (size_t i = 0; i < count; ++i) push_id(out, pieces[i]);
-    free(bytes); free(at); free(pieces);
+    return 0;
 }
 
-/* Normalise, pre-tokenise and WordPiece one piece of text (no added tokens inside). */
-static void encode_piece(const ek_tokenizer *t, const int32_t *text, size_t n, ids *out) {
-    chars normal = {0};
-    normalise(t, text, n, &normal);
-    if (normal.failed) { out->failed = 1; free(normal.data); return; }
-    size_t start = 0;
-    for (size_t i = 0; i <= normal.length; ++i) {
-        int end = i == normal.length;
-        int32_t c = end ? ' ' : normal.data[i];
-        if (end || is_unicode_whitespace(c)) {
-            wordpiece(t, normal.data + start, i - start, out);
-            start = i + 1;
-        } else if (is_punctuation(c)) {
-            wordpiece(t, normal.data + start, i - start, out);
-            wordpiece(t, normal.data + i, 1, out);
-            start = i + 1;
-        }
+/* Normalise, pre-tokenise (BertPreTokenizer) and WordPiece the raw bytes [s, s+n). */
+static int encode_segment(const ek_tokenizer *t, const char *s, size_t n, ids_t *out) {
+    cps_t a = {0};
+    int rc = normalize(t, s, n, &a);
+    if (rc) return rc;
+    size_t plen = strlen(t->prefix);
+    char *buf = malloc(a.n * 4 + plen + 1), *scratch = malloc(a.n * 4 + plen + 1);
+    size_t *offs = malloc((a.n + 1) * sizeof *offs);
+    if (!buf || !scratch || !offs) { rc = ek_fail(EK_ERR_MEMORY, "out of memory tokenizing"); goto done; }
+    for (size_t i = 0; i < a.n;) {
+        if (is_rust_whitespace(a.v[i])) { i++; continue; }
+        size_t j = i + 1;
+        if (!is_punct(a.v[i]))
+            while (j < a.n && !is_rust_whitespace(a.v[j]) && !is_punct(a.v[j])) j++;
+        if (wordpiece(t, a.v + i, j - i, out, buf, scratch, offs)) { rc = ek_fail(EK_ERR_MEMORY, "out of memory tokenizing"); goto done; }
+        i = j;
     }
-    free(normal.data);
+done:
+    free(a.v);
+    free(buf);
+    free(scratch);
+    free(offs);
+    return rc;
 }
 
-/* The ids of `text` (UTF-8) without special tokens: added tokens first, the rest piece by piece. */
-static int encode_text(const ek_tokenizer *t, const char *text, ids *out) {
-    size_t size = strlen(text);
-    chars input = {0};
-    for (utf8proc_ssize_t at = 0; (size_t)at < size;) {
-        utf8proc_int32_t c;
-        utf8proc_ssize_t got = utf8proc_iterate((const utf8proc_uint8_t *)text + at, (utf8proc_ssize_t)size - at, &c);
-        if (got <= 0) {
-            free(input.data);
-            return ek_fail(EK_ERR_ARGUMENT, "text is not valid UTF-8 (byte %zd); pass UTF-8 text", at);
+/* One sequence: split on added tokens (leftmost, then longest) in the raw text, encode the rest. */
+static int encode_text(const ek_tokenizer *t, const char *s, ids_t *out) {
+    size_t n = strlen(s), seg = 0, i = 0;
+    while (i < n) {
+        const added_t *best = NULL;
+        for (size_t k = 0; k < t->n_added; k++) {
+            const added_t *a = &t->added[k];
+            if (a->len <= n - i && memcmp(s + i, a->text, a->len) == 0 && (!best || a->len > best->len)) best = a;
         }
-        push(&input, c);
-        at += got;
+        if (!best) { i++; continue; }
+        int rc = encode_segment(t, s + seg, i - seg, out);
+        if (rc) return rc;
+        if (ids_push(out, best->id, 0)) return ek_fail(EK_ERR_MEMORY, "out of memory tokenizing");
+        i += best->len;
+        seg = i;
     }
-    size_t piece = 0;
-    for (size_t i = 0; i < input.length;) {
-        size_t best = 0;
-        int64_t best_id = -1;
-        for (size_t a = 0; a < t->n_added; ++a) {
-            const added_token *token = &t->added[a];
-            if (token->length > best && token->length <= input.length - i &&
-                !memcmp(input.data + i, token->chars, token->length * sizeof(int32_t))) {
-                best = token->length;
-                best_id = token->id;
-            }
-        }
-        if (!best) { ++i; continue; }
-        encode_piece(t, input.data + piece, i - piece, out);
-        push_id(out, best_id);
-        i += best;
-        piece = i;
-    }
-    encode_piece(t, input.data + piece, input.length - piece, out);
-    free(input.data);
-    return (input.failed || out->failed) ? ek_fail(EK_ERR_MEMORY, "out of memory tokenising") : EK_OK;
+    return encode_segment(t, s + seg, n - seg, out);
 }
 
-/* --- loading -------------------------------------------------------------------------------- */
-
-static int unsupported(const char *what, const char *kind) {
-    return ek_fail(EK_ERR_UNSUPPORTED, "tokenizer %s %s is not implemented natively; tokenize in the host app and "
-                   "call ek_rank_ids", what, kind ? kind : "(none)");
-}
-
-static int read_template(const cJSON *list, const cJSON *special_tokens, template *out) {
-    out->count = (size_t)cJSON_GetArraySize(list);
-    out->items = calloc(out->count ? out->count : 1, sizeof *out->items);
-    if (!out->items) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-    size_t i = 0;
-    const cJSON *item;
-    cJSON_ArrayForEach(item, list) {
-        template_item *to = &out->items[i++];
-        const cJSON *sequence = cJSON_GetObjectItemCaseSensitive(item, "Sequence");
-        const cJSON *special = cJSON_GetObjectItemCaseSensitive(item, "SpecialToken");
-        const cJSON *body = sequence ? sequence : special;
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(body, "id");
-        const cJSON *type_id = cJSON_GetObjectItemCaseSensitive(body, "type_id");
-        if (!cJSON_IsString(id) || !cJSON_IsNumber(type_id)) return unsupported("post-processor template", "entry");
-        to->type_id = (int64_t)type_id->valuedouble;
-        if (sequence) {
-            to->is_sequence = 1;
-            to->sequence = strcmp(id->valuestring, "A") ? 1 : 0;
-            continue;
-        }
-        const cJSON *ids_list = cJSON_GetObjectItemCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(special_tokens, id->valuestring), "ids");
-        if (!cJSON_IsArray(ids_list)) return unsupported("special token without ids:", id->valuestring);
-        to->n_ids = (size_t)cJSON_GetArraySize(ids_list);
-        to->ids = calloc(to->n_ids ? to->n_ids : 1, sizeof *to->ids);
-        if (!to->ids) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-        for (size_t k = 0; k < to->n_ids; ++k) to->ids[k] = (int64_t)cJSON_GetArrayItem(ids_list, (int)k)->valuedouble;
-        out->n_special += to->n_ids;
+static int check_utf8(const char *s, const char *which) {
+    const uint8_t *p = (const uint8_t *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        int32_t c;
+        utf8proc_ssize_t k = utf8proc_iterate(p + i, (utf8proc_ssize_t)(n - i), &c);
+        if (k < 0) return ek_fail(EK_ERR_ARGUMENT, "text %s is not valid UTF-8 (at byte %zu)", which, i);
+        i += (size_t)k;
     }
     return EK_OK;
 }
 
-/* BertProcessing as a template: [CLS] A [SEP] (B [SEP]), type ids 0 then 1. */
-static int bert_template(const cJSON *processor, template *single, template *pair) {
-    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(processor, "cls");
-    const cJSON *sep = cJSON_GetObjectItemCaseSensitive(processor, "sep");
-    if (!cJSON_IsArray(cls) || !cJSON_IsArray(sep)) return unsupported("post-processor", "BertProcessing without cls/sep");
-    int64_t cls_id = (int64_t)cJSON_GetArrayItem(cls, 1)->valuedouble, sep_id = (int64_t)cJSON_GetArrayItem(sep, 1)->valuedouble;
-    const int64_t specials[5] = {cls_id, -1, sep_id, -1, sep_id};
-    const int64_t types[5] = {0, 0, 0, 1, 1};
-    template *targets[2] = {single, pair};
-    for (int t = 0; t < 2; ++t) {
-        template *to = targets[t];
-        to->count = t ? 5 : 3;
-        to->items = calloc(to->count, sizeof *to->items);
-        if (!to->items) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-        for (size_t i = 0; i < to->count; ++i) {
-            template_item *item = &to->items[i];
-            item->type_id = types[i];
-            if (specials[i] < 0) { item->is_sequence = 1; item->sequence = i == 3; continue; }
-            item->ids = malloc(sizeof *item->ids);
-            if (!item->ids) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-            item->ids[0] = specials[i];
-            item->n_ids = 1;
-            to->n_special++;
-        }
-    }
-    return EK_OK;
+static size_t n_special(const piece_t *p, size_t n) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!p[i].is_seq) c += p[i].n_ids;
+    return c;
 }
 
-static int read_normalizer(ek_tokenizer *t, const cJSON *normalizer) {
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(normalizer, "type");
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "BertNormalizer"))
-        return unsupported("normalizer", cJSON_IsString(type) ? type->valuestring : NULL);
-    t->clean_text = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(normalizer, "clean_text"));
-    t->chinese = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(normalizer, "handle_chinese_chars"));
-    t->lowercase = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(normalizer, "lowercase"));
-    const cJSON *strip = cJSON_GetObjectItemCaseSensitive(normalizer, "strip_accents");
-    t->strip_accents = (strip == NULL || cJSON_IsNull(strip)) ? t->lowercase : cJSON_IsTrue(strip);
-    return EK_OK;
-}
-
-static int read_model(ek_tokenizer *t, const cJSON *model) {
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
-    if (!cJSON_IsString(type) || strcmp(type->valuestring, "WordPiece"))
-        return unsupported("model", cJSON_IsString(type) ? type->valuestring : NULL);
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
-    const cJSON *prefix = cJSON_GetObjectItemCaseSensitive(model, "continuing_subword_prefix");
-    const cJSON *max_chars = cJSON_GetObjectItemCaseSensitive(model, "max_input_chars_per_word");
-    if (!cJSON_IsObject(vocab) || !cJSON_IsString(unk))
-        return ek_fail(EK_ERR_INTEGRITY, "tokenizer.json's WordPiece model has no vocab or unk_token; re-export the package");
-    size_t count = (size_t)cJSON_GetArraySize(vocab);
-    for (t->capacity = 64; t->capacity < 2 * count + 2; t->capacity *= 2) {}
-    t->slots = calloc(t->capacity, sizeof *t->slots);
-    if (!t->slots) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-    const cJSON *entry;
-    cJSON_ArrayForEach(entry, vocab) {
-        if (!cJSON_IsNumber(entry) || entry->valuedouble < 0)
-            return ek_fail(EK_ERR_INTEGRITY, "tokenizer.json's vocab maps a token to a non-id; re-export the package");
-        if (!vocab_put(t, entry->string, (int64_t)entry->valuedouble)) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-        if ((size_t)entry->valuedouble + 1 > t->vocab_size) t->vocab_size = (size_t)entry->valuedouble + 1;
-    }
-    t->unk_id = vocab_get(t, unk->valuestring, strlen(unk->valuestring));
-    if (t->unk_id < 0) return ek_fail(EK_ERR_INTEGRITY, "tokenizer.json's unk_token is not in its vocab; re-export the package");
-    snprintf(t->prefix, sizeof t->prefix, "%s", cJSON_IsString(prefix) ? prefix->valuestring : "##");
-    t->max_chars = cJSON_IsNumber(max_chars) && max_chars->valuedouble > 0 ? (size_t)max_chars->valuedouble : 100;
-    return EK_OK;
-}
-
-static int read_added(ek_tokenizer *t, const cJSON *added) {
-    t->added = calloc((size_t)cJSON_GetArraySize(added) + 1, sizeof *t->added);
-    if (!t->added) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-    const cJSON *entry;
-    cJSON_ArrayForEach(entry, added) {
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(entry, "content");
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(entry, "id");
-        if (!cJSON_IsString(content) || !cJSON_IsNumber(id)) continue;
-        if ((size_t)id->valuedouble + 1 > t->vocab_size) t->vocab_size = (size_t)id->valuedouble + 1;
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "normalized")) ||
-            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "single_word")) ||
-            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "lstrip")) ||
-            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "rstrip")))
-            return unsupported("added token option (normalized, single_word, lstrip or rstrip) on", content->valuestring);
-        size_t size = strlen(content->valuestring);
-        if (size == 0) continue;
-        added_token *token = &t->added[t->n_added++]; /* counted now: freed with the tokenizer on any failure */
-        token->chars = malloc(size * sizeof *token->chars);
-        if (!token->chars) return ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-        for (utf8proc_ssize_t at = 0; (size_t)at < size;) {
-            utf8proc_int32_t c;
-            utf8proc_ssize_t got = utf8proc_iterate((const utf8proc_uint8_t *)content->valuestring + at,
-                                                    (utf8proc_ssize_t)size - at, &c);
-            if (got <= 0) return ek_fail(EK_ERR_INTEGRITY, "tokenizer.json holds invalid UTF-8; re-export the package");
-            token->chars[token->length++] = c;
-            at += got;
-        }
-        token->id = (int64_t)id->valuedouble;
-    }
-    return EK_OK;
-}
-
-static int read_post_processor(ek_tokenizer *t, const cJSON *processor) {
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(processor, "type");
-    const char *kind = cJSON_IsString(type) ? type->valuestring : NULL;
-    if (kind && !strcmp(kind, "BertProcessing")) return bert_template(processor, &t->single, &t->pair);
-    if (!kind || strcmp(kind, "TemplateProcessing")) return unsupported("post-processor", kind);
-    const cJSON *special = cJSON_GetObjectItemCaseSensitive(processor, "special_tokens");
-    int status = read_template(cJSON_GetObjectItemCaseSensitive(processor, "single"), special, &t->single);
-    return status ? status : read_template(cJSON_GetObjectItemCaseSensitive(processor, "pair"), special, &t->pair);
-}
-
-int ek_tokenizer_load(const char *path, ek_tokenizer **out) {
-    *out = NULL;
-    FILE *file = fopen(path, "rb");
-    if (!file) return ek_fail(EK_ERR_INTEGRITY, "cannot read %s; run `edgekit verify` and re-export the package", path);
-    fseek(file, 0, SEEK_END);
-    long size = ftell(file);
-    fseek(file, 0, SEEK_SET);
-    char *text = size >= 0 && size <= MAX_TOKENIZER_BYTES ? malloc((size_t)size + 1) : NULL;
-    size_t got = text ? fread(text, 1, (size_t)size, file) : 0;
-    fclose(file);
-    if (!text) return ek_fail(EK_ERR_INTEGRITY, "%s is larger than 256 MiB or unreadable; re-export the package", path);
-    text[got] = '\0';
-    cJSON *json = cJSON_Parse(text);
-    free(text);
-    if (!cJSON_IsObject(json)) {
-        cJSON_Delete(json);
-        return ek_fail(EK_ERR_INTEGRITY, "%s is not readable JSON; run `edgekit verify` and re-export the package", path);
-    }
-    ek_tokenizer *t = calloc(1, sizeof *t);
-    int status = t ? EK_OK : ek_fail(EK_ERR_MEMORY, "out of memory loading the tokenizer");
-    if (!status) status = read_model(t, cJSON_GetObjectItemCaseSensitive(json, "model"));
-    if (!status) status = read_normalizer(t, cJSON_GetObjectItemCaseSensitive(json, "normalizer"));
-    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(json, "pre_tokenizer");
-    const cJSON *pre_type = cJSON_GetObjectItemCaseSensitive(pre, "type");
-    if (!status && (!cJSON_IsString(pre_type) || strcmp(pre_type->valuestring, "BertPreTokenizer")))
-        status = unsupported("pre-tokenizer", cJSON_IsString(pre_type) ? pre_type->valuestring : NULL);
-    if (!status) status = read_added(t, cJSON_GetObjectItemCaseSensitive(json, "added_tokens"));
-    if (!status) status = read_post_processor(t, cJSON_GetObjectItemCaseSensitive(json, "post_processor"));
-    cJSON_Delete(json);
-    if (status) { ek_tokenizer_free(t); return status; }
-    *out = t;
-    return EK_OK;
-}
-
-/* --- encoding ------------------------------------------------------------------------------- */
-
-/* tokenizers' truncate_encodings on lengths: the kept lengths of A (and B) within `budget`. */
-static int truncate_lengths(size_t *n_a, size_t *n_b, int has_b, size_t budget, const char *strategy) {
-    size_t total = *n_a + (has_b ? *n_b : 0);
-    if (total <= budget) return EK_OK;
-    size_t remove = total - budget;
-    if (!strcmp(strategy, "longest_first")) {
-        if (!has_b) { *n_a = total - remove; return EK_OK; }
-        size_t n1 = *n_a, n2 = *n_b;
+/* tokenizers' truncate_encodings on lengths: `max` excludes the special tokens; updates the two lengths. */
+static int truncate_lengths(size_t *na, size_t *nb, int pair, size_t max, const char *strategy) {
+    if (max == 0) { *na = 0; *nb = 0; return EK_OK; }
+    size_t total = *na + (pair ? *nb : 0);
+    int longest = strcmp(strategy, "longest_first") == 0, first = strcmp(strategy, "only_first") == 0;
+    if (!longest && !first && strcmp(strategy, "only_second") != 0)
+        return ek_fail(EK_ERR_ARGUMENT, "unknown truncation '%s' (longest_first, only_first, only_second)", strategy);
+    if (total <= max) return EK_OK;
+    size_t remove = total - max;
+    if (longest) {
+        if (!pair) { *na = max; return EK_OK; }
+        size_t n1 = *na, n2 = *nb;
         int swap = n1 > n2;
-        if (swap) { size_t s = n1; n1 = n2; n2 = s; }
-        if (n1 > budget) n2 = n1;
-        else n2 = n1 > budget - n1 ? n1 : budget - n1;
-        if (n1 + n2 > budget) { n1 = budget / 2; n2 = n1 + budget % 2; }
-        if (swap) { size_t s = n1; n1 = n2; n2 = s; }
-        if (n1 < *n_a) *n_a = n1;
-        if (n2 < *n_b) *n_b = n2;
+        if (swap) { size_t x = n1; n1 = n2; n2 = x; }
+        if (n1 > max) n2 = n1;
+        else n2 = n1 > max - n1 ? n1 : max - n1;
+        if (n1 + n2 > max) { n1 = max / 2; n2 = n1 + max % 2; }
+        if (swap) { size_t x = n1; n1 = n2; n2 = x; }
+        if (n1 < *na) *na = n1;
+        if (n2 < *nb) *nb = n2;
         return EK_OK;
     }
-    int first = !strcmp(strategy, "only_first");
-    if (!first && !has_b) return ek_fail(EK_ERR_ARGUMENT, "truncation only_second needs a pair of texts");
-    size_t *target = first ? n_a : n_b;
+    if (!first && !pair) return ek_fail(EK_ERR_ARGUMENT, "truncation only_second needs a second text");
+    size_t *target = first ? na : nb;
     if (*target <= remove)
-        return ek_fail(EK_ERR_ARGUMENT, "the %s text is too short to truncate to max_length (the other one is too "
-                       "long alone); shorten it", first ? "first" : "second");
+        return ek_fail(EK_ERR_ARGUMENT, "the sequence to truncate is too short to respect max_length");
     *target -= remove;
     return EK_OK;
 }
 
 int ek_tokenizer_encode(const ek_tokenizer *t, const char *a, const char *b, size_t max_length,
                         const char *truncation, ek_encoding *out) {
+    if (!t || !a || !out) return ek_fail(EK_ERR_ARGUMENT, "ek_tokenizer_encode: NULL argument");
     memset(out, 0, sizeof *out);
-    ids first = {0}, second = {0};
-    int status = encode_text(t, a, &first);
-    if (!status && b) status = encode_text(t, b, &second);
-    const template *shape = b ? &t->pair : &t->single;
-    size_t n_a = first.length, n_b = second.length;
-    if (!status && max_length < shape->n_special)
-        status = ek_fail(EK_ERR_ARGUMENT, "max_length %zu leaves no room beside %zu special tokens", max_length, shape->n_special);
-    if (!status) status = truncate_lengths(&n_a, &n_b, b != NULL, max_length - shape->n_special, truncation);
-    if (!status) {
-        size_t total = shape->n_special + n_a + (b ? n_b : 0);
-        out->ids = malloc((total ? total : 1) * sizeof *out->ids);
-        out->type_ids = malloc((total ? total : 1) * sizeof *out->type_ids);
-        if (!out->ids || !out->type_ids) status = ek_fail(EK_ERR_MEMORY, "out of memory tokenising");
-        for (size_t i = 0; !status && i < shape->count; ++i) {
-            const template_item *item = &shape->items[i];
-            const int64_t *source = item->is_sequence ? (item->sequence ? second.data : first.data) : item->ids;
-            size_t count = item->is_sequence ? (item->sequence ? n_b : n_a) : item->n_ids;
-            for (size_t k = 0; k < count; ++k) {
-                out->ids[out->length] = source[k];
-                out->type_ids[out->length++] = item->type_id;
-            }
-        }
-        out->truncated = n_a < first.length || n_b < second.length;
+    int rc = check_utf8(a, "a");
+    if (!rc && b) rc = check_utf8(b, "b");
+    if (rc) return rc;
+    ids_t ea = {0}, eb = {0}, res = {0};
+    rc = encode_text(t, a, &ea);
+    if (!rc && b) rc = encode_text(t, b, &eb);
+    if (rc) goto done;
+    const piece_t *tmpl = b ? t->pair : t->single;
+    size_t nt = b ? t->n_pair : t->n_single, added = n_special(tmpl, nt), na = ea.n, nb = eb.n;
+    if (max_length && max_length >= added) { /* tokenizers does not truncate below the special tokens */
+        rc = truncate_lengths(&na, &nb, b != NULL, max_length - added, truncation ? truncation : "longest_first");
+        if (rc) goto done;
+        out->truncated = na < ea.n || nb < eb.n;
     }
-    free(first.data);
-    free(second.data);
-    if (status) ek_encoding_free(out);
-    return status;
-}
-
-size_t ek_tokenizer_vocab_size(const ek_tokenizer *t) { return t->vocab_size; }
-
-void ek_encoding_free(ek_encoding *e) {
-    free(e->ids);
-    free(e->type_ids);
-    memset(e, 0, sizeof *e);
-}
-
-static void free_template(template *shape) {
-    for (size_t i = 0; shape->items && i < shape->count; ++i) free(shape->items[i].ids);
-    free(shape->items);
-}
-
-void ek_tokenizer_free(ek_tokenizer *t) {
-    if (!t) return;
-    for (size_t i = 0; t->slots && i < t->capacity; ++i) free(t->slots[i].key);
-    free(t->slots);
-    for (size_t i = 0; t->added && i < t->n_added; ++i) free(t->added[i].chars);
-    free(t->added);
-    free_template(&t->single);
-    free_template(&t->pair);
-    free(t);
+    for (size_t i = 0; i < nt; i++) {
+        const piece_t *p = &tmpl[i];
+        const ids_t *src = p->is_seq ? (p->seq ? &eb : &ea) : NULL;
+        size_t count = p->is_seq ? (p->seq ? nb : na) : p->n_ids;
+        for (size_t k = 0; k < count; k++)
+            if (ids_push(&res, src ? src->v[k] : p->ids[k], p->type_id)) {
+                rc = ek_fail(EK_ERR_MEMORY, "out of memory tokenizing");
+                goto done;
+            }
+    }
+    out->ids = res.v;
+    out->type_ids = res.t;
+    out->length = res.n;
+    res.v = res.t = NULL;
+done:
+    free(ea.v);
+    free(ea.t);
+    free(eb.v);
+    free(eb.t);
+    free(res.v);
+    free(res.t);
+    return rc;
 }

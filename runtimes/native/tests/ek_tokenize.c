@@ -1,81 +1,68 @@
-/* ek-tokenize TOKENIZER_JSON: the native tokenizer as a filter, for the parity tests against HF
- * tokenizers. Reads JSON lines {"a": str, "b": str|null, "max_length": int, "truncation": str}
- * on stdin; writes one line each: {"ids": [...], "type_ids": [...], "truncated": bool} or
- * {"error": "...", "status": N}. Text may hold any bytes: JSON strings are decoded by cJSON, and
- * {"a_hex": "..."} passes raw bytes (invalid UTF-8 included). */
+/* Test tool: `ek-tokenize TOKENIZER_JSON` tokenises JSON lines from stdin,
+ *   {"a": str, "b": str|null, "max_length": int (0 or absent: no truncation), "truncation": str}
+ * writing one JSON line per input: {"ids": [...], "type_ids": [...], "truncated": bool} or
+ * {"error": "...", "status": N}. A tokenizer that does not load: one error line, exit status 1. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "edgekit.h"
+#include "error.h"
 #include "tokenizer.h"
 
-static char *from_hex(const char *hex) {
-    size_t n = strlen(hex) / 2;
-    char *bytes = malloc(n + 1);
-    for (size_t i = 0; bytes && i < n; ++i) {
-        unsigned value = 0;
-        sscanf(hex + 2 * i, "%2x", &value);
-        bytes[i] = (char)value;
-    }
-    if (bytes) bytes[n] = '\0';
-    return bytes;
-}
-
-static void print_ids(const char *key, const int64_t *values, size_t n) {
-    printf("\"%s\":[", key);
-    for (size_t i = 0; i < n; ++i) printf(i ? ",%lld" : "%lld", (long long)values[i]);
-    printf("]");
-}
-
 static void print_error(int status) {
-    cJSON *error = cJSON_CreateObject();
-    cJSON_AddStringToObject(error, "error", ek_last_error());
-    cJSON_AddNumberToObject(error, "status", status);
-    char *text = cJSON_PrintUnformatted(error);
-    puts(text);
-    free(text);
-    cJSON_Delete(error);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", ek_last_error());
+    cJSON_AddNumberToObject(o, "status", status);
+    char *s = cJSON_PrintUnformatted(o);
+    puts(s);
+    free(s);
+    cJSON_Delete(o);
+}
+
+static void handle(const ek_tokenizer *tok, const char *line) {
+    cJSON *in = cJSON_Parse(line);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(in, "a"), *b = cJSON_GetObjectItemCaseSensitive(in, "b");
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(in, "max_length");
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(in, "truncation");
+    if (!cJSON_IsString(a)) {
+        puts("{\"error\": \"input line is not {\\\"a\\\": str, ...}\", \"status\": 1}");
+        cJSON_Delete(in);
+        return;
+    }
+    ek_encoding enc;
+    int rc = ek_tokenizer_encode(tok, a->valuestring, cJSON_IsString(b) ? b->valuestring : NULL,
+                                 cJSON_IsNumber(ml) ? (size_t)ml->valuedouble : 0,
+                                 cJSON_IsString(tr) ? tr->valuestring : "longest_first", &enc);
+    cJSON_Delete(in);
+    if (rc) { print_error(rc); return; }
+    cJSON *o = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(o, "ids"), *types = cJSON_AddArrayToObject(o, "type_ids");
+    for (size_t i = 0; i < enc.length; i++) {
+        cJSON_AddItemToArray(ids, cJSON_CreateNumber((double)enc.ids[i]));
+        cJSON_AddItemToArray(types, cJSON_CreateNumber((double)enc.type_ids[i]));
+    }
+    cJSON_AddBoolToObject(o, "truncated", enc.truncated);
+    char *s = cJSON_PrintUnformatted(o);
+    puts(s);
+    free(s);
+    cJSON_Delete(o);
+    ek_encoding_free(&enc);
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: ek-tokenize TOKENIZER_JSON < requests.jsonl\n"); return 2; }
-    ek_tokenizer *tokenizer = NULL;
-    int status = ek_tokenizer_load(argv[1], &tokenizer);
-    if (status) {
-        print_error(status);
-        return 0;
-    }
+    if (argc != 2) { fprintf(stderr, "usage: ek-tokenize TOKENIZER_JSON < lines.jsonl\n"); return 2; }
+    ek_tokenizer *tok = NULL;
+    int rc = ek_tokenizer_load(argv[1], &tok);
+    if (rc) { print_error(rc); return 1; }
     char *line = NULL;
-    size_t capacity = 0;
-    while (getline(&line, &capacity, stdin) > 0) {
-        cJSON *request = cJSON_Parse(line);
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(request, "a");
-        const cJSON *a_hex = cJSON_GetObjectItemCaseSensitive(request, "a_hex");
-        const cJSON *b = cJSON_GetObjectItemCaseSensitive(request, "b");
-        const cJSON *max_length = cJSON_GetObjectItemCaseSensitive(request, "max_length");
-        const cJSON *truncation = cJSON_GetObjectItemCaseSensitive(request, "truncation");
-        char *raw = cJSON_IsString(a_hex) ? from_hex(a_hex->valuestring) : NULL;
-        const char *first = raw ? raw : cJSON_IsString(a) ? a->valuestring : "";
-        ek_encoding encoding;
-        status = ek_tokenizer_encode(tokenizer, first, cJSON_IsString(b) ? b->valuestring : NULL,
-                                     cJSON_IsNumber(max_length) ? (size_t)max_length->valuedouble : 512,
-                                     cJSON_IsString(truncation) ? truncation->valuestring : "longest_first", &encoding);
-        if (status) {
-            print_error(status);
-        } else {
-            printf("{");
-            print_ids("ids", encoding.ids, encoding.length);
-            printf(",");
-            print_ids("type_ids", encoding.type_ids, encoding.length);
-            printf(",\"truncated\":%s}\n", encoding.truncated ? "true" : "false");
-            ek_encoding_free(&encoding);
-        }
-        free(raw);
-        cJSON_Delete(request);
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, stdin)) > 0) {
+        if (n == 1 && line[0] == '\n') continue;
+        handle(tok, line);
+        fflush(stdout);
     }
     free(line);
-    ek_tokenizer_free(tokenizer);
+    ek_tokenizer_free(tok);
     return 0;
 }
