@@ -74,7 +74,7 @@ def test_ulysses_needs_heads_divisible_by_the_world() -> None:
 @pytest.mark.parametrize("mask_name", ["causal", "document", "block-sparse"])
 def test_tiled_shard_attention_skips_tiles_but_not_keys(mask_name: str) -> None:
     """One rank's view with tiles of 8 tokens over a zigzag shard pair equals masked math."""
-    from edgekit.runtimes.attention.cp import _attend_shard
+    from edgekit.runtimes.attention.cp_blocks import _attend_shard
 
     mask = make_mask(mask_name, 64, seed=3)
     g = torch.Generator().manual_seed(1)

@@ -145,19 +145,23 @@ def candidates_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_both_runtimes_refuse(case: str, native_build: Path, minilm_package: Path, tmp_path: Path,
                               candidates_file: Path) -> None:
-    package = tmp_path / "pkg"
-    shutil.copytree(minilm_package, package)
-    CORPUS[case](package)
-    _assert_both_refuse(case, package, native_build, candidates_file, verify=False)
+    _assert_both_refuse(case, _damaged(minilm_package, tmp_path, CORPUS[case]), native_build, candidates_file,
+                        verify=False)
 
 
 @pytest.mark.parametrize("case", list(TAMPERED))
 def test_both_runtimes_refuse_tampering(case: str, native_build: Path, minilm_package: Path, tmp_path: Path,
                                         candidates_file: Path) -> None:
-    package = tmp_path / "pkg"
-    shutil.copytree(minilm_package, package)
-    TAMPERED[case](package)
-    _assert_both_refuse(case, package, native_build, candidates_file, verify=True)
+    _assert_both_refuse(case, _damaged(minilm_package, tmp_path, TAMPERED[case]), native_build, candidates_file,
+                        verify=True)
+
+
+def _damaged(package: Path, tmp_path: Path, damage: Callable[[Path], None]) -> Path:
+    """A copy of `package` with `damage` done to it."""
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy)
+    damage(copy)
+    return copy
 
 
 def _assert_both_refuse(case: str, package: Path, native_build: Path, candidates_file: Path, verify: bool) -> None:

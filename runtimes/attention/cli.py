@@ -134,31 +134,51 @@ def attention(
 
 
 def attention_cp(
-    nproc: int = typer.Option(2, "--nproc", help="processes (ranks) torchrun starts"),
-    methods: str = typer.Option("ring,ulysses,usp", "--methods", help="comma-separated: ring, ulysses, usp"),
+    nproc: str = typer.Option("2", "--nproc", help="processes (ranks) torchrun starts; a comma-separated list "
+                              "sweeps rank counts (one launch each)"),
+    methods: str = typer.Option("ring,ulysses,usp,allgather", "--methods",
+                                help="comma-separated: ring, ulysses, usp, allgather"),
     masks: str = typer.Option("full,causal,document", "--masks", help=MASKS_HELP),
-    seqlen: int = typer.Option(4096, "--seqlen"),
+    seqlen: str = typer.Option("4096", "--seqlen", "--seqlens", help="sequence length; a comma-separated list "
+                               "sweeps lengths (one launch each)"),
     batch: int = typer.Option(1, "--batch"),
     heads: int = typer.Option(8, "--heads"),
+    kv_heads: int | None = typer.Option(None, "--kv-heads", help="key/value heads, a divisor of --heads; GQA when "
+                                        "fewer (default: --heads). Ulysses/USP: a multiple of the Ulysses degree"),
     head_dim: int = typer.Option(64, "--head-dim"),
     dtype: str = typer.Option("float32", "--dtype"),
+    passes: str = typer.Option("fwd", "--pass", help="fwd, bwd or fwd,bwd (bwd: the distributed backward, "
+                               "timed alone; dQ, dK, dV checked)"),
     ulysses_degree: int = typer.Option(0, "--ulysses-degree", help="USP's Ulysses degree (0: automatic)"),
+    tile: int = typer.Option(256, "--tile", help="tokens per side of the compute tiles (larger: fewer, bigger "
+                             "matmuls; 1024 suits GPUs)"),
     reps: int = typer.Option(5, "--reps"),
     warmup: int = typer.Option(1, "--warmup"),
     seed: int = typer.Option(0, "--seed"),
-    timeout: float = typer.Option(900.0, "--timeout", help="seconds before torchrun is stopped"),
+    timeout: float = typer.Option(900.0, "--timeout", help="seconds before each torchrun launch is stopped"),
     out: str = typer.Option(DEFAULT_OUT, "--out", help="output directory"),
 ) -> None:
-    """Context-parallel attention under torchrun: one row per (method, mask), slowest rank's time, and one
-    per mask for the single-process baseline (method `single`)."""
-    from edgekit.runtimes.attention.cp_launch import CpConfig, launch_cp
+    """Context-parallel attention under torchrun: one row per (processes, length, method, mask, pass) with the
+    slowest rank's time and the per-rank work (rank_area, imbalance), and one per (length, mask, pass) for the
+    single-process baseline (method `single`); time vs length (PNG) and the work table (markdown)."""
+    from edgekit.runtimes.attention.cp_launch import CpConfig
+    from edgekit.runtimes.attention.cp_scaling import (
+        imbalance_table,
+        plot_cp_scaling,
+        run_scaling,
+        scaling_configs,
+    )
+    from edgekit.runtimes.attention.problem import parse_passes
     from edgekit.runtimes.attention.report import cp_report, markdown_cp_summary
 
     out_dir = Path(out)
-    config = CpConfig(nproc=nproc, methods=_names(methods), masks=_names(masks), seqlen=seqlen, batch=batch,
-                      heads=heads, head_dim=head_dim, dtype=dtype, ulysses_degree=ulysses_degree, reps=reps,
-                      warmup=warmup, seed=seed, baseline=True)
-    rows = launch_cp(config, timeout_s=timeout)
+    nprocs, seqlens = _ints(nproc, "--nproc"), _ints(seqlen, "--seqlen")
+    if not nprocs or not seqlens:
+        raise InvalidArgumentError("--nproc and --seqlen must each name at least one integer")
+    base = CpConfig(methods=_names(methods), masks=_names(masks), batch=batch, heads=heads, kv_heads=kv_heads,
+                    head_dim=head_dim, dtype=dtype, passes=",".join(p.value for p in parse_passes(passes)),
+                    ulysses_degree=ulysses_degree, tile=tile, reps=reps, warmup=warmup, seed=seed, baseline=True)
+    rows = run_scaling(scaling_configs(base, nprocs, seqlens), timeout_s=timeout)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "attention_cp.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with (out_dir / "attention_cp.csv").open("w", newline="") as f:
@@ -166,12 +186,18 @@ def attention_cp(
         writer.writeheader()
         writer.writerows(rows)
     (out_dir / "attention_cp.md").write_text(markdown_cp_summary(rows))
+    (out_dir / "attention_cp_imbalance.md").write_text(imbalance_table(rows))
+    where = str(rows[0]["device"]) if rows else "cpu"
+    plot_cp_scaling(rows, out_dir / "attention_cp_scaling.png",
+                    title=f"context-parallel attention on {where} ({dtype}, {heads} heads): time vs length")
     _publish(cp_report(rows, command=_command_line(),
-                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree}),
+                       settings={"reps": reps, "warmup": warmup, "seed": seed, "ulysses_degree": ulysses_degree,
+                                 "tile": tile}),
              out_dir / "attention_cp")
     ok = sum(r["status"] == "ok" for r in rows)
-    typer.echo(f"{len(rows)} rows ({ok} ok) on {nproc} processes → {out_dir}/attention_cp."
-               "{jsonl,csv,md,report.json,report.md,report.png}")
+    typer.echo(f"{len(rows)} rows ({ok} ok) on {','.join(map(str, nprocs))} processes → {out_dir}/attention_cp."
+               "{jsonl,csv,md,report.json,report.md,report.png} + attention_cp_scaling.png, "
+               "attention_cp_imbalance.md")
 
 
 def _command_line() -> str:

@@ -1,6 +1,7 @@
-"""Context parallelism for attention over torch.distributed: ring, Ulysses and USP.
+"""Context parallelism for attention over torch.distributed: ring, Ulysses, USP and all-gather-KV,
+forward and backward, with grouped-query heads (`H_kv` key/value heads, `H % H_kv == 0`).
 
-One algorithm covers all three: USP with a `Layout` of `ulysses × ring` ranks
+Ring, Ulysses and USP are one algorithm: USP with a `Layout` of `ulysses × ring` ranks
 (ring = `1 × W`, Ulysses = `W × 1`). Rank `r` is ring position `r // U`, Ulysses position
 `r % U`; Ulysses groups are consecutive ranks (keep them inside a node).
 
@@ -8,16 +9,27 @@ One algorithm covers all three: USP with a `Layout` of `ulysses × ring` ranks
    `i` holds chunks `i` and `2R-1-i` of `2R`, so every rank gets the same causal work), and each
    ring shard into `U` equal pieces, one per rank of its Ulysses group.
 2. Ulysses: `all_to_all_single` trades heads for sequence: each rank then holds its whole ring
-   shard for `H / U` heads (heads must divide by `U`).
-3. Ring: `R` steps; at each, K/V move one rank along the ring by P2P (`batch_isend_irecv`,
-   overlapped with compute), and the local queries attend to the visiting K/V in tiles of
-   `TILE` tokens: tiles the mask empties are skipped, fully allowed tiles run without a mask,
-   partial tiles take the exact mask block built from the rectangles. Partial results merge by
-   online softmax on their log-sum-exp.
+   shard for `H / U` query heads and `H_kv / U` key/value heads (`H` must divide by `U`; K/V heads
+   that do not are first replicated to lcm(H_kv, U) heads, `kv_replication`). Its backward is the
+   inverse all-to-all (the exchange is a permutation).
+3. Ring (`RingAttention`, an autograd Function): `R` steps; at each, K/V move one rank along
+   the ring by P2P (`batch_isend_irecv`, overlapped with compute), and the local queries attend
+   to the visiting K/V tile by tile (`cp_blocks`), merged by online softmax. The backward is a
+   second ring pass from the saved (out, lse): K/V travel as in the forward and their dK/dV
+   accumulators travel with them, one more hop at the end to come home; dQ stays local.
 4. Ulysses back: `all_to_all_single` returns heads to their owners.
 
-Forward only. Every mask works (the block mask comes from the rectangles); full, causal and
-document are the tested ones. Block compute is plain fp32 math (`partial_attention`).
+All-gather-KV (`allgather`, Llama 3's context parallelism): `W` ranks; every rank all-gathers the
+K/V shards (backward: dK/dV are reduce-scattered to their owners) and computes its query shard
+against all keys, no ring steps. Since every rank sees all keys, its shard may be any equal-size
+set of chunks: unless the mask is one full rectangle (contiguous), the planner takes whichever
+of zigzag and a mask-aware `balanced` sharding (`8W` chunks dealt by area, `balanced_shards`)
+gives the busiest rank less work (zigzag on ties).
+
+Every mask works (block masks come from the rectangles); full, causal and document are the
+tested ones. Block compute is plain fp32 math (`cp_blocks`); the differentiable communication
+(ring pass, all-to-alls, all-gather) is in `cp_comm`; this module plans layouts, reports per-rank
+work (`work_report`) and puts the pieces together (`ContextParallel`).
 """
 
 from __future__ import annotations
@@ -30,51 +42,48 @@ import torch
 import torch.distributed as dist
 
 from edgekit.errors import InvalidArgumentError
+from edgekit.runtimes.attention.cp_blocks import TILE, Shard, merge, partial_attention
+from edgekit.runtimes.attention.cp_comm import (
+    GatherSequence,
+    HeadsToSeq,
+    RingAttention,
+    RingPlan,
+    SeqToHeads,
+    single_process_attention,
+)
 from edgekit.runtimes.attention.masks import Kind, Mask
 
-
-@dataclass(frozen=True)
-class Shard:
-    """Token ranges `[a, b)` (global indices) one rank holds, in the order of its local tensor."""
-
-    chunks: tuple[tuple[int, int], ...]
-
-    @property
-    def size(self) -> int:
-        return sum(b - a for a, b in self.chunks)
-
-    def index(self) -> torch.Tensor:
-        return torch.cat([torch.arange(a, b) for a, b in self.chunks])
-
-    def split(self, parts: int) -> list[Shard]:
-        """`parts` equal pieces of this shard's token list, in order (pieces may cross chunks)."""
-        step, pieces = self.size // parts, []
-        flat = [(a, b) for a, b in self.chunks]
-        for i in range(parts):
-            lo, hi, at, chunks = i * step, (i + 1) * step, 0, []
-            for a, b in flat:
-                s, e = max(a, a + lo - at), min(b, a + hi - at)
-                if s < e:
-                    chunks.append((s, e))
-                at += b - a
-            pieces.append(Shard(tuple(chunks)))
-        return pieces
+__all__ = ["TILE", "ContextParallel", "Layout", "Shard", "merge", "partial_attention", "plan_layout",
+           "single_process_attention", "work_report"]
 
 
 @dataclass(frozen=True)
 class Layout:
-    """`ulysses × ring` ranks and the ring sharding (`zigzag` or `contiguous`)."""
+    """`ulysses × ring` ranks and the sharding (`zigzag` or `contiguous`, or the explicit
+    `shards` of a `balanced` layout); `allgather`: the ring positions gather all K/V instead of
+    passing it around (then `ulysses` is 1)."""
 
     ulysses: int
     ring: int
     zigzag: bool
+    allgather: bool = False
+    shards: tuple[Shard, ...] | None = None  # explicit ring shards (balanced sharding), for seqlen only
+    kv_repeat: int = 1  # Ulysses with fewer K/V heads than its degree: each K/V head sent this many times
 
     @property
     def world(self) -> int:
         return self.ulysses * self.ring
 
+    @property
+    def sharding(self) -> str:
+        return "balanced" if self.shards is not None else "zigzag" if self.zigzag else "contiguous"
+
     def ring_shards(self, seqlen: int) -> list[Shard]:
         r = self.ring
+        if self.shards is not None:
+            if sum(x.size for x in self.shards) != seqlen:
+                raise ValueError(f"this layout's shards cover {sum(x.size for x in self.shards)} tokens, not {seqlen}")
+            return list(self.shards)
         if not self.zigzag:
             n = seqlen // r
             return [Shard(((i * n, (i + 1) * n),)) for i in range(r)]
@@ -85,146 +94,103 @@ class Layout:
         return self.ring_shards(seqlen)[rank // self.ulysses].split(self.ulysses)[rank % self.ulysses]
 
 
-def _usp_degree(world: int, heads: int, asked: int) -> int:
-    divisors = [d for d in range(2, world) if world % d == 0 and heads % d == 0]
-    return asked or (divisors[0] if divisors else world)
+def _usp_degree(world: int, heads: int, kv_heads: int, asked: int) -> int:
+    """The smallest divisor `1 < d < world` dividing both head counts, else the smallest
+    dividing the query heads (K/V heads then replicated), else the world (Ulysses)."""
+    both = [d for d in range(2, world) if world % d == 0 and heads % d == 0 and kv_heads % d == 0]
+    query = [d for d in range(2, world) if world % d == 0 and heads % d == 0]
+    return asked or (both or query or [world])[0]
 
 
-# method → its Ulysses degree from (world, heads, asked degree); the ring degree is the rest.
-ULYSSES_DEGREE: dict[str, Callable[[int, int, int], int]] = {
-    "ring": lambda world, heads, asked: 1,
-    "ulysses": lambda world, heads, asked: world,
+def kv_replication(kv_heads: int, ulysses: int) -> int:
+    """How many times each K/V head is sent so the Ulysses all-to-all can split them: the least
+    `r` with `kv_heads · r` divisible by `ulysses` (1 when they already divide). The query heads
+    divide by both, so they divide by `kv_heads · r` = lcm(kv_heads, ulysses): grouped-query
+    lookup stays within a rank's slice."""
+    return ulysses // math.gcd(kv_heads, ulysses)
+
+
+# method → its Ulysses degree from (world, heads, kv heads, asked degree); the ring degree is the rest.
+ULYSSES_DEGREE: dict[str, Callable[[int, int, int, int], int]] = {
+    "ring": lambda world, heads, kv_heads, asked: 1,
+    "ulysses": lambda world, heads, kv_heads, asked: world,
     "usp": _usp_degree,
+    "allgather": lambda world, heads, kv_heads, asked: 1,
 }
+METHODS = tuple(ULYSSES_DEGREE)
 
 
-def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ulysses: int = 0) -> Layout:
-    """The layout for `method` (`ring`, `ulysses`, `usp`), or `InvalidArgumentError` with the fix.
+def plan_layout(method: str, world: int, heads: int, seqlen: int, mask: Mask, ulysses: int = 0,
+                kv_heads: int | None = None) -> Layout:
+    """The layout for `method` (`ring`, `ulysses`, `usp`, `allgather`), or `InvalidArgumentError`
+    with the fix. `kv_heads` defaults to `heads`.
 
-    USP's Ulysses degree is `ulysses` when given, else the smallest divisor `d` of the world
-    with `1 < d < world` and `heads % d == 0` (on a prime world it degenerates to Ulysses)."""
+    USP's Ulysses degree is `ulysses` when given, else `_usp_degree` (on a prime world it
+    degenerates to Ulysses). Ulysses and USP need the query heads divisible by their Ulysses
+    degree; K/V heads that do not divide by it are replicated (`kv_replication`)."""
     if method not in ULYSSES_DEGREE:
         raise InvalidArgumentError(
             f"unknown context-parallel method {method!r}; choose {', '.join(ULYSSES_DEGREE)}")
-    u = ULYSSES_DEGREE[method](world, heads, ulysses)
+    kv_heads = heads if kv_heads is None else kv_heads
+    u = ULYSSES_DEGREE[method](world, heads, kv_heads, ulysses)
     if world % u:
         raise InvalidArgumentError(f"ulysses degree {u} must divide the world size {world}")
     if heads % u:
         raise InvalidArgumentError(
             f"{method}: heads ({heads}) must be divisible by the Ulysses degree ({u}); "
             f"choose --heads a multiple of {u} or fewer processes")
+    if heads % kv_heads:
+        raise InvalidArgumentError(f"heads ({heads}) must be a multiple of kv-heads ({kv_heads})")
     ring = world // u
-    zigzag = ring > 1 and bool(mask.kinds() - {Kind.FULL})
+    if method == "allgather":
+        zigzag = ring > 1 and not (len(mask.rects) == 1 and mask.kinds() == {Kind.FULL})
+    else:
+        zigzag = ring > 1 and bool(mask.kinds() - {Kind.FULL})
     unit = 2 * ring * u if zigzag else world
     if seqlen % unit:
         raise InvalidArgumentError(
             f"{method}: sequence length {seqlen} must be a multiple of {unit} "
             f"({'2 × ring × ulysses for zigzag' if zigzag else 'the world size'})")
-    return Layout(u, ring, zigzag)
+    layout = Layout(u, ring, zigzag, allgather=method == "allgather", kv_repeat=kv_replication(kv_heads, u))
+    if layout.allgather and zigzag:
+        balanced = balanced_shards(mask, ring)
+        if balanced is not None:
+            other = Layout(u, ring, False, allgather=True, shards=balanced)
+            if max(work_report(other, mask, 1).rank_area) < max(work_report(layout, mask, 1).rank_area):
+                return other
+    return layout
 
 
-def partial_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                      allowed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention of `[B,H,sq,D]` q over `[B,H,sk,D]` k, v (fp32 math) → (out, lse `[B,H,sq]`).
-    Rows with no allowed key give out 0 and lse −inf, the neutral element of `merge`."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0)[..., None])
-    return probs @ v.float(), lse
+def balanced_shards(mask: Mask, world: int, per_rank: int = 8) -> tuple[Shard, ...] | None:
+    """`world` shards of `per_rank` equal chunks each (`None` unless the length divides into
+    `world · per_rank` chunks), dealt by area: chunks in decreasing order of allowed pairs
+    (queries × all keys), each to the least-loaded rank with room (lowest rank on ties); each
+    shard's chunks in sequence order, touching ones joined. Greedy: balanced up to about one
+    chunk's area."""
+    n = world * per_rank
+    if mask.seqlen_q % n:
+        return None
+    c = mask.seqlen_q // n
+    chunks = [(i * c, (i + 1) * c) for i in range(n)]
+    areas = [mask.block_area(a, b, 0, mask.seqlen_k) for a, b in chunks]
+    load: list[int] = [0] * world
+    members: list[list[int]] = [[] for _ in range(world)]
+    for i in sorted(range(n), key=lambda i: -areas[i]):
+        r = min((r for r in range(world) if len(members[r]) < per_rank), key=lambda r: load[r])
+        members[r].append(i)
+        load[r] += areas[i]
+    return tuple(Shard(_merge_adjacent([chunks[i] for i in sorted(m)])) for m in members)
 
 
-def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor,
-          lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Online-softmax merge of two partial results over disjoint key sets."""
-    lse = torch.logaddexp(lse_a, lse_b)
-    safe = torch.where(torch.isfinite(lse), lse, 0)
-    wa, wb = torch.exp(lse_a - safe)[..., None], torch.exp(lse_b - safe)[..., None]
-    return wa * out_a + wb * out_b, lse
-
-
-TILE = 256  # tokens per side of the blocks the mask is classified on
-
-
-def _tiles(shard: Shard, tile: int) -> list[tuple[int, int, int]]:
-    """`(a, b, local_offset)` for the shard's chunks cut into pieces of at most `tile` tokens."""
-    out, offset = [], 0
-    for a, b in shard.chunks:
-        for s in range(a, b, tile):
-            e = min(s + tile, b)
-            out.append((s, e, offset))
-            offset += e - s
-    return out
-
-
-def _attend_shard(q: torch.Tensor, kv: torch.Tensor, q_shard: Shard, k_shard: Shard, mask: Mask,
-                  out: torch.Tensor, lse: torch.Tensor, tile: int = TILE) -> None:
-    """Merge the attention of local queries over one visiting K/V shard into (out, lse), tile
-    by tile: empty tiles are skipped, full tiles run unmasked, partial tiles take their mask."""
-    k_tiles = _tiles(k_shard, tile)
-    for qa, qb, qo in _tiles(q_shard, tile):
-        sl = slice(qo, qo + qb - qa)
-        for ka, kb, ko in k_tiles:
-            area = mask.block_area(qa, qb, ka, kb)
-            if not area:
-                continue
-            allowed = None if area == (qb - qa) * (kb - ka) else mask.dense(qa, qb, ka, kb, q.device)
-            o, l_ = partial_attention(q[:, :, sl], kv[0][:, :, ko:ko + kb - ka], kv[1][:, :, ko:ko + kb - ka],
-                                      allowed)
-            out[:, :, sl], lse[:, :, sl] = merge(out[:, :, sl], lse[:, :, sl], o, l_)
-
-
-def ring_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask, shards: list[Shard],
-                   position: int, ring_ranks: list[int]) -> torch.Tensor:
-    """Ring attention for this rank at `position` of `ring_ranks` (global ranks), holding
-    `shards[position]` of q, k, v `[B,H,s,D]`. Returns the output for its queries."""
-    r = len(ring_ranks)
-    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    lse = torch.full(q.shape[:-1], float("-inf"), dtype=torch.float32, device=q.device)
-    kv = torch.stack([k, v]).contiguous()
-    for step in range(r):
-        src = (position - step) % r
-        requests = []
-        if step < r - 1:
-            incoming = torch.empty_like(kv)
-            ops = [dist.P2POp(dist.isend, kv, ring_ranks[(position + 1) % r]),
-                   dist.P2POp(dist.irecv, incoming, ring_ranks[(position - 1) % r])]
-            requests = dist.batch_isend_irecv(ops)
-        _attend_shard(q, kv, shards[position], shards[src], mask, out, lse)
-        for req in requests:
-            req.wait()
-        if step < r - 1:
-            kv = incoming
-    return out.to(q.dtype)
-
-
-def single_process_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Mask) -> torch.Tensor:
-    """The same tiled attention over the whole sequence in one process, no communication: the
-    baseline the context-parallel methods are timed against (`attention-cp`'s report)."""
-    whole = Shard(((0, q.shape[2]),))
-    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
-    lse = torch.full(q.shape[:-1], float("-inf"), dtype=torch.float32, device=q.device)
-    _attend_shard(q, torch.stack([k, v]).contiguous(), whole, whole, mask, out, lse)
-    return out.to(q.dtype)
-
-
-def _seq_to_heads(x: torch.Tensor, group: dist.ProcessGroup, u: int) -> torch.Tensor:
-    """`[B,H,s,D]` (sequence piece, all heads) → `[B,H/u,u·s,D]` (group's sequence, head slice)."""
-    b, h, s, d = x.shape
-    send = x.reshape(b, u, h // u, s, d).permute(1, 0, 2, 3, 4).contiguous()  # [u, B, H/u, s, D]
-    recv = torch.empty_like(send)
-    dist.all_to_all_single(recv, send, group=group)  # recv[j] = piece j, my heads
-    return recv.permute(1, 2, 0, 3, 4).reshape(b, h // u, u * s, d)
-
-
-def _heads_to_seq(x: torch.Tensor, group: dist.ProcessGroup, u: int) -> torch.Tensor:
-    """Inverse of `_seq_to_heads`: `[B,H/u,u·s,D]` → `[B,H,s,D]`."""
-    b, hu, us, d = x.shape
-    send = x.reshape(b, hu, u, us // u, d).permute(2, 0, 1, 3, 4).contiguous()  # [u, B, H/u, s, D]
-    recv = torch.empty_like(send)
-    dist.all_to_all_single(recv, send, group=group)  # recv[j] = my piece, head group j
-    return recv.permute(1, 0, 2, 3, 4).reshape(b, hu * u, us // u, d)
+def _merge_adjacent(chunks: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted `[a, b)` ranges with touching neighbours joined (fewer, larger tiles)."""
+    out: list[tuple[int, int]] = []
+    for a, b in chunks:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return tuple(out)
 
 
 _GROUPS: dict[tuple[int, int], dist.ProcessGroup] = {}
@@ -240,25 +206,69 @@ def _ulysses_group(u: int, r: int, rank: int) -> dist.ProcessGroup:
 
 
 class ContextParallel:
-    """Process groups and shards for one layout; call it with this rank's q, k, v pieces.
+    """Process groups and shards for one layout; call it with this rank's q, k, v pieces
+    (`[B,H,s,D]`, `[B,H_kv,s,D]`, `[B,H_kv,s,D]`); differentiable in all three.
 
     Contract: every rank constructs it with the same arguments (it creates the Ulysses
-    process groups collectively) and calls it the same number of times."""
+    process groups collectively) and calls it (and its backward) the same number of times."""
 
-    def __init__(self, layout: Layout, mask: Mask) -> None:
-        self.layout, self.mask = layout, mask
+    def __init__(self, layout: Layout, mask: Mask, tile: int = TILE) -> None:
+        self.layout, self.mask, self.tile = layout, mask, tile
         self.rank = dist.get_rank()
         u, r = layout.ulysses, layout.ring
         self.uly_group = _ulysses_group(u, r, self.rank) if u > 1 else None
-        self.ring_ranks = [pos * u + self.rank % u for pos in range(r)]
+        self.ring_ranks = tuple(pos * u + self.rank % u for pos in range(r))
         self.ring_shards = layout.ring_shards(mask.seqlen_q)
         self.shard = layout.rank_shard(mask.seqlen_q, self.rank)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.layout.allgather:
+            kv = GatherSequence.apply(torch.stack([k, v]), 3)  # [2, B, H_kv, W·s, D], rank order
+            keys = Shard(tuple(c for s in self.ring_shards for c in s.chunks))
+            plan = RingPlan(self.mask, self.shard, (keys,), 0, (self.rank,), self.tile)
+            return RingAttention.apply(q, kv[0], kv[1], plan)  # type: ignore[no-any-return]
         u = self.layout.ulysses
+        if self.layout.kv_repeat > 1:  # fewer K/V heads than the degree: send each several times
+            k, v = (t.repeat_interleave(self.layout.kv_repeat, dim=1) for t in (k, v))  # grads sum back
         if self.uly_group is not None:
-            q, k, v = (_seq_to_heads(t, self.uly_group, u) for t in (q, k, v))
-        out = ring_attention(q, k, v, self.mask, self.ring_shards, self.rank // u, self.ring_ranks)
+            q, k, v = (SeqToHeads.apply(t, self.uly_group, u) for t in (q, k, v))
+        position = self.rank // u
+        plan = RingPlan(self.mask, self.ring_shards[position], tuple(self.ring_shards), position, self.ring_ranks,
+                        self.tile)
+        out = RingAttention.apply(q, k, v, plan)
         if self.uly_group is not None:
-            out = _heads_to_seq(out, self.uly_group, u)
-        return out
+            out = HeadsToSeq.apply(out, self.uly_group, u)
+        return out  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Work:
+    """Attention work per rank, in allowed (query, key) pairs × query heads (what the tiles
+    compute when no tile is partly masked; skipped tiles cost nothing).
+
+    `rank_area[r]`: rank `r`'s total; `imbalance`: max / mean of it (1 = balanced).
+    `critical_area`: the work on the critical path if every rank waits for the slowest at each
+    synchronisation: for ring layouts the sum over ring steps of the busiest rank's step work
+    (a rank idles at a step whose visiting shard its queries barely see, even when its total is
+    the mean); for all-gather the busiest rank's total. `critical_imbalance` = critical / mean."""
+
+    rank_area: tuple[int, ...]
+    imbalance: float
+    critical_area: int
+    critical_imbalance: float
+
+
+def work_report(layout: Layout, mask: Mask, heads: int) -> Work:
+    """Per-rank work of `layout` on `mask` from the mask's rectangles (no tensors, no ranks)."""
+    shards = layout.ring_shards(mask.seqlen_q)
+    per_rank_heads = heads // layout.ulysses
+    r = layout.ring
+    if layout.allgather:
+        areas = [s.area(mask) * heads for s in shards]
+        critical = max(areas)
+    else:
+        step = [[shards[p].area(mask, shards[(p - t) % r]) * per_rank_heads for p in range(r)] for t in range(r)]
+        areas = [sum(step[t][p] for t in range(r)) for p in range(r) for _ in range(layout.ulysses)]
+        critical = sum(max(row) for row in step)
+    mean = sum(areas) / len(areas)
+    return Work(tuple(areas), max(areas) / mean if mean else 1.0, critical, critical / mean if mean else 1.0)

@@ -16,23 +16,28 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from edgekit.errors import InvalidArgumentError
 from edgekit.runtimes.attention.cp import plan_layout
 from edgekit.runtimes.attention.generators import make_mask
-from edgekit.runtimes.attention.problem import parse_dtype
+from edgekit.runtimes.attention.problem import Problem, parse_dtype, parse_passes
 
 
 @dataclass(frozen=True)
 class CpConfig:
     nproc: int = 2
-    methods: tuple[str, ...] = ("ring", "ulysses", "usp")
+    methods: tuple[str, ...] = ("ring", "ulysses", "usp", "allgather")
     masks: tuple[str, ...] = ("full", "causal", "document")
     seqlen: int = 4096
     batch: int = 1
     heads: int = 8
+    kv_heads: int | None = None  # None: heads
     head_dim: int = 64
     dtype: str = "float32"
+    passes: str = "fwd"  # fwd, bwd or fwd,bwd (parse_passes)
     ulysses_degree: int = 0
+    tile: int = 256  # tokens per side of the compute tiles (cp.TILE)
     reps: int = 5
     warmup: int = 1
     seed: int = 0
@@ -45,16 +50,27 @@ class CpConfig:
         if not self.methods or not self.masks:
             raise InvalidArgumentError("name at least one method and one mask")
         parse_dtype(self.dtype)
-        for method in self.methods:
-            for name in self.masks:
-                plan_layout(method, self.nproc, self.heads, self.seqlen,
-                            make_mask(name, self.seqlen, self.seed), self.ulysses_degree)
+        parse_passes(self.passes)
+        if self.kv_heads is not None and self.kv_heads < 1:
+            raise InvalidArgumentError(f"--kv-heads must be at least 1 (a divisor of --heads {self.heads}), "
+                                       f"got {self.kv_heads}")
+        if self.tile < 1:
+            raise InvalidArgumentError(f"--tile must be at least 1, got {self.tile}")
+        if self.reps < 1 or self.warmup < 0:
+            raise InvalidArgumentError("--reps must be at least 1, --warmup at least 0")
+        for name in self.masks:
+            mask = make_mask(name, self.seqlen, self.seed)
+            Problem(mask, self.batch, self.heads, self.heads if self.kv_heads is None else self.kv_heads,
+                    self.head_dim, parse_dtype(self.dtype), torch.device("cpu"))  # the head arithmetic
+            for method in self.methods:
+                plan_layout(method, self.nproc, self.heads, self.seqlen, mask, self.ulysses_degree, self.kv_heads)
 
     def worker_args(self, out: Path) -> list[str]:
         return ["--methods", ",".join(self.methods), "--masks", ",".join(self.masks),
                 "--seqlen", str(self.seqlen), "--batch", str(self.batch), "--heads", str(self.heads),
+                "--kv-heads", str(self.kv_heads or self.heads), "--passes", self.passes,
                 "--head-dim", str(self.head_dim), "--dtype", self.dtype,
-                "--ulysses-degree", str(self.ulysses_degree), "--reps", str(self.reps),
+                "--ulysses-degree", str(self.ulysses_degree), "--tile", str(self.tile), "--reps", str(self.reps),
                 "--warmup", str(self.warmup), "--seed", str(self.seed), "--out", str(out),
                 *(["--baseline"] if self.baseline else [])]
 

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("gpu-attention"))
     ap.add_argument("--benchmarks", type=Path, default=Path("docs/BENCHMARKS.md"))
     ap.add_argument("--seqlens", default="4096,8192,16384,32768")
+    ap.add_argument("--kv-heads", type=int, default=16, help="key/value heads (16 = no GQA, comparable with "
+                    "the published points)")
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     config = SweepConfig(kernels=tuple(default_kernels(device)),
                          masks=("full", "causal", "document", "sliding-window-causal"),
                          seqlens=tuple(int(s) for s in args.seqlens.split(",")), batch=1, heads=16,
-                         kv_heads=16, head_dim=128, dtype=torch.bfloat16, device=device, backward=True,
+                         kv_heads=args.kv_heads, head_dim=128, dtype=torch.bfloat16, device=device, backward=True,
                          reps=args.reps, warmup=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(rows, args.out / "attention.csv")
     plot_tflops(rows, args.out / "attention.png", title=f"attention TFLOP/s on {name} (bf16)")
     section = markdown_summary(rows, heading=f"Attention kernels on {name} (torch {torch.__version__}, "
-                                             "bf16, B=1, H=16, D=128)")
+                                             f"bf16, B=1, H=16, H_kv={args.kv_heads}, D=128)")
     (args.out / "attention.md").write_text(section)
     doc = args.benchmarks.read_text() if args.benchmarks.exists() else "# Benchmarks\n"
     args.benchmarks.parent.mkdir(parents=True, exist_ok=True)

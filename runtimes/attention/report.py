@@ -101,16 +101,18 @@ def markdown_summary(rows: list[Row], heading: str = "Attention sweep") -> str:
 
 
 def markdown_cp_summary(rows: list[dict[str, object]]) -> str:
-    """Context-parallel rows: method, layout, mask, slowest-rank time, status, max error."""
+    """Context-parallel rows: method, layout, mask, pass, slowest-rank time, status, max error, and
+    the per-rank work imbalance (max/mean of the rank areas; critical path/mean, see cp.Work)."""
     lines = ["## Context-parallel attention", "",
-             "| method | world (ulysses × ring) | sharding | mask | S | ms median (p20–p80) | TFLOP/s | peak MB "
-             "| status | max err |",
-             "|---|---|---|---|---:|---|---:|---:|---|---:|"]
+             "| method | world (ulysses × ring) | sharding | mask | S | pass | ms median (p20–p80) | TFLOP/s "
+             "| peak MB | status | max err | imbalance | critical/mean |",
+             "|---|---|---|---|---:|---|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['world']} ({r['ulysses_degree']} × {r['ring_degree']}) | {r['sharding']} | "
-            f"{r['mask']} | {r['seqlen']} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–{r['ms_p80']:.2f}) | "
-            f"{r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} |")
+            f"{r['mask']} | {r['seqlen']} | {r.get('pass', 'fwd')} | {r['ms_median']:.2f} ({r['ms_p20']:.2f}–"
+            f"{r['ms_p80']:.2f}) | {r['tflops']:.4f} | {r['peak_mem_mb']:.1f} | {r['status']} | {r['max_err']:.1e} | "
+            f"{_fmt(r.get('imbalance'), '.3f')} | {_fmt(r.get('critical_imbalance'), '.3f')} |")  # type: ignore[arg-type]
     return "\n".join(lines) + "\n"
 
 
@@ -241,26 +243,39 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
     from edgekit.bench.report import Machine, Quality, Ratio, Variant, Workload
     from edgekit.bench.report import Report as BenchReport
 
+    passes = {r.get("pass", "fwd") for r in rows}
+    lengths = {r["seqlen"] for r in rows}
+    worlds = {r["world"] for r in rows if r["method"] != "single"}
+
+    def cell(r: dict[str, object]) -> str:  # pass and length join the name only when rows vary in them
+        return " ".join([str(r["mask"]), *([str(r.get("pass", "fwd"))] if len(passes) > 1 else []),
+                         *([f"S={r['seqlen']}"] if len(lengths) > 1 else [])])
+
     def name(r: dict[str, object]) -> str:
-        return f"{CP_BASELINE if r['method'] == 'single' else r['method']} {r['mask']}"
+        if r["method"] == "single":
+            return f"{CP_BASELINE} {cell(r)}"
+        world = f" ×{r['world']}" if len(worlds) > 1 else ""
+        return f"{r['method']}{world} {cell(r)}"
 
     ordered = sorted(rows, key=lambda r: r["method"] != "single")  # baselines first, each group in run order
-    base_ms = {r["mask"]: r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
+    base_ms = {cell(r): r["ms_median"] for r in rows if r["method"] == "single" and r["status"] == "ok"}
     dtype = str(rows[0]["dtype"]) if rows else ""
     reference = _reference_name(dtype)
     variants = []
     for r in ordered:
         ms = r.get("ms_median")
-        base = f"{CP_BASELINE} {r['mask']}"
-        value = ms / base_ms[r["mask"]] if r["status"] == "ok" and r["mask"] in base_ms and ms else None  # type: ignore[operator]
+        base = f"{CP_BASELINE} {cell(r)}"
+        value = ms / base_ms[cell(r)] if r["status"] == "ok" and cell(r) in base_ms and ms else None  # type: ignore[operator]
         layout = f"world {r['world']} (ulysses {r['ulysses_degree']} × ring {r['ring_degree']}), {r['sharding']} sharding"
         variants.append(Variant(
             name(r), description=f"{r['kernel']} on {r['mask']}: {layout}; status {r['status']}",
             latency_ms=ms,  # type: ignore[arg-type]
             figures={"p20_ms": r.get("ms_p20"), "p80_ms": r.get("ms_p80"), "tflops": r.get("tflops"),  # type: ignore[dict-item]
-                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"]},  # type: ignore[dict-item]
+                     "peak_mem_mb": r.get("peak_mem_mb"), "world": r["world"],  # type: ignore[dict-item]
+                     "imbalance": r.get("imbalance"), "critical_imbalance": r.get("critical_imbalance")},  # type: ignore[dict-item]
             ratios=(Ratio("latency", value, base),),
-            quality=(Quality(reference, output="out", max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
+            quality=(Quality(reference, output="out" if r.get("pass", "fwd") == "fwd" else "out+grads",
+                             max_abs_diff=r.get("max_err")),),  # type: ignore[arg-type]
             details={"status": r["status"], "ulysses_degree": r["ulysses_degree"], "ring_degree": r["ring_degree"],
                      "sharding": r["sharding"], "backend": r.get("backend"), "tol": r.get("tol")}))
     masks = list(dict.fromkeys(str(r["mask"]) for r in rows))
@@ -273,18 +288,26 @@ def cp_report(rows: list[dict[str, object]], *, command: str, settings: dict[str
         "other ranks wait), so a ratio is what splitting the sequence across the world buys.",
         "Latency: median over repetitions of the slowest rank's time per repetition (the baseline: its one "
         "process); ratio = this variant's median ms / its mask's baseline median ms (below 1: faster).",
-        f"Max abs diff: the output gathered on rank 0 against the {reference.replace('math-', 'math reference in ')}; "
+        "Max abs diff: the output (bwd rows: and dQ, dK, dV) gathered on rank 0 against the "
+        f"{reference.replace('math-', 'math reference in ')}; "
         "each row's status (ok / wrong by the FlashAttention-3 criterion) is in its description.",
         "Per-row p20/p80, peak memory and tolerance are also in attention_cp.jsonl / attention_cp.csv.",
+        "bwd rows time the distributed backward alone, after an untimed forward; their FLOPs are 2.5× the "
+        "forward's exact-area FLOPs. Figures imbalance / critical_imbalance: the per-rank work of the layout "
+        "from the mask's rectangles (busiest rank / mean; critical path / mean), not a measurement.",
     )
     workload = Workload(
-        title=f"Context-parallel attention ({', '.join(methods)}) on {world} processes",
+        title=f"Context-parallel attention ({', '.join(methods)}) on {', '.join(str(w) for w in sorted(worlds))} "
+              "processes",
         key="attention-cp", command=command, subject=f"methods {', '.join(methods)}", data=f"masks {', '.join(masks)}",
-        sizes={"seqlen": first.get("seqlen"), "batch": first.get("batch"), "heads": first.get("heads"),
+        sizes={"seqlen": max(int(x) for x in lengths), "batch": first.get("batch"),  # type: ignore[call-overload] "heads": first.get("heads"),
                "head_dim": first.get("head_dim"), "world": world},
         provider=str(first.get("device", "cpu")),
         settings={"dtype": dtype, "backend": next((r.get("backend") for r in rows if r["method"] != "single"), None),
-                  "masks": masks, "methods": methods, **(settings or {})},
-        machine=Machine.here(), isolation="every method under one torchrun launch, one after another")
-    return BenchReport(workload=workload, baseline=f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE,
+                  "masks": masks, "methods": methods, "seqlens": sorted(int(x) for x in lengths),  # type: ignore[call-overload]
+                  "passes": sorted(str(p) for p in passes), **(settings or {})},
+        machine=Machine.here(), isolation="every method under one torchrun launch per (processes, length), "
+                                          "one after another")
+    first_base = next((name(r) for r in ordered if r["method"] == "single"), None)
+    return BenchReport(workload=workload, baseline=first_base or (f"{CP_BASELINE} {masks[0]}" if masks else CP_BASELINE),
                        variants=tuple(variants), reference=reference, notes=notes)

@@ -32,6 +32,7 @@ typedef struct pass {
     const ek_manifest *m;
     const ek_sequence *seqs;
     long query_row;
+    size_t n_rows;      /* candidates, plus the query for select packages */
     float **hidden;     /* per row: [length, width] */
     size_t width;
     size_t *undecided, n_undecided;
@@ -222,19 +223,8 @@ static int run_graph(pass *p, ek_session *session, const ek_graph *g, const size
 static int score_rows(pass *p, ek_session *head, const ek_graph *g, const size_t *rows, size_t n, double *scores) {
     size_t total = n + (p->query_row >= 0), dim = 0;
     size_t *with_query = malloc(total * sizeof *with_query);
-    float **outputs = calloc(p->query_row >= 0 ? (size_t)p->query_row + 1 : total + 1, sizeof *outputs);
-    size_t rows_total = p->query_row >= 0 ? (size_t)p->query_row + 1 : 0;
+    float **outputs = calloc(p->n_rows, sizeof *outputs); /* by row */
     int status = (!with_query || !outputs) ? ek_fail(EK_ERR_MEMORY, "out of memory scoring") : EK_OK;
-    if (!status) {
-        if (p->query_row < 0) { /* outputs indexed by row: size by the largest row */
-            size_t largest = 0;
-            for (size_t i = 0; i < n; ++i) if (rows[i] > largest) largest = rows[i];
-            free(outputs);
-            outputs = calloc(largest + 1, sizeof *outputs);
-            rows_total = largest + 1;
-            if (!outputs) status = ek_fail(EK_ERR_MEMORY, "out of memory scoring");
-        }
-    }
     if (!status) {
         memcpy(with_query, rows, n * sizeof *rows);
         if (p->query_row >= 0) with_query[n] = (size_t)p->query_row;
@@ -254,7 +244,7 @@ static int score_rows(pass *p, ek_session *head, const ek_graph *g, const size_t
             scores[i] = dot / (norms > 1e-12 ? norms : 1e-12);
         }
     }
-    for (size_t i = 0; outputs && i < rows_total; ++i) free(outputs[i]);
+    for (size_t i = 0; outputs && i < p->n_rows; ++i) free(outputs[i]);
     free(outputs);
     free(with_query);
     return status;
@@ -349,7 +339,7 @@ int ek_run_pass(ek_handle *h, const ek_sequence *seqs, size_t n, long query_row,
     double started = now_ms();
     const ek_manifest *m = h->manifest;
     size_t rows_total = n + (query_row >= 0);
-    pass p = {.h = h, .m = m, .seqs = seqs, .query_row = query_row, .top_k = top_k < n ? top_k : n};
+    pass p = {.h = h, .m = m, .seqs = seqs, .query_row = query_row, .n_rows = rows_total, .top_k = top_k < n ? top_k : n};
     p.hidden = calloc(rows_total, sizeof *p.hidden);
     p.undecided = malloc(n * sizeof *p.undecided);
     p.accepted = malloc(n * sizeof *p.accepted);
