@@ -329,7 +329,16 @@ static int collect(pass *p, ek_results *r) {
     return EK_OK;
 }
 
+/* The process's peak resident set: VmHWM on Linux (getrusage's maxrss there can report the peak
+ * of the process that started this one), getrusage elsewhere. */
 static double peak_rss_mb(void) {
+    FILE *status = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (status && fgets(line, sizeof line, status))
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    if (status) fclose(status);
+    if (kib >= 0) return (double)kib / 1024.0;
     struct rusage usage;
     getrusage(RUSAGE_SELF, &usage);
     return (double)usage.ru_maxrss / 1024.0;
