@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the native runtime (libedgekit + edgekit-rank) into build/native (`make native`).
 #
-# Installs the system build dependencies where missing (Debian/Ubuntu: cmake, a C compiler,
-# cJSON, utf8proc, OpenSSL's libcrypto for sha256; root or sudo), fetches onnxruntime's C header without installing anything
-# (Debian trixie's libonnxruntime-dev, unpacked with dpkg-deb into build/native/_deps), and links
+# Installs the system build dependencies where missing (Debian/Ubuntu: cmake, make, a C compiler
+# and libc headers, cJSON, utf8proc, OpenSSL's libcrypto for sha256; root or sudo), fetches
+# onnxruntime's C header without installing anything (Debian trixie's libonnxruntime-dev through
+# a private apt list, unpacked with dpkg-deb into build/native-deps), and links
 # the onnxruntime library of the Python wheel (PYTHON, default .venv/bin/python), so the C and
 # Python runtimes run the same onnxruntime build. Set EK_SANITIZE=address for an ASan build.
 # No third-party code is committed; everything fetched stays under build/.
@@ -21,6 +22,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+[ -f /usr/include/stdio.h ] || need+=(libc6-dev)
 [ -f /usr/include/cjson/cJSON.h ] || need+=(libcjson-dev)
 [ -f /usr/include/utf8proc.h ] || need+=(libutf8proc-dev)
 [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
@@ -42,7 +45,8 @@ if [ ! -f "$header_dir/onnxruntime_c_api.h" ]; then
             > "$apt_dir/sources.list"
         apt_opts=(-qq -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
                   -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache"
-                  -o APT::Sandbox::User=root)
+                  -o APT::Sandbox::User=root -o APT::Update::Post-Invoke::= -o APT::Update::Post-Invoke-Success::=
+                  -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false)
         apt-get "${apt_opts[@]}" update
         (cd "$apt_dir" && apt-get "${apt_opts[@]}" download libonnxruntime-dev)
         dpkg-deb -x "$apt_dir"/libonnxruntime-dev_*.deb "$deps/ort"

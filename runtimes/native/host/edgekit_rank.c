@@ -103,6 +103,11 @@ static int read_candidates(const char *path, lines *texts, char *message, size_t
     return 1;
 }
 
+static int integral(const cJSON *item) {
+    return cJSON_IsNumber(item) && item->valuedouble >= 0 && item->valuedouble <= 9007199254740992.0 &&
+           item->valuedouble == (double)(int64_t)item->valuedouble;
+}
+
 /* Token sequences of an --ids file: {"ids": [...], "type_ids": [...]} per line. */
 static int read_ids(const char *path, ek_tokens **out, size_t *count, char *message, size_t size) {
     lines raw = {0};
@@ -119,11 +124,15 @@ static int read_ids(const char *path, ek_tokens **out, size_t *count, char *mess
             ok = 0;
         } else {
             int64_t *values = malloc(n * sizeof *values), *type_values = types ? malloc(n * sizeof *type_values) : NULL;
-            for (size_t k = 0; k < n; ++k) {
-                values[k] = (int64_t)cJSON_GetArrayItem(ids, (int)k)->valuedouble;
-                if (types) type_values[k] = (int64_t)cJSON_GetArrayItem(types, (int)k)->valuedouble;
+            ok = values && (!types || type_values);
+            for (size_t k = 0; ok && k < n; ++k) {
+                const cJSON *id = cJSON_GetArrayItem(ids, (int)k), *type = types ? cJSON_GetArrayItem(types, (int)k) : NULL;
+                ok = integral(id) && (!types || integral(type));
+                values[k] = ok ? (int64_t)id->valuedouble : 0;
+                if (types) type_values[k] = ok ? (int64_t)type->valuedouble : 0;
             }
             seqs[i] = (ek_tokens){values, type_values, n};
+            if (!ok) snprintf(message, size, "%s:%zu: ids and type_ids must be integers (0 .. 2^53)", path, i + 1);
         }
         cJSON_Delete(record);
     }
@@ -292,7 +301,20 @@ int main(int argc, char **argv) {
             for (const char *c = query_ids; *c; ++c) n += *c == ',';
             qids = malloc(n * sizeof *qids);
             const char *c = query_ids;
-            for (size_t k = 0; k < n; ++k) { qids[k] = strtoll(c, (char **)&c, 10); if (*c == ',') ++c; }
+            int good = qids != NULL;
+            for (size_t k = 0; good && k < n; ++k) {
+                char *end;
+                qids[k] = strtoll(c, &end, 10);
+                good = end != c && (*end == ',' || (*end == '\0' && k + 1 == n));
+                c = *end == ',' ? end + 1 : end;
+            }
+            if (!good) {
+                free(qids);
+                free_ids(seqs, count);
+                ek_close(handle);
+                free_lines(&texts);
+                return fail(2, "--query-ids takes comma-separated integers, e.g. 101,2129,102");
+            }
             query_tokens = (ek_tokens){qids, NULL, n};
         }
         status = ek_rank_ids(handle, query_ids ? &query_tokens : NULL, seqs, count, (size_t)top_k, &results);

@@ -74,9 +74,7 @@ static int open_tokenizer(ek_handle *h) {
     if (m->has_prompt) { /* decoder rerankers build a prompt around the pair: not native yet */
         snprintf(h->tokenizer_error, sizeof h->tokenizer_error, "prompt packages (decoder rerankers) are ranked from "
                  "token ids natively: build the prompt's ids in the host app and call ek_rank_ids");
-        for (size_t i = 0; h->pinned && i < h->n_pinned; ++i) ek_session_release(h->pinned[i]);
-    free(h->pinned);
-    ek_tokenizer_free(h->tokenizer);
+        ek_tokenizer_free(h->tokenizer);
         h->tokenizer = NULL;
     }
     return EK_OK;

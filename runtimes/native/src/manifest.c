@@ -49,11 +49,13 @@ static const char *get_string(const cJSON *object, const char *key) {
     return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
+#define MAX_EXACT_INTEGER 9007199254740992.0 /* 2^53: every integer up to here is exact in a double */
+
 static int get_int(const cJSON *object, const char *key, long low, long high, long *out) {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(object, key);
     if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) || item->valuedouble < low ||
-        item->valuedouble > high)
-        return 0;
+        item->valuedouble > high || item->valuedouble > MAX_EXACT_INTEGER || item->valuedouble < -MAX_EXACT_INTEGER)
+        return 0; /* the last two bounds also keep the cast to long defined (LONG_MAX rounds up to 2^63) */
     *out = (long)item->valuedouble;
     return 1;
 }

@@ -181,8 +181,10 @@ static int run_graph(pass *p, ek_session *session, const ek_graph *g, const size
         if (!strcmp(g->role, "embeddings")) p->padded_tokens += b * s;
         p->chunks++;
         if (per_token) {
-            if (out.ndim != 3 || out.shape[0] != (int64_t)b || out.shape[1] != (int64_t)s) {
-                status = ek_fail(EK_ERR_INTEGRITY, "graph %s returned a tensor of the wrong shape; re-export the package", g->name);
+            if (out.ndim != 3 || out.shape[0] != (int64_t)b || out.shape[1] != (int64_t)s ||
+                out.shape[2] != (int64_t)p->m->hidden_size) {
+                status = ek_fail(EK_ERR_INTEGRITY, "graph %s returned a tensor of shape other than [batch, sequence, %d]; "
+                                 "re-export the package", g->name, p->m->hidden_size);
             } else {
                 size_t w = (size_t)out.shape[2];
                 p->width = w;
@@ -199,8 +201,9 @@ static int run_graph(pass *p, ek_session *session, const ek_graph *g, const size
         } else {
             size_t elements = 1;
             for (size_t d = 0; d < out.ndim; ++d) elements *= (size_t)out.shape[d];
-            if (out.ndim < 1 || out.shape[0] != (int64_t)b || elements == 0) {
-                status = ek_fail(EK_ERR_INTEGRITY, "graph %s returned a tensor of the wrong shape; re-export the package", g->name);
+            if (out.ndim < 1 || out.shape[0] != (int64_t)b || elements == 0 || (*dim && elements / b != *dim)) {
+                status = ek_fail(EK_ERR_INTEGRITY, "graph %s returned a tensor of the wrong shape (or a size that changes "
+                                 "between chunks); re-export the package", g->name);
             } else {
                 *dim = elements / b;
                 for (size_t slot = 0; !status && slot < b; ++slot) {
