@@ -82,6 +82,43 @@ def _external_data_outside(pkg: Path) -> None:
         bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
 
 
+def _rewrite_graph(pkg: Path, name: str, edit: Callable[[object], None]) -> None:
+    """Apply `edit` to graphs/<name>.onnx's ModelProto (weights left external) and record the
+    file's new size and sha256 in its entry, so only the graph's content is wrong."""
+    import hashlib
+
+    import onnx
+
+    graph_file = pkg / "graphs" / f"{name}.onnx"
+    model = onnx.load(str(graph_file), load_external_data=False)
+    edit(model)
+    onnx.save(model, str(graph_file))
+    data = graph_file.read_bytes()
+    rewrite_manifest(pkg, lambda d: _graph(d, name)["files"][0].update(bytes=len(data),
+                                                                       sha256=hashlib.sha256(data).hexdigest()))
+
+
+def _unlisted_weights(pkg: Path) -> None:
+    """layer_000.onnx reads its weights from a copy inside the package that its entry does not list."""
+    import onnx
+
+    shutil.copy(pkg / "graphs" / "layer_000.onnx.data", pkg / "graphs" / "unlisted.data")
+
+    def edit(model: object) -> None:
+        for tensor in model.graph.initializer:  # type: ignore[attr-defined]
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                next(e for e in tensor.external_data if e.key == "location").value = "unlisted.data"
+    _rewrite_graph(pkg, "layer_000", edit)
+
+
+def _epcontext_node(pkg: Path) -> None:
+    """The head graph gains an EPContext node (a compiled blob a provider would load)."""
+    import onnx
+
+    _rewrite_graph(pkg, "head", lambda model: model.graph.node.append(  # type: ignore[attr-defined]
+        onnx.helper.make_node("EPContext", [], ["blob_out"], domain="com.microsoft")))
+
+
 def _drop_layer(data: dict) -> None:
     data["graphs"] = [g for g in data["graphs"] if g["name"] != "layer_002"]
 
@@ -109,6 +146,8 @@ CORPUS: dict[str, Callable[[Path], None]] = {
     "select scored as logits": _edit(lambda d: d["ranking"]["scoring"].update(kind="logit")),
     "graph swapped into another's slot": _swap_graphs,
     "external data outside the package": _external_data_outside,
+    "weights from an unlisted file": _unlisted_weights,
+    "EPContext node": _epcontext_node,
     "NaN in the table": _nan_table_row,
 }
 

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "digest.h"
+#include "onnx_refs.h"
 #include "edgekit.h"
 #include "error.h"
 
@@ -201,6 +202,35 @@ static int read_io(const cJSON *list, ek_io **out, size_t *count, const char *gr
     return EK_OK;
 }
 
+/* The graph file's external-data locations must each be one of the entry's listed files (they
+ * resolve next to the .onnx file), and it may hold no EPContext node: edgekit/containment.py. */
+static int check_references(const ek_graph *graph, const cJSON *files) {
+    ek_onnx_refs refs;
+    int status = ek_onnx_refs_read(graph->path, &refs);
+    if (status) return status;
+    const char *slash = strrchr(graph->relpath, '/');
+    size_t folder = slash ? (size_t)(slash - graph->relpath) + 1 : 0;
+    for (size_t i = 0; !status && i < refs.count; ++i) {
+        const char *location = refs.locations[i];
+        int listed = 0;
+        const cJSON *entry;
+        cJSON_ArrayForEach(entry, files) {
+            const char *file = get_string(entry, "file");
+            listed |= file && strlen(file) == folder + strlen(location) && !strncmp(file, graph->relpath, folder) &&
+                      !strcmp(file + folder, location);
+        }
+        if (!relative_path_ok(location) || !listed)
+            status = ek_fail(EK_ERR_PACKAGE, "graph '%s': %s reads external data from '%s', which is not one of the "
+                             "graph's listed files; re-export the package; packages may not read files outside "
+                             "themselves", shown(graph->name), shown(graph->relpath), shown(location));
+    }
+    if (!status && refs.epcontext)
+        status = ek_fail(EK_ERR_PACKAGE, "graph '%s': %s has an EPContext node (a compiled blob); edgekit packages hold "
+                         "portable ONNX graphs only: re-export the package", shown(graph->name), shown(graph->relpath));
+    ek_onnx_refs_free(&refs);
+    return status;
+}
+
 static const char *RANKING_ROLES[] = {"embeddings", "layer", "head", "depth_head"};
 
 static int read_graph(ek_manifest *m, const cJSON *item, ek_graph *graph) {
@@ -251,10 +281,12 @@ static int read_graph(ek_manifest *m, const cJSON *item, ek_graph *graph) {
                            shown(name), shown(path));
         first = 0;
     }
+    int status = check_references(graph, files);
+    if (status) return status;
     if (cJSON_GetObjectItemCaseSensitive(item, "weights"))
         return ek_fail(EK_ERR_UNSUPPORTED, "graph %s carries shared-layer weights, which the native runtime does not "
                        "implement yet; export without --shared-layers", shown(name));
-    int status = read_io(cJSON_GetObjectItemCaseSensitive(item, "inputs"), &graph->inputs, &graph->n_inputs, name, "inputs");
+    status = read_io(cJSON_GetObjectItemCaseSensitive(item, "inputs"), &graph->inputs, &graph->n_inputs, name, "inputs");
     if (status) return status;
     return read_io(cJSON_GetObjectItemCaseSensitive(item, "outputs"), &graph->outputs, &graph->n_outputs, name, "outputs");
 }
