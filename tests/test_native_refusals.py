@@ -65,23 +65,6 @@ def _nan_table_row(pkg: Path) -> None:
     table.flush()
 
 
-def _external_data_outside(pkg: Path) -> None:
-    """layer_001.onnx reads a weight from outside the package (the entry's size and hash updated,
-    so only the graph's own external-data location is wrong)."""
-    import hashlib
-
-    import onnx
-
-    graph_file = pkg / "graphs" / "layer_001.onnx"
-    model = onnx.load(str(graph_file), load_external_data=False)
-    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
-    next(entry for entry in tensor.external_data if entry.key == "location").value = "../../../etc/hostname"
-    onnx.save(model, str(graph_file))
-    data = graph_file.read_bytes()
-    rewrite_manifest(pkg, lambda d: _graph(d, "layer_001")["files"][0].update(
-        bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
-
-
 def _rewrite_graph(pkg: Path, name: str, edit: Callable[[object], None]) -> None:
     """Apply `edit` to graphs/<name>.onnx's ModelProto (weights left external) and record the
     file's new size and sha256 in its entry, so only the graph's content is wrong."""
@@ -98,17 +81,21 @@ def _rewrite_graph(pkg: Path, name: str, edit: Callable[[object], None]) -> None
                                                                        sha256=hashlib.sha256(data).hexdigest()))
 
 
-def _unlisted_weights(pkg: Path) -> None:
-    """layer_000.onnx reads its weights from a copy inside the package that its entry does not list."""
+def _relocate_weights(name: str, location: str) -> Callable[[Path], None]:
+    """graphs/<name>.onnx reads its external weights from `location` (a copy of its own weights
+    file when that is a plain name inside graphs/); only the graph's content is wrong."""
     import onnx
 
-    shutil.copy(pkg / "graphs" / "layer_000.onnx.data", pkg / "graphs" / "unlisted.data")
+    def apply(pkg: Path) -> None:
+        if "/" not in location:
+            shutil.copy(pkg / "graphs" / f"{name}.onnx.data", pkg / "graphs" / location)
 
-    def edit(model: object) -> None:
-        for tensor in model.graph.initializer:  # type: ignore[attr-defined]
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                next(e for e in tensor.external_data if e.key == "location").value = "unlisted.data"
-    _rewrite_graph(pkg, "layer_000", edit)
+        def edit(model: object) -> None:
+            for tensor in model.graph.initializer:  # type: ignore[attr-defined]
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    next(e for e in tensor.external_data if e.key == "location").value = location
+        _rewrite_graph(pkg, name, edit)
+    return apply
 
 
 def _epcontext_node(pkg: Path) -> None:
@@ -145,8 +132,8 @@ CORPUS: dict[str, Callable[[Path], None]] = {
     "unknown scoring kind": _edit(lambda d: d["ranking"]["scoring"].update(kind="dot")),
     "select scored as logits": _edit(lambda d: d["ranking"]["scoring"].update(kind="logit")),
     "graph swapped into another's slot": _swap_graphs,
-    "external data outside the package": _external_data_outside,
-    "weights from an unlisted file": _unlisted_weights,
+    "external data outside the package": _relocate_weights("layer_001", "../../../etc/hostname"),
+    "weights from an unlisted file": _relocate_weights("layer_000", "unlisted.data"),
     "EPContext node": _epcontext_node,
     "NaN in the table": _nan_table_row,
 }

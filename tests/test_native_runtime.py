@@ -8,6 +8,7 @@ Each native run is its own process, as an app would be.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,8 +27,6 @@ ASAN = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23",
 
 def rank_native(build: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """edgekit-rank with `args`, under ASan (exit status 23 on a memory error or leak)."""
-    import os
-
     env = dict(os.environ, **ASAN)
     return subprocess.run([str(build / "edgekit-rank"), *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
